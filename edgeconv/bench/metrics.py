@@ -1,0 +1,249 @@
+"""Task metrics: COCO mAP (pycocotools, with an exact numpy fallback), label-free mAP, top-k accuracy.
+
+Why both implementations: pycocotools is the reference everyone quotes, so it is used whenever it
+is importable; ``map_numpy`` re-implements its exact algorithm (greedy matching, 101-point
+interpolated precision, area 'all', maxDets 100) so results stay comparable when it is missing (it
+is a compiled extension that not every target environment has).  A test checks they agree to 1e-6.
+
+All ground-truth boxes are treated as non-crowd, and an image list may contain images without
+objects (their detections count as false positives, as in pycocotools).  When there is no ground
+truth at all the result is -1.0, mirroring pycocotools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from edgeconv.bench.detection import Detections
+
+GroundTruth = tuple[np.ndarray, np.ndarray]  # (boxes (N,4) xyxy pixels, classes (N,))
+
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
+RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+MAX_DETS = 100
+
+
+def _as_det(d: Detections | Mapping[str, Any]) -> Detections:
+    if isinstance(d, Detections):
+        return d
+    return Detections(d["boxes"], d["scores"], d["classes"])
+
+
+def _as_gt(g: GroundTruth | Mapping[str, Any]) -> GroundTruth:
+    if isinstance(g, Mapping):
+        return np.asarray(g["boxes"], np.float64).reshape(-1, 4), np.asarray(g["classes"], np.int64).reshape(-1)
+    boxes, classes = g
+    return np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(classes, np.int64).reshape(-1)
+
+
+def _xywh(b: np.ndarray) -> np.ndarray:
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    return np.stack([b[:, 0], b[:, 1], b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# pycocotools
+# ----------------------------------------------------------------------------------------------
+
+
+def coco_map(preds: Sequence[Detections], gts: Sequence[GroundTruth], use_pycocotools: bool = True) -> dict[str, float]:
+    """COCO-style bbox mAP: ``{"map50": ..., "map50_95": ...}`` (pycocotools when available)."""
+    if len(preds) != len(gts):
+        raise ValueError(f"{len(preds)} predictions for {len(gts)} ground-truth images")
+    if use_pycocotools:
+        try:
+            from pycocotools.coco import COCO
+            from pycocotools.cocoeval import COCOeval
+        except ImportError:
+            use_pycocotools = False
+    if not use_pycocotools:
+        return map_numpy(preds, gts)
+    preds = [_as_det(p) for p in preds]
+    gts = [_as_gt(g) for g in gts]
+    cats = sorted({int(c) for _, cl in gts for c in cl} | {int(c) for p in preds for c in p.classes})
+    images = [{"id": i + 1, "width": 0, "height": 0} for i in range(len(gts))]
+    anns, dts = [], []
+    for i, (boxes, classes) in enumerate(gts):
+        for b, c in zip(_xywh(boxes).tolist(), classes.tolist()):
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": c + 1, "bbox": b,
+                         "area": b[2] * b[3], "iscrowd": 0})
+    for i, p in enumerate(preds):
+        for b, s, c in zip(_xywh(p.boxes).tolist(), p.scores.tolist(), p.classes.tolist()):
+            dts.append({"id": len(dts) + 1, "image_id": i + 1, "category_id": c + 1, "bbox": b,
+                        "area": b[2] * b[3], "score": s, "iscrowd": 0})
+    if not anns:
+        return {"map50": -1.0, "map50_95": -1.0}
+    categories = [{"id": c + 1, "name": str(c)} for c in cats]
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO()
+        gt.dataset = {"images": images, "annotations": anns, "categories": categories}
+        gt.createIndex()
+        dt = COCO()
+        dt.dataset = {"images": images, "annotations": dts, "categories": categories}
+        dt.createIndex()
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    return {"map50": float(ev.stats[1]), "map50_95": float(ev.stats[0])}
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure numpy re-implementation of COCOeval (bbox, area 'all', maxDets 100, non-crowd GT)
+# ----------------------------------------------------------------------------------------------
+
+
+def _coco_iou(d: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """IoU of xywh boxes as pycocotools' ``maskUtils.iou`` computes it (float64, no +1)."""
+    if len(d) == 0 or len(g) == 0:
+        return np.zeros((len(d), len(g)))
+    dx2, dy2 = d[:, 0] + d[:, 2], d[:, 1] + d[:, 3]
+    gx2, gy2 = g[:, 0] + g[:, 2], g[:, 1] + g[:, 3]
+    iw = np.minimum(dx2[:, None], gx2[None]) - np.maximum(d[:, None, 0], g[None, :, 0])
+    ih = np.minimum(dy2[:, None], gy2[None]) - np.maximum(d[:, None, 1], g[None, :, 1])
+    inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+    union = (d[:, 2] * d[:, 3])[:, None] + (g[:, 2] * g[:, 3])[None] - inter
+    return inter / union
+
+
+def _match(ious: np.ndarray, n_thr: int) -> np.ndarray:
+    """Greedy COCO matching: each det (in score order) takes the best still-free GT with IoU >= t.
+
+    Returns ``dtm`` (T, nd) bool.  Ties between GTs go to the later GT, as in COCOeval's loop.
+    """
+    nd, ng = ious.shape
+    dtm = np.zeros((n_thr, nd), dtype=bool)
+    if ng == 0 or nd == 0:
+        return dtm
+    thr = np.minimum(IOU_THRESHOLDS[:n_thr], 1 - 1e-10)
+    gtm = np.zeros((n_thr, ng), dtype=bool)
+    best = ious.max(1)
+    for di in range(nd):
+        if best[di] < thr[0]:
+            continue  # cannot match at any threshold
+        row = ious[di]
+        ok = (~gtm) & (row[None, :] >= thr[:, None])  # (T, ng)
+        masked = np.where(ok, row[None, :], -1.0)
+        last_best = ng - 1 - np.argmax(masked[:, ::-1], axis=1)
+        hit = masked.max(1) >= 0
+        t_idx = np.nonzero(hit)[0]
+        gtm[t_idx, last_best[t_idx]] = True
+        dtm[t_idx, di] = True
+    return dtm
+
+
+def _ap_101(tp: np.ndarray, fp: np.ndarray, npig: int) -> np.ndarray:
+    """101-point interpolated precision per IoU threshold, exactly as ``COCOeval.accumulate``."""
+    n_thr = tp.shape[0]
+    q_all = np.zeros((n_thr, len(RECALL_THRESHOLDS)))
+    tp_sum = np.cumsum(tp, axis=1).astype(float)
+    fp_sum = np.cumsum(fp, axis=1).astype(float)
+    for t in range(n_thr):
+        tps, fps = tp_sum[t], fp_sum[t]
+        nd = len(tps)
+        if nd == 0:
+            continue
+        rc = tps / npig
+        pr = tps / (fps + tps + np.spacing(1))
+        pr = np.maximum.accumulate(pr[::-1])[::-1]  # precision envelope (monotone non-increasing)
+        inds = np.searchsorted(rc, RECALL_THRESHOLDS, side="left")
+        valid = inds < nd
+        q_all[t, valid] = pr[inds[valid]]
+    return q_all
+
+
+def map_numpy(preds: Sequence[Detections], gts: Sequence[GroundTruth]) -> dict[str, float]:
+    """Dependency-free COCO bbox mAP, numerically matching pycocotools (see module docstring)."""
+    if len(preds) != len(gts):
+        raise ValueError(f"{len(preds)} predictions for {len(gts)} ground-truth images")
+    preds = [_as_det(p) for p in preds]
+    gts = [_as_gt(g) for g in gts]
+    n_thr = len(IOU_THRESHOLDS)
+    cats = sorted({int(c) for _, cl in gts for c in cl})
+    if not cats:
+        return {"map50": -1.0, "map50_95": -1.0}
+    per_cat = []
+    for c in cats:
+        scores, matches, npig = [], [], 0
+        for p, (gb, gc) in zip(preds, gts):
+            g = _xywh(gb[gc == c])
+            sel = np.nonzero(p.classes == c)[0]
+            npig += len(g)
+            if len(sel) == 0:
+                continue
+            # Float64 round-trip of the float32 boxes/scores, as the pycocotools path sees them.
+            s = p.scores[sel].astype(np.float64)
+            order = np.argsort(-s, kind="mergesort")[:MAX_DETS]
+            d = _xywh(p.boxes[sel][order])
+            matches.append(_match(_coco_iou(d, g), n_thr))
+            scores.append(s[order])
+        if npig == 0:
+            continue
+        if scores:
+            s_all = np.concatenate(scores)
+            inds = np.argsort(-s_all, kind="mergesort")
+            dtm = np.concatenate(matches, axis=1)[:, inds]
+        else:
+            dtm = np.zeros((n_thr, 0), dtype=bool)
+        per_cat.append(_ap_101(dtm, ~dtm, npig))
+    prec = np.stack(per_cat)  # (K, T, R)
+    return {"map50": float(prec[:, 0].mean()), "map50_95": float(prec.mean())}
+
+
+# ----------------------------------------------------------------------------------------------
+# Agreement metrics
+# ----------------------------------------------------------------------------------------------
+
+
+def label_free_map(
+    preds: Sequence[Detections], reference_preds: Sequence[Detections], score_thr: float = 0.25
+) -> dict[str, float]:
+    """mAP of ``preds`` scored against the FP32 reference's detections (score >= thr) as ground truth.
+
+    Why: measures conversion/quantization drift on unlabelled data -- a perfect conversion scores
+    1.0 regardless of how good the model itself is.
+    """
+    ref_gts = []
+    for r in reference_preds:
+        r = _as_det(r).filter(score_thr)
+        ref_gts.append((r.boxes, r.classes))
+    return coco_map(preds, ref_gts)
+
+
+def softmax(outputs: Mapping[str, np.ndarray] | np.ndarray, axis: int = -1) -> np.ndarray:
+    """Classifier post-processing: logits -> probabilities (accepts the outputs dict or the logits)."""
+    if isinstance(outputs, Mapping):
+        x = np.asarray(outputs["logits"] if "logits" in outputs else next(iter(outputs.values())))
+    else:
+        x = np.asarray(outputs)
+    x = x.astype(np.float64)
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def topk_accuracy(logits: np.ndarray, labels: np.ndarray, k: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """``{"top1": ..., "top5": ...}`` -- fraction of samples whose label is among the top-k scores.
+
+    k larger than the number of classes is clamped (top-5 of a 5-class model is trivially 1.0).
+    Ties are broken by class index (stable sort), so results are deterministic.
+    """
+    logits = np.asarray(logits).reshape(len(labels), -1)
+    labels = np.asarray(labels).reshape(-1)
+    order = np.argsort(-logits, axis=1, kind="stable")
+    out = {}
+    for kk in k:
+        hit = (order[:, : min(kk, logits.shape[1])] == labels[:, None]).any(1)
+        out[f"top{kk}"] = float(hit.mean()) if len(labels) else float("nan")
+    return out
+
+
+def top1_agreement(logits: np.ndarray, ref_logits: np.ndarray) -> float:
+    """Fraction of samples where the target's arg-max class equals the reference's (label-free drift)."""
+    a = np.asarray(logits).reshape(len(ref_logits), -1).argmax(1)
+    b = np.asarray(ref_logits).reshape(len(ref_logits), -1).argmax(1)
+    return float((a == b).mean()) if len(a) else float("nan")

@@ -1,0 +1,1 @@
+"""Calibration: data sources, the preprocessing contract, activation statistics and per-backend writers."""

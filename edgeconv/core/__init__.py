@@ -1,0 +1,1 @@
+"""Core building blocks shared by every stage: errors, lazy imports, hashing, artifacts, cache."""

@@ -1,0 +1,73 @@
+"""Tensor descriptions shared by manifests, runners and the CLI's ``--input`` parser."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeconv.core.errors import ConfigError
+
+_DTYPES = {"float32", "float16", "int8", "uint8", "int32", "int64", "bool"}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A named tensor: static shape (ints; -1 or a name for dynamic axes), dtype, layout tag."""
+
+    name: str
+    shape: tuple[Any, ...]
+    dtype: str = "float32"
+    layout: str | None = None
+    dynamic: dict[int, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        d["dynamic"] = {str(k): v for k, v in self.dynamic.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
+        return cls(name=d["name"], shape=tuple(d["shape"]), dtype=d.get("dtype", "float32"),
+                   layout=d.get("layout"), dynamic={int(k): v for k, v in (d.get("dynamic") or {}).items()})
+
+    @property
+    def static_shape(self) -> tuple[int, ...]:
+        """Shape with dynamic axes replaced by 1 (used to build sample inputs)."""
+        return tuple(s if isinstance(s, int) and s > 0 else 1 for s in self.shape)
+
+
+_INPUT_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.\-/]*):(?P<shape>\d+(?:x\d+)*)(?::(?P<dtype>\w+))?$")
+
+
+def parse_input_spec(text: str) -> TensorSpec:
+    """Parse ``name:1x3x320x320[:dtype]`` as given to ``--input``."""
+    m = _INPUT_RE.match(text.strip())
+    if not m:
+        raise ConfigError(f"--input '{text}' is not of the form NAME:1x3xHxW[:dtype]",
+                          hint="e.g. --input images:1x3x320x320")
+    dtype = m.group("dtype") or "float32"
+    if dtype not in _DTYPES:
+        raise ConfigError(f"--input '{text}': unknown dtype '{dtype}'", hint=f"one of {sorted(_DTYPES)}")
+    shape = tuple(int(s) for s in m.group("shape").split("x"))
+    if any(s <= 0 for s in shape):
+        raise ConfigError(f"--input '{text}': every dimension must be positive")
+    return TensorSpec(m.group("name"), shape, dtype, "NCHW" if len(shape) == 4 else None)
+
+
+def random_feeds(specs: list[TensorSpec], seed: int = 0, low: float = 0.0, high: float = 1.0) -> dict[str, np.ndarray]:
+    """Deterministic random inputs for the given specs (uniform in [low, high) for floats)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for s in specs:
+        shape = s.static_shape
+        if s.dtype.startswith("float"):
+            feeds[s.name] = rng.uniform(low, high, size=shape).astype(s.dtype)
+        elif s.dtype == "bool":
+            feeds[s.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            feeds[s.name] = rng.integers(0, 10, size=shape).astype(s.dtype)
+    return feeds

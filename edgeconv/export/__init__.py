@@ -1,0 +1,1 @@
+"""torch → ONNX export (several exporters, each verified) and ONNX simplification."""

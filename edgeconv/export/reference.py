@@ -1,0 +1,153 @@
+"""The reference model: the verified, simplified ONNX every target is converted from and compared with."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeconv.core import cache
+from edgeconv.core.console import log, status
+from edgeconv.core.errors import ConfigError, ExportError
+from edgeconv.core.hashing import sha256_file, sha256_json
+from edgeconv.core.lazy import require, version
+from edgeconv.core.tensors import TensorSpec, random_feeds
+from edgeconv.export.onnx_export import EXPORTERS, DynamicSpec, export_verified
+from edgeconv.export.simplify import simplify
+from edgeconv.intake.loader import SourceModel
+
+REFERENCE_FILE = "reference.onnx"
+_ONNX_DT = {1: "float32", 10: "float16", 3: "int8", 2: "uint8", 6: "int32", 7: "int64", 9: "bool", 11: "float64"}
+
+
+@dataclass
+class ReferenceModel:
+    onnx_path: Path
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    source: SourceModel
+    record: dict[str, Any]
+    sha256: str
+    dynamic_profiles: dict[str, dict[str, list[int]]] = field(default_factory=dict)
+
+    @property
+    def module(self) -> Any:
+        return self.source.module
+
+    def random_feeds(self, n: int = 2, seed: int = 0) -> list[dict[str, np.ndarray]]:
+        return [random_feeds(self.inputs, seed=seed + i) for i in range(n)]
+
+
+def graph_specs(path: Path, layout_hint: str | None = "NCHW") -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Input/output names, shapes and dtypes as the ONNX graph declares them (outputs via shape inference)."""
+    onnx = require("onnx", "onnx")
+    model = onnx.load(str(path))
+    try:
+        model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    except Exception:  # noqa: BLE001 - shape inference is best effort
+        pass
+    inits = {i.name for i in model.graph.initializer}
+
+    def spec(vi: Any, layout: str | None) -> TensorSpec:
+        dims, dyn = [], {}
+        for i, d in enumerate(vi.type.tensor_type.shape.dim):
+            if d.HasField("dim_value"):
+                dims.append(int(d.dim_value))
+            else:
+                dims.append(-1)
+                dyn[i] = d.dim_param or f"d{i}"
+        return TensorSpec(vi.name, tuple(dims), _ONNX_DT.get(vi.type.tensor_type.elem_type, "float32"),
+                          layout if len(dims) == 4 else None, dyn)
+
+    ins = [spec(v, layout_hint) for v in model.graph.input if v.name not in inits]
+    outs = [spec(v, None) for v in model.graph.output]
+    return ins, outs
+
+
+def prepare_reference(source: SourceModel, inputs: list[TensorSpec] | None, *, output_names: list[str] | None = None,
+                      opset: int = 17, exporters: tuple[str, ...] = EXPORTERS, dynamic: DynamicSpec | None = None,
+                      do_simplify: bool = True, use_cache: bool = True,
+                      extra_feeds: list[dict[str, np.ndarray]] | None = None) -> ReferenceModel:
+    """Export (unless the source is ONNX), verify, simplify; cached under the hash of everything involved."""
+    dynamic = dynamic or DynamicSpec()
+    if source.kind != "onnx" and not inputs:
+        raise ConfigError("a PyTorch model needs --input NAME:SHAPE (e.g. --input images:1x3x320x320)")
+    bad = [e for e in exporters if e not in EXPORTERS]
+    if bad:
+        raise ConfigError(f"unknown exporter(s) {bad}", hint=f"choose from {list(EXPORTERS)}")
+    key = sha256_json({
+        "source": source.sha256, "inputs": [s.to_dict() for s in inputs or []], "outputs": output_names,
+        "opset": opset, "exporters": list(exporters), "dynamic": dynamic.__dict__, "simplify": do_simplify,
+        "tools": {t: version(t) for t in ("torch", "onnx", "onnxscript", "onnxsim", "onnxslim", "onnxruntime")},
+    })
+    hit = cache.lookup("reference", key) if use_cache else None
+    if hit is not None:
+        record = json.loads((hit / "record.json").read_text())
+        record["cache"] = "hit"
+        log.debug("reference ONNX cache hit %s", key)
+        path = hit / REFERENCE_FILE
+        return _make(path, source, inputs, record, dynamic)
+
+    work = Path(tempfile.mkdtemp(prefix="edgeconv-ref-"))
+    try:
+        raw = work / "exported.onnx"
+        record: dict[str, Any] = {"cache_key": key}
+        if source.kind == "onnx":
+            shutil.copyfile(source.onnx_path, raw)
+            record["export"] = {"route": "onnx-input", "attempts": []}
+            g_in, _ = graph_specs(raw)
+            if inputs:
+                known = {s.name for s in g_in}
+                unknown = [s.name for s in inputs if s.name not in known]
+                if unknown:
+                    raise ConfigError(f"--input names {unknown} are not inputs of {source.spec}",
+                                      hint=f"graph inputs: {sorted(known)}")
+            specs = inputs or g_in
+            if any(not isinstance(d, int) or d <= 0 for s in specs for d in s.shape):
+                log.info("dynamic input dims in %s are fed with 1 for verification", source.spec)
+        else:
+            specs = inputs
+            feeds = [random_feeds(specs, seed=i) for i in range(2)] + list(extra_feeds or [])
+            with status("exporting to ONNX"):
+                record["export"] = export_verified(source.module, specs, output_names, raw, opset=opset,
+                                                   exporters=exporters, dynamic=dynamic, sample_feeds=feeds)
+        feeds = [random_feeds(specs, seed=i) for i in range(2)] + list(extra_feeds or [])
+        final = work / REFERENCE_FILE
+        with status("simplifying ONNX"):
+            record["simplify"] = simplify(raw, final, feeds, enabled=do_simplify)
+        out = cache.store("reference", key, _only(work, [REFERENCE_FILE], record)) if use_cache else work
+        path = out / REFERENCE_FILE
+        if not use_cache:  # keep the temp folder alive for this process; it is tiny
+            record["cache"] = "disabled"
+        else:
+            record["cache"] = "miss"
+        return _make(path, source, inputs, record, dynamic)
+    except ExportError:
+        raise
+    finally:
+        if use_cache:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _only(work: Path, names: list[str], record: dict[str, Any]) -> Path:
+    keep = work / "keep"
+    keep.mkdir()
+    for n in names:
+        shutil.copyfile(work / n, keep / n)
+    (keep / "record.json").write_text(json.dumps(record, indent=2, default=str))
+    return keep
+
+
+def _make(path: Path, source: SourceModel, inputs: list[TensorSpec] | None, record: dict[str, Any],
+          dynamic: DynamicSpec) -> ReferenceModel:
+    g_in, g_out = graph_specs(path)
+    by_name = {s.name: s for s in inputs or []}
+    ins = [by_name.get(s.name, s) if not s.dynamic else TensorSpec(s.name, by_name[s.name].shape if s.name in by_name
+           else s.shape, s.dtype, s.layout, s.dynamic) for s in g_in]
+    profiles = {s.name: dynamic.profile(s) for s in ins} if dynamic.enabled else {}
+    return ReferenceModel(path, ins, g_out, source, record, sha256_file(path), profiles)
