@@ -65,7 +65,7 @@ def convert(model: str, *, targets: list[str], out: str | Path, precisions: list
                 oc.artifact = convert_reference(prep, profile, out=dest, precision=precision, calibration=cal,
                                                 keep_fp32=keep_fp32, options=options, use_cache=use_cache)
             except EdgeconvError as e:
-                if len(profiles) == 1 and not precisions or (len(profiles) == 1 and len(precisions or []) == 1):
+                if (len(profiles) == 1 and not precisions) or (len(profiles) == 1 and len(precisions or []) == 1):
                     raise
                 e.target = e.target or profile.name
                 log.error("%s", e.one_line())

@@ -200,7 +200,7 @@ def _register_optional_commands() -> None:
     """Commands owned by other sub-packages (bench, demo) register here if those packages are present."""
     import importlib
 
-    for mod in ("edgeconv.bench.cli", "edgeconv.demo"):
+    for mod in ("edgeconv.bench.cli", "edgeconv.demo", "edgeconv.calibration.cli"):
         try:
             m = importlib.import_module(mod)
         except ImportError:
@@ -214,4 +214,4 @@ _register_optional_commands()
 if __name__ == "__main__":
     main()
 
-__all__ = ["main", "Path"]
+__all__ = ["Path", "main"]

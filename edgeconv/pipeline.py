@@ -159,7 +159,8 @@ def convert_reference(prep: Prepared, target: str | Profile, *, out: str | Path,
         return art
     t0 = time.perf_counter()
     with atomic_dir(out) as tmp:
-        ctx = ConvertContext(ref, profile, precision, tmp, calibration, tuple(keep_fp32), options)
+        ctx = ConvertContext(ref, profile, precision, tmp, calibration, tuple(keep_fp32), options,
+                             task=dict(prep.info), preprocess=calibration.preprocess if calibration else prep.preprocess)
         with status(f"converting to {profile.name} {precision}"):
             try:
                 result = backend.convert(ctx)

@@ -7,10 +7,11 @@ a profile name (file stem) or a path to a user's own TOML file; a user copies on
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from edgeconv.core.errors import ConfigError
 

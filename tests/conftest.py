@@ -22,8 +22,8 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
     import tiny_model
+    import torch
 
     p = tmp_path_factory.mktemp("w") / "tiny.pth"
     torch.save(tiny_model.build().state_dict(), p)

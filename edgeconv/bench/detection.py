@@ -176,7 +176,7 @@ def decode_centernet(
     """
     hm, wh, off = _as_list(outputs, ("heatmap", "wh", "offset"))
     hm = hm.astype(np.float32)
-    b, nc, h, w = hm.shape
+    b, _nc, h, w = hm.shape
     peaks = np.where(_maxpool3x3(hm) == hm, hm, 0.0).reshape(b, -1)
     k = min(K, peaks.shape[1])
     results = []

@@ -1,14 +1,16 @@
 """Calibration data: a seeded, streamed sample of a user's images (or tensors), preprocessed by the contract.
 
-Only file paths are held in memory; images are decoded one at a time, so memory does not grow with the sample size.
-Corrupt files are skipped with a warning and counted.  The set's ``key`` hashes file contents, the preprocessing
-contract and the input name: statistics and INT8 models are cached under it.
+Only sample references (paths, row indices) are held in memory; inputs are decoded one at a time, so memory does
+not grow with the sample size.  Corrupt files are skipped with a warning and counted.  The set's ``key`` hashes
+file contents, the preprocessing contract and the input name/shape: statistics and INT8 models are cached under it.
+While streaming, per-channel mean/std of the inputs are accumulated (``input_stats``): they go into the manifest so
+evaluation can warn when its inputs clearly differ from what calibration saw (``stats.input_stats_warning``).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,30 +18,58 @@ from typing import Any
 import numpy as np
 
 from edgeconv.calibration.preprocess import Preprocess
+from edgeconv.calibration.sources import IMAGE_SUFFIXES, TENSOR_SUFFIXES, Sample, discover, list_eval_files
 from edgeconv.core.console import log
 from edgeconv.core.errors import CalibrationError
 from edgeconv.core.hashing import sha256_file, sha256_json
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-TENSOR_SUFFIXES = (".npy", ".npz")
-RECOMMENDED_MIN = 300
+RECOMMENDED_MIN = 300  # below this, warn: ranges from a few dozen images are noisy (NVIDIA advises >= 500)
+
+__all__ = ["CalibrationSet", "check_disjoint", "list_samples", "ChannelStats", "IMAGE_SUFFIXES", "TENSOR_SUFFIXES",
+           "RECOMMENDED_MIN"]
 
 
 def list_samples(root: str | Path) -> list[Path]:
-    """Image or tensor files under ``root`` (recursive, sorted for determinism); a single file is a sample."""
-    root = Path(root)
-    if not root.exists():
-        raise CalibrationError(f"calibration data {root} does not exist", hint="pass --calib DIR with images")
-    if root.is_file():
-        return [root]
-    try:
-        files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + TENSOR_SUFFIXES)
-    except PermissionError as e:
-        raise CalibrationError(f"calibration folder {root} is not readable: {e.strerror}") from e
-    if not files:
-        raise CalibrationError(f"calibration folder {root} holds no images ({'/'.join(IMAGE_SUFFIXES)}) or tensors "
-                               f"(.npy/.npz)", hint="point --calib at a folder of representative inputs")
-    return files
+    """Input files under ``root`` in any supported layout (sorted for determinism); a single file is a sample."""
+    return sorted({s.path for s in discover(root)[1]})
+
+
+class ChannelStats:
+    """Streaming per-channel mean/std/min/max (float64 sums, so 10^5 inputs do not lose precision)."""
+
+    def __init__(self, channel_axis: int) -> None:
+        self.axis = channel_axis
+        self.n = 0
+        self.count = 0
+        self.s1: np.ndarray | None = None
+        self.s2: np.ndarray | None = None
+        self.lo: np.ndarray | None = None
+        self.hi: np.ndarray | None = None
+
+    def update(self, x: np.ndarray) -> None:
+        if x.ndim < 2 or not np.issubdtype(x.dtype, np.number):
+            return
+        axis = self.axis % x.ndim
+        red = tuple(i for i in range(x.ndim) if i != axis)
+        xf = x.astype(np.float64, copy=False)
+        s1, s2 = xf.sum(axis=red), np.square(xf).sum(axis=red)
+        lo, hi = xf.min(axis=red), xf.max(axis=red)
+        if self.s1 is None or self.s1.shape != s1.shape:
+            self.s1, self.s2, self.lo, self.hi = s1, s2, lo, hi
+        else:
+            self.s1, self.s2 = self.s1 + s1, self.s2 + s2
+            self.lo, self.hi = np.minimum(self.lo, lo), np.maximum(self.hi, hi)
+        self.n += 1
+        self.count += x.size // x.shape[axis]
+
+    def result(self) -> dict[str, Any] | None:
+        if self.s1 is None or not self.count:
+            return None
+        mean = self.s1 / self.count
+        std = np.sqrt(np.maximum(self.s2 / self.count - mean * mean, 0.0))
+        r = lambda a: [round(float(v), 6) for v in a]  # noqa: E731
+        return {"channel_axis": self.axis, "samples": self.n, "mean": r(mean), "std": r(std), "min": r(self.lo),
+                "max": r(self.hi)}
 
 
 @dataclass
@@ -54,26 +84,39 @@ class CalibrationSet:
     seed: int = 0
     files: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    samples: list[Sample] = field(default_factory=list)
+    kind: str = ""
+    input_stats: dict[str, Any] | None = None
+    available: int = 0
     _hashes: dict[Path, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        all_files = list_samples(self.root)
-        if self.size and self.size < len(all_files):
+        if self.size is not None and self.size <= 0:
+            raise CalibrationError(f"--calib-size must be positive, not {self.size}")
+        self.kind, all_samples = discover(self.root, sample_ndim=len(self.input_shape) if self.input_shape else None)
+        self.available = len(all_samples)
+        if self.size and self.size < len(all_samples):
             rng = random.Random(self.seed)
-            self.files = sorted(rng.sample(all_files, self.size))
+            self.samples = sorted(rng.sample(all_samples, self.size))
         else:
-            self.files = all_files
-        if len(self.files) < RECOMMENDED_MIN:
-            log.warning("calibration sample has %d inputs; a few hundred or more is advised (NVIDIA advises >= 500)",
-                        len(self.files))
+            self.samples = all_samples
+        self.files = sorted({s.path for s in self.samples})
+        log.info("calibration sample: %d of %d inputs from %s (%s, seed %d)", len(self.samples), self.available,
+                 self.root, self.kind, self.seed)
+        if len(self.samples) < RECOMMENDED_MIN:
+            log.warning("calibration sample has only %d inputs; a few hundred or more is advised (NVIDIA advises "
+                        ">= 500): ranges from small samples are noisy", len(self.samples))
 
     def __len__(self) -> int:
-        return len(self.files)
+        return len(self.samples)
 
     def hash_of(self, path: Path) -> str:
         if path not in self._hashes:
-            self._hashes[path] = sha256_file(path)
+            try:
+                self._hashes[path] = sha256_file(path)
+            except OSError as e:  # an unreadable file still has an identity (it is skipped when streamed)
+                self._hashes[path] = sha256_json({"unreadable": str(path), "error": e.strerror})
         return self._hashes[path]
 
     def content_hashes(self) -> set[str]:
@@ -81,56 +124,104 @@ class CalibrationSet:
 
     @property
     def key(self) -> str:
-        """Determines the statistics: contents of the sampled files, preprocessing, input name and shape."""
-        return sha256_json({"files": sorted(self.content_hashes()), "preprocess": self.preprocess.to_dict(),
-                            "input": self.input_name, "shape": list(self.input_shape or [])})
+        """Determines the statistics: contents of the sampled inputs, preprocessing, input name and shape."""
+        items = sorted(self.hash_of(s.path) + ("" if s.row is None else f"[{s.row}]") for s in self.samples)
+        return sha256_json({"files": items, "preprocess": self.preprocess.to_dict(), "input": self.input_name,
+                            "shape": list(self.input_shape or [])})
 
-    def _load(self, path: Path) -> np.ndarray:
+    @property
+    def channel_axis(self) -> int:
+        return 1 if self.preprocess.layout == "NCHW" else -1
+
+    def _load(self, sample: Sample) -> np.ndarray:
+        path = sample.path
         if path.suffix.lower() == ".npy":
-            x = np.load(path, allow_pickle=False)
+            arr = np.load(path, mmap_mode="r" if sample.row is not None else None, allow_pickle=False)
+            x = arr[sample.row] if sample.row is not None else arr
         elif path.suffix.lower() == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                x = z[self.input_name] if self.input_name in z.files else z[z.files[0]]
+                if not z.files:
+                    raise ValueError("empty .npz")
+                arr = z[self.input_name] if self.input_name in z.files else z[z.files[0]]
+            x = arr[sample.row] if sample.row is not None else arr
         else:
             return self.preprocess.apply(self.preprocess.load(path))
-        x = np.asarray(x, dtype=self.preprocess.dtype)
+        x = np.array(x, dtype=self.preprocess.dtype)
         if self.input_shape and x.ndim == len(self.input_shape) - 1:
             x = x[None]
         return x
 
-    def feeds(self) -> Iterator[dict[str, np.ndarray]]:
-        """Yield ``{input_name: tensor}`` one sample at a time; corrupt files are skipped and counted."""
+    def _check_shape(self, sample: Sample, x: np.ndarray) -> None:
+        if not self.input_shape:
+            return
+        want = tuple(self.input_shape)
+        if x.ndim != len(want) or any(w > 0 and g != w for g, w in zip(x.shape, want)):
+            what = "tensor" if sample.is_tensor else "preprocessed image"
+            raise CalibrationError(
+                f"calibration {what} {sample.label} has shape {tuple(x.shape)} but the model's input "
+                f"'{self.input_name}' is {want}",
+                hint="set --preprocess size=HxW,layout=NCHW|NHWC to match the model input" if not sample.is_tensor
+                else "save tensors shaped like the model input (with or without the batch axis)")
+
+    def feeds(self, *, progress: str | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """Yield ``{input_name: tensor}`` one sample at a time; corrupt files are skipped (warned, counted).
+
+        A full pass also records per-channel input statistics in ``input_stats``.  ``progress`` shows a rich
+        progress bar with that description (calibration passes are the slow part the user waits for).
+        """
         self.skipped = []
-        for path in self.files:
+        acc = ChannelStats(self.channel_axis)
+        items: Iterable[Sample] = self.samples
+        if progress:
+            from edgeconv.core.console import track
+
+            items = track(self.samples, progress, total=len(self.samples))
+        for sample in items:
             try:
-                x = self._load(path)
+                x = self._load(sample)
             except Exception as e:  # noqa: BLE001 - any decode failure means "skip this file"
-                log.warning("skipping unreadable calibration file %s (%s)", path, type(e).__name__)
-                self.skipped.append(str(path))
+                log.warning("skipping unreadable calibration input %s (%s: %s)", sample.path, type(e).__name__,
+                            " ".join(str(e).split())[:120])
+                self.skipped.append(sample.label if sample.row is not None else str(sample.path))
                 continue
-            if self.input_shape and tuple(x.shape) != tuple(self.input_shape):
-                raise CalibrationError(
-                    f"calibration input {path.name} has shape {tuple(x.shape)} but the model's input "
-                    f"'{self.input_name}' is {tuple(self.input_shape)}",
-                    hint="set --preprocess size=HxW (and layout) to match the model input")
+            self._check_shape(sample, x)
+            acc.update(x)
             yield {self.input_name: x}
-        if self.skipped and len(self.skipped) == len(self.files):
-            raise CalibrationError(f"none of the {len(self.files)} calibration files in {self.root} could be read")
+        if self.skipped and len(self.skipped) == len(self.samples):
+            raise CalibrationError(f"none of the {len(self.samples)} calibration inputs in {self.root} could be read",
+                                   hint="check the files are images/tensors (not truncated, not LFS pointers)")
+        if self.skipped:
+            log.warning("skipped %d of %d calibration inputs (unreadable); %d were used", len(self.skipped),
+                        len(self.samples), len(self.samples) - len(self.skipped))
+        self.input_stats = acc.result()
 
     def manifest(self) -> dict[str, Any]:
-        return {"root": str(self.root), "size": len(self.files), "requested": self.size, "seed": self.seed,
-                "skipped": len(self.skipped), "preprocess": self.preprocess.to_dict(),
-                "preprocess_sha256": self.preprocess.sha256, "sha256": self.key}
+        return {"root": str(self.root), "kind": self.kind, "size": len(self.samples), "requested": self.size,
+                "available": self.available, "seed": self.seed, "skipped": len(self.skipped),
+                "used": len(self.samples) - len(self.skipped), "preprocess": self.preprocess.to_dict(),
+                "preprocess_sha256": self.preprocess.sha256, "sha256": self.key, "input_stats": self.input_stats,
+                "below_recommended": len(self.samples) < RECOMMENDED_MIN}
 
 
-def check_disjoint(calib: CalibrationSet, eval_files: list[Path], *, allow_overlap: bool = False) -> int:
-    """Refuse calibration/evaluation overlap (by content hash) unless allowed; returns the overlap count."""
+def check_disjoint(calib: CalibrationSet, eval_files: list[Path] | str | Path, *, allow_overlap: bool = False) -> int:
+    """Refuse calibration/evaluation overlap (by content hash, so renamed copies count) unless allowed.
+
+    ``eval_files`` is a list of files or an evaluation folder/COCO JSON. Returns the number of overlapping files.
+    """
+    if isinstance(eval_files, (str, Path)):
+        eval_files = list_eval_files(eval_files)
     calib_hashes = calib.content_hashes()
-    overlap = [p for p in eval_files if sha256_file(p) in calib_hashes]
+    overlap = []
+    for p in eval_files:
+        try:
+            if sha256_file(p) in calib_hashes:
+                overlap.append(Path(p))
+        except OSError:
+            continue
     if overlap and not allow_overlap:
         raise CalibrationError(
-            f"{len(overlap)} evaluation image(s) are also in the calibration sample (e.g. {overlap[0].name}); "
+            f"{len(overlap)} evaluation input(s) are also in the calibration sample (e.g. {overlap[0].name}); "
             "scores would be optimistic", hint="use disjoint sets, or pass --allow-overlap to accept it")
     if overlap:
-        log.warning("%d evaluation images overlap the calibration sample (--allow-overlap)", len(overlap))
+        log.warning("%d evaluation inputs overlap the calibration sample (--allow-overlap)", len(overlap))
     return len(overlap)

@@ -1,8 +1,14 @@
 """ONNX Runtime INT8: a QDQ model from ``quantize_static`` (after ``quant_pre_process``), per-channel weights.
 
-This is the reference INT8 path other backends are compared with. On x86 CPUs without VNNI, ORT's integer kernels
-can saturate with full-range activations; ORT documents U8S8 + ``reduce_range`` for them, which is the default here
-unless the profile/options say otherwise.
+This is the reference INT8 path other backends are compared with.  Activation ranges come from the shared
+statistics (``stats.compute_stats``) through ORT's own ``calibration_cache_path`` JSON, so ORT does not recalibrate
+and every backend quantizes with the same ranges.
+
+Defaults (measured on the bundled models, see ``benchmarks/ort_int8_accuracy.py``): U8 asymmetric activations,
+S8 symmetric per-channel weights with ``reduce_range`` (7-bit weights).  On x86 CPUs without VNNI, ORT's U8S8 kernels
+use ``vpmaddubsw``, whose 16-bit intermediate sums saturate with full-range weights; ORT documents ``reduce_range``
+for such CPUs.  ``quant_pre_process`` runs shape inference only (the reference is already simplified): optimising
+again could rename tensors and orphan their ranges.
 """
 
 from __future__ import annotations
@@ -14,9 +20,19 @@ from pathlib import Path
 from typing import Any
 
 from edgeconv.calibration.dataset import CalibrationSet
-from edgeconv.core.console import status
-from edgeconv.core.errors import ConversionError
+from edgeconv.core.console import log, status
+from edgeconv.core.errors import ConfigError, ConversionError
 from edgeconv.core.lazy import require
+
+DEFAULTS: dict[str, Any] = {
+    "calib_method": "minmax",
+    "activation_type": "uint8",
+    "weight_type": "int8",
+    "reduce_range": True,
+    "per_channel": True,
+    "symmetric_activations": False,
+    "keep_outputs_fp32": False,  # keep the nodes producing graph outputs (detect-head convs) in float
+}
 
 
 def match_nodes(onnx_path: Path, patterns: tuple[str, ...]) -> list[str]:
@@ -35,47 +51,75 @@ def match_nodes(onnx_path: Path, patterns: tuple[str, ...]) -> list[str]:
     return out
 
 
+def output_nodes(onnx_path: Path) -> list[str]:
+    """Nodes whose outputs are graph outputs (a detector's head convs): the usual candidates to keep in float."""
+    onnx = require("onnx", "onnx")
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    outs = {o.name for o in model.graph.output}
+    return [n.name for n in model.graph.node if any(o in outs for o in n.output)]
+
+
+def _qtype(name: str) -> Any:
+    from onnxruntime.quantization import QuantType
+
+    table = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    if name not in table:
+        raise ConfigError(f"unsupported INT8 type '{name}'", hint="use uint8 or int8")
+    return table[name]
+
+
 def quantize_qdq(reference: Any, calib: CalibrationSet, out_path: Path, *, keep_fp32: tuple[str, ...] = (),
                  options: dict[str, Any] | None = None) -> dict[str, Any]:
-    options = dict(options or {})
+    """Quantize ``reference`` (a ReferenceModel: ``onnx_path``, ``sha256``) to a QDQ ONNX at ``out_path``.
+
+    Options (profile ``[options]`` / ``--option``): ``calib_method`` (minmax|entropy|percentile), ``percentile``,
+    ``num_bins``, ``num_quantized_bins``, ``activation_type`` (uint8|int8), ``weight_type``, ``reduce_range``,
+    ``per_channel``, ``symmetric_activations``, ``keep_outputs_fp32``, ``use_cache``.  Returns the manifest record.
+    """
+    opts = {**DEFAULTS, **(options or {})}
     require("onnxruntime", "onnxruntime")
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    method = options.get("calib_method", "minmax")
-    act = options.get("activation_type", "uint8")
-    reduce_range = bool(options.get("reduce_range", True))
-    symmetric = bool(options.get("symmetric_activations", False))
-    excluded = match_nodes(reference.onnx_path, keep_fp32)
+    from edgeconv.calibration.stats import compute_stats
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = calib.feeds()
-
-        def get_next(self) -> dict | None:
-            return next(self.it, None)
-
+    method = str(opts["calib_method"])
+    params = {k: opts[k] for k in ("percentile", "num_bins", "num_quantized_bins") if k in opts}
+    stats = compute_stats(Path(reference.onnx_path), reference.sha256, calib, method, params,
+                          use_cache=bool(opts.get("use_cache", True)))
+    excluded = match_nodes(Path(reference.onnx_path), tuple(keep_fp32))
+    if opts["keep_outputs_fp32"]:
+        excluded += [n for n in output_nodes(Path(reference.onnx_path)) if n not in excluded]
+    if keep_fp32 and not excluded:
+        log.warning("--keep-fp32 %s matched no node of the graph", ", ".join(keep_fp32))
+    act, wt = str(opts["activation_type"]), str(opts["weight_type"])
+    cm = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+          "percentile": CalibrationMethod.Percentile}[method]
     work = Path(tempfile.mkdtemp(prefix="edgeconv-ort-int8-"))
     try:
         pre = work / "pre.onnx"
         try:
-            quant_pre_process(str(reference.onnx_path), str(pre), skip_symbolic_shape=False)
-        except Exception:  # noqa: BLE001 - pre-processing is an optimisation; fall back to the plain graph
+            quant_pre_process(str(reference.onnx_path), str(pre), skip_optimization=True)
+        except Exception as e:  # noqa: BLE001 - shape inference is an aid; the plain graph still quantizes
+            log.debug("quant_pre_process failed (%s); quantizing the reference as is", e)
             shutil.copyfile(reference.onnx_path, pre)
-        cm = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-              "percentile": CalibrationMethod.Percentile}[method]
-        with status(f"calibrating ({method}) and quantizing with ONNX Runtime"):
+        cache_json = work / "calibration.json"
+        shutil.copyfile(stats.ort_cache_path, cache_json)  # type: ignore[arg-type]
+        with status(f"quantizing with ONNX Runtime ({method} ranges, QDQ)"):
             try:
-                quantize_static(str(pre), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                                reduce_range=reduce_range,
-                                activation_type=QuantType.QUInt8 if act == "uint8" else QuantType.QInt8,
-                                weight_type=QuantType.QInt8, nodes_to_exclude=excluded, calibrate_method=cm,
-                                extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True})
+                quantize_static(str(pre), str(out_path), None, quant_format=QuantFormat.QDQ,
+                                per_channel=bool(opts["per_channel"]), reduce_range=bool(opts["reduce_range"]),
+                                activation_type=_qtype(act), weight_type=_qtype(wt), nodes_to_exclude=excluded,
+                                calibrate_method=cm, calibration_cache_path=str(cache_json),
+                                extra_options={"ActivationSymmetric": bool(opts["symmetric_activations"]),
+                                               "WeightSymmetric": True})
             except Exception as e:
                 raise ConversionError(f"onnxruntime quantize_static failed: {type(e).__name__}: {e}") from e
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"quantizer": "onnxruntime.quantize_static", "calib_method": method, "activation_type": act,
-            "weight_type": "int8", "per_channel": True, "reduce_range": reduce_range, "kept_fp32": excluded,
+    return {"quantizer": "onnxruntime.quantize_static", "format": "QDQ", "calib_method": method,
+            "calib_params": stats.params, "stats_key": stats.key, "stats_cache": stats.cache,
+            "activation_type": act, "weight_type": wt, "per_channel": bool(opts["per_channel"]),
+            "reduce_range": bool(opts["reduce_range"]),
+            "symmetric_activations": bool(opts["symmetric_activations"]), "kept_fp32": excluded,
             "calibration": calib.manifest()}

@@ -17,7 +17,7 @@ from edgeconv.core import errors as E
 def _child(conn: Any, func: Callable[..., Any], args: tuple, kwargs: dict) -> None:
     try:
         conn.send(("ok", func(*args, **kwargs)))
-    except BaseException as e:  # noqa: BLE001 - everything must travel back to the parent
+    except BaseException as e:
         conn.send(("err", type(e).__name__, str(getattr(e, "message", e)), getattr(e, "hint", None),
                    getattr(e, "stage", None), getattr(e, "target", None), traceback.format_exc()))
     finally:

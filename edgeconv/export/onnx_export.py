@@ -170,6 +170,11 @@ def export_verified(module: Any, inputs: list[TensorSpec], output_names: list[st
                     sample_feeds: list[dict[str, np.ndarray]], atol: float = 1e-4) -> dict[str, Any]:
     """Try each exporter in order; keep the first verified graph at ``out_path``. Returns the export record."""
     dynamic = dynamic or DynamicSpec()
+    # Always verify on an input the exporter did not trace with: a trace that baked the sample in as a constant
+    # would otherwise pass.
+    from edgeconv.core.tensors import random_feeds
+
+    sample_feeds = [*sample_feeds, random_feeds(inputs, seed=12345)]
     wrapper = _Flatten.wrap(module)
     ref = [torch_outputs(wrapper, f, inputs) for f in sample_feeds]
     n_out = len(ref[0])

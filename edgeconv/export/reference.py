@@ -49,7 +49,7 @@ def graph_specs(path: Path, layout_hint: str | None = "NCHW") -> tuple[list[Tens
     model = onnx.load(str(path))
     try:
         model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:  # noqa: BLE001 - shape inference is best effort
+    except Exception:
         pass
     inits = {i.name for i in model.graph.initializer}
 

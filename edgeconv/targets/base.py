@@ -34,6 +34,8 @@ class ConvertContext:
     calibration: CalibrationSet | None = None
     keep_fp32: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
+    task: dict[str, Any] = field(default_factory=dict)  # prep.info (bundled name, task, postprocess): task metrics
+    preprocess: Any = None  # the preprocessing contract (calibration's, else the model's); None when unknown
 
     def option(self, name: str, default: Any = None) -> Any:
         """A conversion option: the call's own first, then the profile's [options], then ``default``."""

@@ -110,4 +110,4 @@ def load(name: str, weights: str | Path | None = None) -> nn.Module:
     return model.eval()
 
 
-__all__ = ["BUNDLED", "BundledModel", "get", "load", "WEIGHTS_DIR", "CALIBRATION_ROOT"]
+__all__ = ["BUNDLED", "CALIBRATION_ROOT", "WEIGHTS_DIR", "BundledModel", "get", "load"]

@@ -80,7 +80,8 @@ def _unit_polygon(cls: int) -> np.ndarray:
     if name == "cross":
         a = 0.3 / np.sqrt(2)  # half arm width, in units where the arm tip corner sits at radius ~1
         b = np.sqrt(1 - a * a)
-        pts = [(a, b), (a, a), (b, a), (b, -a), (a, -a), (a, -b), (-a, -b), (-a, -a), (-b, -a), (-b, a), (-a, a), (-a, b)]
+        pts = [(a, b), (a, a), (b, a), (b, -a), (a, -a), (a, -b),
+               (-a, -b), (-a, -a), (-b, -a), (-b, a), (-a, a), (-a, b)]
         return np.array(pts, dtype=np.float64)
     raise ValueError(cls)
 
@@ -241,7 +242,9 @@ def render_detection(seed: int, index: int, size: int = DET_SIZE) -> tuple[np.nd
     return out, b, np.array(classes, dtype=np.int64)
 
 
-def render_classification(seed: int, index: int, size: int = CLS_SIZE, cls: int | None = None) -> tuple[np.ndarray, int]:
+def render_classification(
+    seed: int, index: int, size: int = CLS_SIZE, cls: int | None = None
+) -> tuple[np.ndarray, int]:
     """Render classification sample ``(seed, index)``: one dominant shape, class = its shape.
 
     Up to two much smaller distractor shapes may appear, so the model must attend to the dominant

@@ -227,7 +227,8 @@ def centernet_targets(boxes: np.ndarray, classes: np.ndarray, nc: int, out: int,
         inds.append(iy * out + ix)
         whs.append((w, h))
         offs.append((cx - ix, cy - iy))
-    return hm, np.array(inds, np.int64), np.array(whs, np.float32).reshape(-1, 2), np.array(offs, np.float32).reshape(-1, 2)
+    wh_t = np.array(whs, np.float32).reshape(-1, 2)
+    return hm, np.array(inds, np.int64), wh_t, np.array(offs, np.float32).reshape(-1, 2)
 
 
 def _centernet_batch(rng, imgs, boxes, classes, bs, nc, stride=4):
@@ -281,7 +282,7 @@ def _fit(name: str, model: torch.nn.Module, cfg: dict, step_fn: Callable, log: L
         if (step + 1) % epoch_len == 0 or step + 1 == cfg["steps"]:
             means = " ".join(f"{k}={v / n_acc:.4f}" for k, v in acc.items())
             log(f"epoch {(step + 1) / epoch_len:5.2f} step {step + 1:5d} lr={_lr_at(step, cfg):.2e} {means} "
-                f"elapsed={time.time() - t0:6.1f}s")
+                f"elapsed={time.time() - t0:6.1f}s cpu={time.process_time():7.1f}s")
             acc, n_acc = {}, 0
     return {k: v.contiguous() for k, v in ema.state.items()}
 
@@ -322,12 +323,13 @@ def train(name: str, steps: int | None = None, out_dir: Path = WEIGHTS_DIR) -> P
             x, hm, bi, ind, wh, off = _centernet_batch(rng, imgs, boxes, classes, cfg["batch"], D.NUM_CLASSES)
             p_hm, p_wh, p_off = m(x)
             l_hm = focal_heatmap_loss(p_hm, hm)
-            n, c, h, w = p_wh.shape
+            n, _, h, w = p_wh.shape
             pw = p_wh.permute(0, 2, 3, 1).reshape(n, h * w, 2)[bi, ind]
             po = p_off.permute(0, 2, 3, 1).reshape(n, h * w, 2)[bi, ind]
             l_wh = torch.nn.functional.l1_loss(pw, wh) * 0.1
             l_off = torch.nn.functional.l1_loss(po, off)
-            return l_hm + l_wh + l_off, {"hm": float(l_hm.detach()), "wh": float(l_wh.detach()), "off": float(l_off.detach())}
+            parts = {"hm": float(l_hm.detach()), "wh": float(l_wh.detach()), "off": float(l_off.detach())}
+            return l_hm + l_wh + l_off, parts
     else:
         imgs, labels = train_classification_set(cfg["n_train"])
         ls = torch.nn.CrossEntropyLoss(label_smoothing=0.05)
@@ -347,7 +349,8 @@ def train(name: str, steps: int | None = None, out_dir: Path = WEIGHTS_DIR) -> P
     torch.save(state, tmp)
     tmp.replace(wpath)
     log(f"saved {wpath.name} ({wpath.stat().st_size / 1e6:.2f} MB) total wall time {t_train:.1f}s "
-        f"({t_train / 60:.1f} min)")
+        f"({t_train / 60:.1f} min), process cpu time {time.process_time():.1f}s "
+        "(wall > cpu/2 means the 2 cores were shared with other work)")
     assert BUNDLED[name].weights.name == wpath.name
     metrics = _evaluate(name, wpath)
     log(f"final eval {json.dumps(metrics)}")
@@ -355,8 +358,8 @@ def train(name: str, steps: int | None = None, out_dir: Path = WEIGHTS_DIR) -> P
 
 
 def _build(name: str) -> torch.nn.Module:
-    from edgeconv.zoo import BUNDLED
     from edgeconv.bench.plugins import load_callable
+    from edgeconv.zoo import BUNDLED
 
     return load_callable(BUNDLED[name].factory)()
 

@@ -34,7 +34,7 @@ OUTPUT_NAMES: tuple[str, str, str] = ("p3", "p4", "p5")
 
 
 def _make_divisible(x: float, d: int = 8) -> int:
-    return max(d, int(round(x / d)) * d)
+    return max(d, round(x / d) * d)
 
 
 def build(num_classes: int = NUM_CLASSES, width: float = 0.25, depth: float = 0.33) -> nn.Module:

@@ -1,0 +1,429 @@
+"""Benchmark one artifact: latency in its own process, drift and the task metric against the reference.
+
+The evaluation inputs are made once per model with the preprocessing contract (the one the artifact was calibrated
+with, so INT8 is judged on the inputs it was built for) and shared by every target; the reference outputs are
+computed once too.  Each target then runs in a worker subprocess (``edgeconv.bench.worker``), which returns its
+latency record and its raw outputs; drift and the task metric are computed here, outside the measurement.
+
+One result row = one target × precision, with the field names of the report contract (/work/shared/DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeconv.bench.drift import compute_drift, input_stats, stats_shift
+from edgeconv.bench.latency import LatencyConfig, summarize
+from edgeconv.bench.worker import load_outputs, save_feeds
+from edgeconv.calibration.preprocess import Preprocess
+from edgeconv.core.artifact import Artifact
+from edgeconv.core.console import log
+from edgeconv.core.errors import ConfigError, EdgeconvError
+from edgeconv.core.hashing import sha256_json
+from edgeconv.core.tensors import TensorSpec, random_feeds
+from edgeconv.profiles import Profile
+
+TENSOR_SUFFIXES = (".npy", ".npz")
+
+
+@dataclass
+class BenchOptions:
+    """How to benchmark: latency settings, thread override, evaluation size, worker time limit, reference kind."""
+
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
+    threads: int | None = None  # None: the profile's threads (0 there: the backend's default)
+    limit: int = 100  # evaluation inputs per model
+    timeout: float = 900.0  # seconds per worker
+    reference: str = "auto"  # auto (torch when the module is at hand, else reference.onnx) | onnx | torch
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BenchOptions:
+        d = dict(d)
+        lat = LatencyConfig.from_dict(d)
+        return cls(latency=lat, threads=d.get("threads"), limit=int(d.get("limit", 100)),
+                   timeout=float(d.get("timeout", 900.0)), reference=str(d.get("reference", "auto")))
+
+
+@dataclass
+class EvalData:
+    """Preprocessed evaluation inputs with what is needed to score them."""
+
+    feeds: list[dict[str, np.ndarray]]
+    metas: list[dict[str, float]]
+    labels: list[Any] | None  # detection: (boxes xyxy image px, classes); classification: class index
+    task: str | None
+    source: str
+    preprocess: Preprocess | None = None
+    preprocess_ms: dict[str, Any] | None = None
+    files: list[Path] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.feeds)
+
+
+def _spread(items: list[Any], limit: int) -> list[Any]:
+    """An evenly spaced, deterministic subset: the first N of a class-sorted folder would be one class only."""
+    if limit <= 0 or len(items) <= limit:
+        return items
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
+
+
+def load_eval_data(data: str | Path | None, *, input_spec: TensorSpec, preprocess: Preprocess | None,
+                   task: str | None = None, limit: int = 100, labels: bool = True) -> EvalData:
+    """Build evaluation inputs. ``data``: ``None`` (seeded random inputs: drift only, no task metric), ``zoo`` /
+    ``zoo:detection`` / ``zoo:classification`` (the bundled eval split), a folder of images (labelled as YOLO/COCO
+    detection or ImageFolder classification when ``task`` says so, else unlabelled), or ``.npy``/``.npz`` tensors."""
+    from edgeconv.bench import datasets
+
+    if data is None:
+        n = max(1, min(limit, 8))
+        feeds = [random_feeds([input_spec], seed=i) for i in range(n)]
+        return EvalData(feeds, [{} for _ in feeds], None, task, "random")
+    text = str(data)
+    if text == "zoo" or text.startswith("zoo:"):
+        from edgeconv.zoo.data import eval_split
+
+        kind = text[4:] if text.startswith("zoo:") else (task or "detection")
+        task = task or kind
+        root = eval_split(kind)
+    else:
+        root = Path(text).expanduser()
+        if not root.exists():
+            raise ConfigError(f"evaluation data {root} does not exist", hint="pass --data DIR (images or tensors)")
+    tensor_files = sorted(p for p in ([root] if root.is_file() else root.rglob("*"))
+                          if p.suffix.lower() in TENSOR_SUFFIXES)
+    if tensor_files:
+        feeds = []
+        for p in _spread(tensor_files, limit):
+            if p.suffix == ".npy":
+                x = np.load(p, allow_pickle=False)
+            else:
+                with np.load(p, allow_pickle=False) as z:
+                    x = z[input_spec.name] if input_spec.name in z.files else z[z.files[0]]
+            x = np.asarray(x, dtype=input_spec.dtype)
+            feeds.append({input_spec.name: x if x.ndim == len(input_spec.static_shape) else x[None]})
+        return EvalData(feeds, [{} for _ in feeds], None, task, str(root), files=_spread(tensor_files, limit))
+    if preprocess is None:
+        raise ConfigError("image evaluation data needs a preprocessing contract",
+                          hint="pass --preprocess (or convert with --preprocess so the artifact records it)")
+    items: list[tuple[Path, Any]]
+    has_labels = False
+    if labels and task == "detection":
+        try:
+            det = datasets.load_detection_labels(root)
+            items = [(p, (b, c)) for p, b, c in det]
+            has_labels = True
+        except (FileNotFoundError, ValueError):
+            items = [(p, None) for p in datasets.list_images(root)]
+    elif labels and task == "classification" and any(d.is_dir() for d in root.iterdir()):
+        samples, _ = datasets.load_imagefolder(root)
+        items = [(p, c) for p, c in samples]
+        has_labels = True
+    else:
+        items = [(p, None) for p in datasets.list_images(root)]
+    if not items:
+        raise ConfigError(f"no images found under {root}")
+    items = _spread(items, limit)
+    feeds, metas, pre_ms = [], [], []
+    for path, _ in items:
+        t0 = time.perf_counter_ns()
+        x, meta = preprocess.apply_with_meta(preprocess.load(path))
+        pre_ms.append((time.perf_counter_ns() - t0) / 1e6)
+        feeds.append({input_spec.name: x})
+        metas.append(meta)
+    return EvalData(feeds, metas, [lab for _, lab in items] if has_labels else None, task, str(root), preprocess,
+                    _stage(summarize(pre_ms)), [p for p, _ in items])
+
+
+def _stage(s: dict[str, Any]) -> dict[str, Any]:
+    return {k: s[k] for k in ("p50", "p90", "mean", "n")}
+
+
+# --- reference ---------------------------------------------------------------------------------------------------
+
+
+def reference_outputs(onnx_path: Path, feeds: list[dict[str, np.ndarray]], *, module: Any = None,
+                      output_names: list[str] | None = None, kind: str = "auto") -> tuple[list[dict], str]:
+    """FP32 reference outputs: the PyTorch module when given (and ``kind`` allows), else the reference ONNX on
+    ONNX Runtime.  Returns the outputs and what produced them."""
+    if kind in ("auto", "torch") and module is not None and output_names:
+        try:
+            return _torch_outputs(module, feeds, output_names), "torch fp32"
+        except Exception as e:  # noqa: BLE001 - fall back to the ONNX reference, and say so
+            if kind == "torch":
+                raise ConfigError(f"torch reference failed: {type(e).__name__}: {e}") from e
+            log.warning("torch reference failed (%s); using the reference ONNX", e)
+    from edgeconv.targets.onnxruntime.runner import OrtRunner
+
+    with OrtRunner(onnx_path) as r:
+        return [r.infer(f) for f in feeds], "reference.onnx on onnxruntime fp32"
+
+
+def _torch_outputs(module: Any, feeds: list[dict[str, np.ndarray]], names: list[str]) -> list[dict]:
+    import torch
+
+    outs = []
+    with torch.no_grad():
+        for f in feeds:
+            y = module(*[torch.from_numpy(v) for v in f.values()])
+            flat = list(y.values()) if isinstance(y, dict) else list(y) if isinstance(y, (list, tuple)) else [y]
+            if len(flat) != len(names):
+                raise ValueError(f"module returns {len(flat)} outputs, the reference ONNX {len(names)}")
+            outs.append({n: t.detach().float().numpy() for n, t in zip(names, flat)})
+    return outs
+
+
+# --- task metric -------------------------------------------------------------------------------------------------
+
+
+def _to_image_coords(det: Any, meta: dict[str, float]) -> Any:
+    """Detections are in model-input pixels; labels are in original-image pixels: undo resize/letterbox."""
+    if not meta or len(det) == 0:
+        return det
+    from edgeconv.bench.detection import Detections
+
+    b = det.boxes.astype(np.float64).copy()
+    b[:, [0, 2]] = (b[:, [0, 2]] - meta.get("pad_x", 0.0)) / meta.get("scale_x", 1.0)
+    b[:, [1, 3]] = (b[:, [1, 3]] - meta.get("pad_y", 0.0)) / meta.get("scale_y", 1.0)
+    return Detections(b, det.scores, det.classes)
+
+
+def _post_all(post: Callable[..., Any], outs: list[dict[str, np.ndarray]], task: str,
+              metas: list[dict[str, float]]) -> tuple[list[Any], list[float]]:
+    results, ms = [], []
+    for o, meta in zip(outs, metas):
+        t0 = time.perf_counter_ns()
+        r = post(o)
+        ms.append((time.perf_counter_ns() - t0) / 1e6)
+        if task == "detection":
+            results.append(_to_image_coords(r[0], meta))
+        else:
+            results.append(np.asarray(r).reshape(-1))
+    return results, ms
+
+
+def task_metric(task: str | None, post: Callable[..., Any] | None, refs: list[dict], gots: list[dict],
+                data: EvalData, tol: dict[str, float]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The ``task`` block (metric, reference, value, delta, pass; in percent) and the post-processing timing.
+
+    With labels: the task metric of the artifact and of the reference on the same inputs (mAP50-95, top-1).
+    Without: agreement with the reference (label-free mAP50 of its detections, top-1 agreement) — 100 = same.
+    """
+    if task not in ("detection", "classification") or post is None or not gots:
+        return None, None
+    from edgeconv.bench import metrics
+
+    ref_res, _ = _post_all(post, refs, task, data.metas)
+    got_res, post_ms = _post_all(post, gots, task, data.metas)
+    block: dict[str, Any]
+    if task == "detection":
+        if data.labels is not None:
+            m_ref = metrics.coco_map(ref_res, data.labels)
+            m_got = metrics.coco_map(got_res, data.labels)
+            block = {"metric": "map50_95", "reference": 100 * m_ref["map50_95"], "value": 100 * m_got["map50_95"],
+                     "extra": {"map50": 100 * m_got["map50"], "reference_map50": 100 * m_ref["map50"]}}
+        else:
+            m = metrics.label_free_map(got_res, ref_res)
+            block = {"metric": "label_free_map50", "reference": 100.0, "value": 100 * m["map50"],
+                     "extra": {"label_free_map50_95": 100 * m["map50_95"]}}
+    else:
+        got_l, ref_l = np.stack(got_res), np.stack(ref_res)
+        agree = 100 * metrics.top1_agreement(got_l, ref_l)
+        if data.labels is not None:
+            lab = np.asarray(data.labels)
+            block = {"metric": "top1", "reference": 100 * metrics.topk_accuracy(ref_l, lab, (1,))["top1"],
+                     "value": 100 * metrics.topk_accuracy(got_l, lab, (1,))["top1"], "extra": {"top1_agreement": agree}}
+        else:
+            block = {"metric": "top1_agreement", "reference": 100.0, "value": agree, "extra": {}}
+    block["delta"] = block["value"] - block["reference"]
+    block["unit"] = "%"
+    block["labelled"] = data.labels is not None
+    block["samples"] = len(gots)
+    limit = tol.get("task_delta")
+    block["tolerance"] = limit
+    block["pass"] = None if limit is None else bool(-block["delta"] <= limit)  # a drop beyond the budget fails
+    return block, _stage(summarize(post_ms))
+
+
+# --- one artifact ------------------------------------------------------------------------------------------------
+
+
+def profile_from_manifest(manifest: dict[str, Any]) -> Profile:
+    """The profile an artifact was made with, as recorded (tolerances included)."""
+    d = manifest.get("profile") or {}
+    return Profile(name=d.get("name", manifest.get("profile_name", manifest.get("target", "?"))),
+                   backend=d.get("backend", manifest.get("target", "?")), precision=d.get("precision", "fp32"),
+                   precisions=tuple(d.get("precisions", ("fp32", "fp16", "int8"))), threads=int(d.get("threads", 0)),
+                   tolerance=d.get("tolerance", {}), options=d.get("options", {}))
+
+
+def artifact_block(art: Artifact) -> dict[str, Any]:
+    files = art.manifest.get("files", {})
+    model_file = (art.manifest.get("roles") or {}).get("model")
+    sha = files[model_file]["sha256"] if model_file in files else sha256_json(files)
+    return {"path": str(art.path), "bytes": art.deploy_bytes(), "sha256": sha, "files": sorted(files)}
+
+
+def failed_row(profile: str, precision: str, target: str | None, error: str, *, status: str = "failed",
+               stage: str | None = None) -> dict[str, Any]:
+    """A result row for a target × precision that did not produce numbers; the error is one line."""
+    return {"target": target or profile, "profile": profile, "precision": precision, "status": status,
+            "error": " ".join(error.split())[:500], "stage": stage, "artifact": None, "latency_ms": None,
+            "drift": None, "task": None}
+
+
+def calibration_stats(manifest: dict[str, Any], input_spec: TensorSpec, n: int = 32) -> dict[str, Any] | None:
+    """Input statistics of (a sample of) the calibration data the artifact records, with its preprocessing."""
+    cal = manifest.get("calibration")
+    if not cal or not cal.get("root") or not Path(cal["root"]).exists():
+        return None
+    from edgeconv.calibration.dataset import CalibrationSet
+
+    try:
+        cs = CalibrationSet(Path(cal["root"]), Preprocess.from_dict(cal["preprocess"]), input_spec.name,
+                            input_spec.static_shape, size=n, seed=cal.get("seed", 0))
+        return input_stats(cs.feeds(), input_spec.name)
+    except EdgeconvError as e:
+        log.debug("calibration statistics unavailable: %s", e)
+        return None
+
+
+def input_warnings(manifest: dict[str, Any], data: EvalData, input_spec: TensorSpec,
+                   eval_stats: dict[str, Any] | None = None) -> list[str]:
+    """Warn when evaluation inputs clearly differ from calibration (other preprocessing, other value range)."""
+    warnings: list[str] = []
+    cal = manifest.get("calibration")
+    if not cal:
+        return warnings
+    if data.preprocess is not None and cal.get("preprocess_sha256") and \
+            data.preprocess.sha256 != cal["preprocess_sha256"]:
+        warnings.append("evaluation preprocessing differs from the calibration preprocessing "
+                        f"({data.preprocess.to_dict()} vs {cal.get('preprocess')})")
+    cstats = calibration_stats(manifest, input_spec)
+    if cstats:
+        reasons = stats_shift(cstats, eval_stats or input_stats(data.feeds, input_spec.name))
+        if reasons:
+            warnings.append("evaluation inputs differ from what calibration saw: " + "; ".join(reasons))
+    return warnings
+
+
+def run_worker(art: Artifact, feeds_npz: Path, work: Path, *, threads: int | None, latency: LatencyConfig,
+               timeout: float, skip_latency: bool = False) -> tuple[dict[str, Any], list[dict] | None]:
+    """Run the measurement subprocess; returns its record (``ok`` False with a one-line ``error`` on failure)."""
+    work.mkdir(parents=True, exist_ok=True)
+    job = {"artifact": str(art.path), "threads": threads, "latency": latency.to_dict(), "feeds": str(feeds_npz),
+           "outputs": str(work / "outputs.npz"), "result": str(work / "result.json"), "skip_latency": skip_latency}
+    job_path = work / "job.json"
+    job_path.write_text(json.dumps(job))
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edgeconv.bench.worker", str(job_path)], env=env,
+                              capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"benchmark worker did not finish within {timeout:.0f} s and was stopped"}, None
+    result_path = work / "result.json"
+    if not result_path.is_file():
+        tail = " ".join(proc.stderr.strip().splitlines()[-1:]) if proc.stderr else ""
+        return {"ok": False, "error": f"benchmark worker crashed (exit code {proc.returncode}) {tail}".strip()}, None
+    res = json.loads(result_path.read_text())
+    if not res.get("ok"):
+        log.debug("worker traceback:\n%s", res.get("traceback", ""))
+        return res, None
+    return res, load_outputs(work / "outputs.npz")
+
+
+def bench_artifact(art: Artifact, data: EvalData, refs: list[dict[str, np.ndarray]], *, options: BenchOptions,
+                   work: Path, feeds_npz: Path | None = None, post: Callable[..., Any] | None = None,
+                   reference_desc: str = "reference", eval_stats: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Measure one artifact (worker subprocess) and score it against ``refs``: one report row."""
+    mf = art.manifest
+    profile = profile_from_manifest(mf)
+    precision = mf.get("precision", "fp32")
+    threads = options.threads if options.threads is not None else (profile.threads or None)
+    row: dict[str, Any] = {"target": mf.get("target"), "profile": mf.get("profile_name", profile.name),
+                           "precision": precision, "status": "ok", "error": None, "artifact": artifact_block(art),
+                           "threads": threads or None}
+    if feeds_npz is None:
+        feeds_npz = work / "feeds.npz"
+        save_feeds(feeds_npz, data.feeds)
+    res, gots = run_worker(art, feeds_npz, work, threads=threads, latency=options.latency, timeout=options.timeout)
+    if not res.get("ok"):
+        row.update(status="failed", error=" ".join(str(res.get("error")).split())[:500], stage="bench",
+                   latency_ms=None, drift=None, task=None)
+        return row
+    proxy = res.get("proxy", False)
+    lat = res.get("latency_ms")
+    row["latency_ms"] = None if proxy else lat
+    if proxy:
+        conv = mf.get("conversion") or {}
+        row["latency_note"] = conv.get("latency_note") or (mf.get("verification") or {}).get("note") or \
+            "proxy runner (stand-in runtime): latency is not representative of the device"
+    row["proxy"] = proxy
+    row["runner"] = res.get("runner")
+    row["cold_start_ms"] = res.get("cold_start_ms")
+    row["peak_rss_mb"] = res.get("peak_rss_mb")
+    row["rss_before_mb"] = res.get("rss_before_mb")
+    if res.get("throughput"):
+        row["throughput"] = res["throughput"]
+    tol = profile.tol(precision)
+    tensor_tol = {k: v for k, v in tol.items() if k in ("max_abs", "rel_l2", "cosine", "snr_db")}
+    row["drift"] = compute_drift(refs, gots or [], tensor_tol)
+    row["drift"]["inputs"] = data.source
+    task, post_ms = task_metric(data.task, post, refs, gots or [], data, tol)
+    row["task"] = task
+    row["reference"] = reference_desc
+    stages: dict[str, Any] = {}
+    if data.preprocess_ms:
+        stages["preprocess"] = data.preprocess_ms
+    if lat and not proxy:
+        stages["inference"] = {k: lat[k] for k in ("p50", "p90", "mean", "n")}
+    if post_ms:
+        stages["postprocess"] = post_ms
+    row["stages_ms"] = stages
+    warns = input_warnings(mf, data, art.inputs[0], eval_stats) if precision == "int8" else []
+    if data.source == "random" and precision == "int8":
+        warns.append("drift measured on random inputs: meaningless for INT8; pass evaluation data")
+    for w in warns:
+        log.warning("%s %s: %s", row["profile"], precision, w)
+    row["warnings"] = warns
+    row["checks"] = {"drift": row["drift"]["pass"], "task": None if task is None else task["pass"]}
+    return row
+
+
+def evaluate_artifact(artifact: str | Path | Artifact, data: str | Path | None = None, *,
+                      options: BenchOptions | None = None, task: str | None = None, postprocess: str | None = None,
+                      preprocess: Preprocess | None = None, work: Path | None = None) -> dict[str, Any]:
+    """Benchmark a single artifact folder (``edgeconv bench``): reference = its bundled ``reference.onnx``.
+
+    ``task``/``postprocess`` default to what the artifact's manifest records (bundled models record both).
+    """
+    from edgeconv.bench.plugins import load_callable
+
+    options = options or BenchOptions()
+    art = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+    info = art.manifest.get("task") or {}
+    task = task or info.get("task")
+    post_spec = postprocess or info.get("postprocess")
+    pp = preprocess or (Preprocess.from_dict(art.manifest["preprocess"]) if art.manifest.get("preprocess") else None)
+    if data == "zoo" and info.get("bundled"):
+        data = f"zoo:{task}"
+    spec = art.inputs[0]
+    ed = load_eval_data(data, input_spec=spec, preprocess=pp, task=task, limit=options.limit)
+    refs, desc = reference_outputs(art.reference_onnx, ed.feeds, kind="onnx")
+    post = load_callable(post_spec) if post_spec else None
+    with tempfile.TemporaryDirectory(prefix="edgeconv-bench-") as tmp:
+        return bench_artifact(art, ed, refs, options=options, work=Path(work or tmp), post=post,
+                              reference_desc=desc)

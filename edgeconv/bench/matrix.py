@@ -1,0 +1,247 @@
+"""``edgeconv run CONFIG.toml``: a model × targets × precisions matrix from a config file, into one report.
+
+The reference is built once, the evaluation inputs and the reference outputs are made once, then every
+target × precision is converted (verified by the pipeline) and benchmarked in its own worker process.  A target that
+fails to convert, to verify or to run becomes a ``failed`` row with its one-line error and the rest go on; a backend
+that is not installed becomes ``skipped``.
+
+Config (TOML; relative paths are relative to the config file)::
+
+    [model]                       # source = "zoo:yolo"  — or —  model = "net.py:build", weights = "w.pth",
+    source = "zoo:yolo"           # input = ["images:1x3x224x224"], output_names = [...], model_args = {...}
+    [data]
+    eval = "zoo"                  # zoo | zoo:detection | DIR | omitted (random inputs: drift only)
+    calib = "calibration/shapes"  # int8 calibration (default: the bundled model's)
+    preprocess = "size=256x256"   # or a table; default: the bundled model's / the artifact's
+    task = "detection"            # detection | classification (default: the bundled model's)
+    postprocess = "mod:fn"        # decoder plug-in (default: the bundled model's)
+    limit = 100                   # evaluation inputs
+    [[targets]]
+    profile = "openvino"
+    precisions = ["fp32", "int8"]
+    threads = 2                   # optional: overrides [bench].threads and the profile
+    [bench]
+    min_iters = 50
+    min_seconds = 2.0
+    threads = 0                   # 0/omitted: the profile's threads
+    streams = 0                   # throughput mode when > 1
+    [compare]
+    fail_on = "regression,drift,error"
+    min_effect = 0.05
+"""
+
+from __future__ import annotations
+
+import shutil
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from edgeconv.bench import compare as cmp
+from edgeconv.bench.evaluate import (
+    BenchOptions,
+    bench_artifact,
+    failed_row,
+    load_eval_data,
+    reference_outputs,
+)
+from edgeconv.bench.report import load_report, make_report, write_all
+from edgeconv.bench.worker import save_feeds
+from edgeconv.calibration.preprocess import Preprocess
+from edgeconv.core.console import log, track
+from edgeconv.core.errors import ConfigError, EdgeconvError, MissingDependencyError
+
+_SECTIONS = {"model", "data", "targets", "bench", "compare", "name"}
+_MODEL_KEYS = {"source", "model", "weights", "input", "inputs", "output_names", "model_args", "name", "opset",
+               "trust_checkpoint", "simplify"}
+_DATA_KEYS = {"eval", "calib", "calib_size", "preprocess", "task", "postprocess", "limit", "allow_overlap"}
+_TARGET_KEYS = {"profile", "precisions", "threads", "options", "keep_fp32"}
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read and validate a run config; relative paths are resolved against the config's folder."""
+    path = Path(path)
+    try:
+        cfg = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config {path} is not valid TOML: {e}") from e
+    cfg["_base_dir"] = str(path.resolve().parent)
+    validate_config(cfg)
+    return cfg
+
+
+def validate_config(cfg: dict[str, Any]) -> None:
+    unknown = set(cfg) - _SECTIONS - {"_base_dir"}
+    if unknown:
+        raise ConfigError(f"config: unknown section(s) {sorted(unknown)}", hint=f"known: {sorted(_SECTIONS)}")
+    model = cfg.get("model") or {}
+    if not (model.get("source") or model.get("model")):
+        raise ConfigError("config: [model] needs source = \"zoo:NAME\" or model = \"FILE.py:FACTORY\" (or .onnx)")
+    for sec, keys in (("model", _MODEL_KEYS), ("data", _DATA_KEYS)):
+        bad = set(cfg.get(sec) or {}) - keys
+        if bad:
+            raise ConfigError(f"config: unknown key(s) {sorted(bad)} in [{sec}]", hint=f"known: {sorted(keys)}")
+    targets = cfg.get("targets")
+    if not targets or not isinstance(targets, list):
+        raise ConfigError("config: at least one [[targets]] entry with profile = \"...\" is needed")
+    for t in targets:
+        if "profile" not in t:
+            raise ConfigError("config: every [[targets]] needs profile = \"NAME\" (or a .toml path)")
+        bad = set(t) - _TARGET_KEYS
+        if bad:
+            raise ConfigError(f"config: unknown key(s) {sorted(bad)} in [[targets]]", hint=f"known: {sorted(_TARGET_KEYS)}")
+
+
+def _path(base: Path, v: str | None) -> str | None:
+    if v is None or v.startswith("zoo") or Path(v).is_absolute():
+        return v
+    cand = base / v
+    return str(cand) if cand.exists() or not Path(v).exists() else v
+
+
+def _model_path(base: Path, v: str) -> str:
+    """FILE.py:FACTORY and FILE.onnx are paths; MODULE:FACTORY and zoo:NAME are not."""
+    if v.startswith("zoo:"):
+        return v
+    target, sep, attr = v.rpartition(":") if ".py:" in v else (v, "", "")
+    if target.endswith(".py") or target.endswith((".onnx", ".pt", ".pt2", ".ts")):
+        resolved = _path(base, target) or target
+        return f"{resolved}{sep}{attr}"
+    return v
+
+
+def _preprocess(v: Any) -> Preprocess | None:
+    if v is None:
+        return None
+    if isinstance(v, dict):
+        return Preprocess.from_dict(v)
+    return Preprocess.parse(str(v))
+
+
+def run_matrix(config: dict[str, Any], out: str | Path, baseline: str | Path | dict[str, Any] | None = None, *,
+               fail_on: tuple[str, ...] | str | None = None, use_cache: bool = True,
+               keep_artifacts: bool = True) -> dict[str, Any]:
+    """Convert and benchmark every target × precision of ``config``; write the four report files into ``out``.
+
+    With ``baseline`` (a report dict or a report.json path) the report is compared and annotated; the returned
+    report's ``comparison.failures`` lists the ``fail_on`` conditions that hold (the CLI exits non-zero on them).
+    """
+    from edgeconv.pipeline import convert_reference, default_preprocess, make_calibration, prepare
+    from edgeconv.profiles import load_profile
+
+    validate_config(config)
+    base = Path(config.get("_base_dir", "."))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    mcfg, dcfg, bcfg = config.get("model") or {}, config.get("data") or {}, config.get("bench") or {}
+    options = BenchOptions.from_dict(bcfg)
+    if bcfg.get("threads") == 0:
+        options.threads = None
+    options.limit = int(dcfg.get("limit", options.limit))
+    user_pp = _preprocess(dcfg.get("preprocess"))
+    model_spec = _model_path(base, mcfg.get("source") or mcfg["model"])
+    inputs = mcfg.get("input") or mcfg.get("inputs")
+    prep = prepare(model_spec, weights=_path(base, mcfg.get("weights")), model_args=mcfg.get("model_args"),
+                   inputs=[inputs] if isinstance(inputs, str) else inputs, output_names=mcfg.get("output_names"),
+                   opset=int(mcfg.get("opset", 17)), simplify=bool(mcfg.get("simplify", True)),
+                   trust_checkpoint=bool(mcfg.get("trust_checkpoint", False)), use_cache=use_cache,
+                   preprocess=user_pp)
+    ref = prep.reference
+    task = dcfg.get("task") or prep.info.get("task")
+    post_spec = dcfg.get("postprocess") or prep.info.get("postprocess")
+    pp = user_pp or prep.preprocess
+    eval_src = dcfg.get("eval")
+    if eval_src == "zoo" and prep.info.get("bundled"):
+        eval_src = f"zoo:{task}"
+    eval_src = _path(base, eval_src)
+    if pp is None and eval_src is not None:
+        pp = default_preprocess(ref)
+    data = load_eval_data(eval_src, input_spec=ref.inputs[0], preprocess=pp, task=task, limit=options.limit)
+    refs, ref_desc = reference_outputs(ref.onnx_path, data.feeds, module=ref.module,
+                                       output_names=[o.name for o in ref.outputs], kind=options.reference)
+    post = None
+    if post_spec:
+        from edgeconv.bench.plugins import load_callable
+
+        post = load_callable(post_spec)
+    from edgeconv.bench.drift import input_stats
+
+    eval_stats = input_stats(data.feeds, ref.inputs[0].name)
+    work = out / ".work"
+    work.mkdir(exist_ok=True)
+    feeds_npz = work / "feeds.npz"
+    save_feeds(feeds_npz, data.feeds)
+    calibration = None
+    jobs = [(t, p) for t in config["targets"] for p in (t.get("precisions") or [None])]
+    rows: list[dict[str, Any]] = []
+    for t, precision in track(jobs, "benchmarking targets", total=len(jobs)):
+        name = t["profile"]
+        try:
+            profile = load_profile(_path(base, name) if name.endswith(".toml") else name)
+        except EdgeconvError as e:
+            rows.append(failed_row(name, precision or "?", None, e.one_line(), stage="config"))
+            continue
+        precision = precision or profile.precision
+        dest = out / "artifacts" / f"{profile.name}-{precision}"
+        try:
+            cal = None
+            if precision == "int8":
+                if calibration is None:
+                    calibration = make_calibration(prep, _path(base, dcfg.get("calib")),
+                                                   size=int(dcfg.get("calib_size", 512)), preprocess=user_pp)
+                    if data.files:
+                        from edgeconv.calibration.dataset import check_disjoint
+
+                        check_disjoint(calibration, data.files, allow_overlap=bool(dcfg.get("allow_overlap")))
+                cal = calibration
+            art = convert_reference(prep, profile, out=dest, precision=precision, calibration=cal,
+                                    keep_fp32=tuple(t.get("keep_fp32", ())), options=t.get("options"),
+                                    use_cache=use_cache)
+        except MissingDependencyError as e:
+            rows.append(failed_row(profile.name, precision, profile.backend, e.one_line(), status="skipped",
+                                   stage="convert"))
+            continue
+        except EdgeconvError as e:
+            log.error("%s", e.one_line())
+            rows.append(failed_row(profile.name, precision, profile.backend, e.one_line(), stage=e.stage or "convert"))
+            continue
+        except Exception as e:  # noqa: BLE001 - a backend bug is this target's failure, not the run's
+            log.error("%s %s: %s: %s", profile.name, precision, type(e).__name__, e)
+            rows.append(failed_row(profile.name, precision, profile.backend, f"internal error: {type(e).__name__}: {e}",
+                                   stage="convert"))
+            continue
+        opts = options
+        if t.get("threads") is not None:
+            opts = BenchOptions(options.latency, t["threads"] or None, options.limit, options.timeout,
+                                options.reference)
+        row = bench_artifact(art, data, refs, options=opts, work=work / f"{profile.name}-{precision}",
+                             feeds_npz=feeds_npz, post=post, reference_desc=ref_desc, eval_stats=eval_stats)
+        log.info("%s %s: %s%s", profile.name, precision, row["status"],
+                 f" p50 {row['latency_ms']['p50']:.3g} ms" if row.get("latency_ms") else "")
+        rows.append(row)
+    if not keep_artifacts:
+        shutil.rmtree(out / "artifacts", ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    model_name = mcfg.get("name") or config.get("name") or prep.info.get("bundled") or \
+        Path(str(model_spec).split(":")[0]).stem
+    report = make_report(rows, model={"name": model_name, "sha256": ref.sha256, "source": str(model_spec),
+                                      "task": task},
+                         reference=ref_desc, bench={**options.latency.to_dict(), "threads": options.threads,
+                                                    "limit": options.limit, "timeout": options.timeout},
+                         data={"eval": data.source, "samples": len(data), "task": task, "postprocess": post_spec,
+                               "labelled": data.labels is not None,
+                               "preprocess": pp.to_dict() if pp else None, "input_stats": eval_stats})
+    if baseline is not None:
+        base_rep = baseline if isinstance(baseline, dict) else load_report(baseline)
+        ccfg = config.get("compare") or {}
+        names = cmp.parse_fail_on(fail_on if fail_on is not None else ccfg.get("fail_on", "regression,drift,error"))
+        c = cmp.compare_reports(report, base_rep, min_effect=float(ccfg.get("min_effect", cmp.DEFAULT_MIN_EFFECT)))
+        cmp.annotate(report, c, names, None if isinstance(baseline, dict) else str(baseline))
+    elif fail_on:
+        names = cmp.parse_fail_on(fail_on)
+        c = cmp.compare_reports(report, {"results": []})
+        cmp.annotate(report, c, names, None)
+    write_all(report, out)
+    return report

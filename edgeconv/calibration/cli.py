@@ -1,0 +1,100 @@
+"""``edgeconv calibrate``: compute (or reuse) activation statistics once and write them as JSON.
+
+Why a separate command: statistics are the expensive, backend-independent half of INT8; computing them once and
+inspecting them (ranges, input per-channel stats, skipped files, sample size) before converting to five backends
+saves time and makes a bad calibration set visible early.  The same cache is then hit by ``edgeconv convert``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from edgeconv.cli import _kv, handle_errors
+
+
+def _optional_writer(module: str, func: str) -> Any:
+    """A backend's writer (TensorRT calibration cache, ncnn table) if that engineer's module provides one."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError):
+        return None
+
+
+@click.command()
+@click.option("--model", "-m", required=True, help="FILE.py:FACTORY, TorchScript/.pt2/.onnx file, or zoo:NAME.")
+@click.option("--weights", "-w", help="state_dict checkpoint (.pt/.pth/.safetensors).")
+@click.option("--model-arg", multiple=True, metavar="KEY=VALUE", help="Keyword argument for the factory (repeatable).")
+@click.option("--input", "inputs", multiple=True, metavar="NAME:1x3xHxW[:dtype]", help="Model input (repeatable).")
+@click.option("--calib", type=click.Path(), help="Image folder, class folders, YOLO split, COCO JSON or .npy/.npz "
+              "(default: the bundled model's calibration images).")
+@click.option("--calib-size", default=512, show_default=True, help="Number of calibration samples (seeded).")
+@click.option("--calib-seed", default=0, show_default=True)
+@click.option("--method", "methods", multiple=True, type=click.Choice(["minmax", "entropy", "percentile"]),
+              help="Statistics to compute (repeatable; default minmax).")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
+              help="Method parameter: percentile=99.99, num_bins=2048, num_quantized_bins=255.")
+@click.option("--preprocess", help="Preprocessing contract (key=value list, or a .json/.toml file such as a profile "
+              "with a [preprocess] table).")
+@click.option("--eval", "eval_data", type=click.Path(exists=True), help="Evaluation set to check disjointness against.")
+@click.option("--allow-overlap", is_flag=True, help="Accept calibration inputs that are also in --eval.")
+@click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
+              help="JSON file for the statistics (several --method: OUT-METHOD.json each).")
+@click.option("--trt-cache", type=click.Path(dir_okay=False), help="Also write a TensorRT calibration cache "
+              "(when the TensorRT writer is installed).")
+@click.option("--ncnn-table", type=click.Path(dir_okay=False), help="Also write an ncnn int8 table "
+              "(when the ncnn writer is installed).")
+@click.option("--no-cache", is_flag=True, help="Recompute even when cached statistics exist.")
+@handle_errors
+def calibrate(model: str, weights: str | None, model_arg: tuple[str, ...], inputs: tuple[str, ...],
+              calib: str | None, calib_size: int, calib_seed: int, methods: tuple[str, ...], params: tuple[str, ...],
+              preprocess: str | None, eval_data: str | None, allow_overlap: bool, out: str, trt_cache: str | None,
+              ncnn_table: str | None, no_cache: bool) -> None:
+    """Compute activation statistics (cached) for INT8 and write them as JSON."""
+    from edgeconv.calibration.dataset import check_disjoint
+    from edgeconv.calibration.preprocess import Preprocess
+    from edgeconv.calibration.stats import compute_stats
+    from edgeconv.core.errors import ConfigError
+    from edgeconv.pipeline import make_calibration, prepare
+
+    pp = Preprocess.parse(preprocess) if preprocess else None
+    prep = prepare(model, weights=weights, model_args=list(model_arg), inputs=list(inputs) or None,
+                   use_cache=not no_cache, preprocess=pp)
+    cal = make_calibration(prep, calib, size=calib_size, seed=calib_seed, preprocess=pp)
+    if eval_data:
+        check_disjoint(cal, Path(eval_data), allow_overlap=allow_overlap)
+    method_params = _kv(params, "--param")
+    methods = methods or ("minmax",)
+    if len(methods) > 1 and (trt_cache or ncnn_table):
+        raise ConfigError("--trt-cache/--ncnn-table take one --method")
+    written = []
+    for method in methods:
+        st = compute_stats(prep.reference.onnx_path, prep.reference.sha256, cal, method, method_params,
+                           use_cache=not no_cache)
+        dest = Path(out) if len(methods) == 1 else Path(out).with_name(f"{Path(out).stem}-{method}.json")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        doc = {**st.to_json(), "reference_sha256": prep.reference.sha256, "cache": st.cache,
+               "calibration": cal.manifest() if cal.input_stats else st.calibration}
+        dest.write_text(json.dumps(doc, indent=1))
+        written.append(dest)
+        click.echo(f"{method:<10} {len(st.ranges)} tensors, {doc['calibration'].get('used', len(cal))} inputs "
+                   f"(skipped {doc['calibration'].get('skipped', 0)}), cache {st.cache} → {dest}")
+        for path, (mod, fn), what in ((trt_cache, ("edgeconv.targets.tensorrt.calib", "write_calibration_cache"),
+                                       "TensorRT cache"),
+                                      (ncnn_table, ("edgeconv.targets.ncnn.table", "write_table"), "ncnn table")):
+            if not path:
+                continue
+            writer = _optional_writer(mod, fn)
+            if writer is None:
+                raise ConfigError(f"no {what} writer is installed in this edgeconv ({mod}.{fn})",
+                                  hint="use the JSON statistics, or install the backend's extra")
+            writer(st, Path(path))
+            click.echo(f"{'':<10} {what} → {path}")
+
+
+COMMANDS = [calibrate]

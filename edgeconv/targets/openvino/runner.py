@@ -1,0 +1,151 @@
+"""OpenVINO runner: an ``ov.Core`` compiled model on the profile's device, addressed by reference tensor names.
+
+Device (CPU here; GPU/NPU/AUTO/HETERO:... from the profile), ``PERFORMANCE_HINT`` (LATENCY or THROUGHPUT, profile
+option ``performance_hint``), ``INFERENCE_NUM_THREADS`` (profile threads) and ``NUM_STREAMS`` (option ``streams``)
+are all OpenVINO properties.  ``INFERENCE_PRECISION_HINT`` is pinned to f32 for fp32/int8 artifacts: on CPUs with
+bf16/AMX the plugin would otherwise silently compute in bf16 and an "fp32" artifact would drift far beyond 1e-4.
+fp16 artifacts use f16 where the device lists FP16 among its capabilities, else f32 (this AVX2 CPU: f32 compute
+on fp16-stored weights).  ``infer_async`` keeps requests in flight with an ``AsyncInferQueue``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeconv.core.lazy import require
+from edgeconv.targets.base import Runner
+from edgeconv.targets.openvino import preprocess as pp
+
+HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
+
+
+def inference_precision(core: Any, device: str, precision: str, override: str | None = None) -> str:
+    """The INFERENCE_PRECISION_HINT to request (see the module docstring for why it is pinned)."""
+    if override:
+        return override
+    if precision != "fp16":
+        return "f32"
+    try:
+        caps = core.get_property(device.split(":")[0].split(".")[0], "OPTIMIZATION_CAPABILITIES")
+    except Exception:  # noqa: BLE001 - virtual devices (AUTO) have no capabilities: let the plugin decide
+        return "f32"
+    return "f16" if "FP16" in caps else "f32"
+
+
+class OpenVinoRunner(Runner):
+    def __init__(self, xml: Path | str, *, device: str = "CPU", threads: int | None = None,
+                 performance_hint: str = "LATENCY", streams: int | str | None = None, precision: str = "fp32",
+                 inference_precision_hint: str | None = None, output_names: list[str] | None = None,
+                 embedded: dict[str, Any] | None = None, **_: Any) -> None:
+        ov = require("openvino", "openvino", target="openvino")
+        self.ov, self.core, self.device = ov, ov.Core(), device
+        self.model = self.core.read_model(str(xml))
+        hint = str(performance_hint).upper()
+        if hint not in HINTS:
+            from edgeconv.core.errors import ConfigError
+
+            raise ConfigError(f"unknown performance_hint '{performance_hint}'", hint=f"one of {', '.join(HINTS)}")
+        self.config: dict[str, Any] = {"PERFORMANCE_HINT": hint}
+        if device.upper().startswith("CPU"):
+            self.config["INFERENCE_PRECISION_HINT"] = inference_precision(self.core, device, precision,
+                                                                          inference_precision_hint)
+            if threads:
+                self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        if streams not in (None, "", 0):
+            self.config["NUM_STREAMS"] = str(streams)
+        self.compiled = self.core.compile_model(self.model, device, self.config)
+        self.request = self.compiled.create_infer_request()
+        self.embedded = embedded
+        self._relaxed: Any = None
+        names = list(output_names or [])
+        self.output_ports = []
+        for i, port in enumerate(self.compiled.outputs):
+            pn = port.get_names()
+            self.output_ports.append((next((n for n in names if n in pn),
+                                           names[i] if i < len(names) else port.get_any_name()), i))
+        self.input_names = [p.get_any_name() for p in self.compiled.inputs]
+        self.last_route = "model"
+
+    # -- inputs ------------------------------------------------------------------------------------------------
+    def _relaxed_model(self) -> Any:
+        """The same IR with its u8 input relaxed to f32: runs the embedded arithmetic on non-integral pixels."""
+        if self._relaxed is None:
+            m = self.model.clone()
+            for p in m.get_parameters():
+                p.set_element_type(self.ov.Type.f32)
+            m.validate_nodes_and_infer_types()
+            self._relaxed = self.core.compile_model(m, self.device, self.config).create_infer_request()
+        return self._relaxed
+
+    def _prepare(self, feeds: dict[str, np.ndarray]) -> tuple[Any, dict[str, np.ndarray]]:
+        if not self.embedded:
+            self.last_route = "model"
+            return self.request, {n: np.ascontiguousarray(feeds[n]) for n in self.input_names}
+        name = self.embedded["input"]
+        raw = pp.to_raw(np.asarray(feeds[name]), self.embedded)
+        u8 = pp.as_u8(raw)
+        if u8 is not None:
+            self.last_route = "u8"
+            return self.request, {self.input_names[0]: u8}
+        self.last_route = "relaxed-f32"
+        return self._relaxed_model(), {self.input_names[0]: raw.astype(np.float32)}
+
+    def _outputs(self, request: Any) -> dict[str, np.ndarray]:
+        return {name: np.array(request.get_output_tensor(i).data, copy=True) for name, i in self.output_ports}
+
+    # -- API ---------------------------------------------------------------------------------------------------
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        request, inputs = self._prepare(feeds)
+        request.infer(inputs)
+        return self._outputs(request)
+
+    def infer_raw(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """Deployed path of an embedded-preprocess IR: raw u8 NHWC images in, reference-named outputs out."""
+        self.request.infer({self.input_names[0]: np.ascontiguousarray(images)})
+        return self._outputs(self.request)
+
+    def infer_async(self, batch: list[dict[str, np.ndarray]], streams: int) -> list[dict[str, np.ndarray]]:
+        """Throughput mode: ``streams`` requests in flight (0: the plugin's optimal number for the compiled model)."""
+        ov = self.ov
+        jobs = int(streams) or self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")
+        queue = ov.AsyncInferQueue(self.compiled, jobs)
+        results: list[dict[str, np.ndarray] | None] = [None] * len(batch)
+
+        def done(request: Any, index: int) -> None:
+            results[index] = self._outputs(request)
+
+        queue.set_callback(done)
+        for i, feeds in enumerate(batch):
+            if self.embedded:
+                request, inputs = self._prepare(feeds)
+                if request is not self.request:  # relaxed inputs: not the compiled model the queue runs
+                    request.infer(inputs)
+                    results[i] = self._outputs(request)
+                    continue
+            else:
+                inputs = {n: np.ascontiguousarray(feeds[n]) for n in self.input_names}
+            queue.start_async(inputs, userdata=i)
+        queue.wait_all()
+        return [r for r in results if r is not None]
+
+    def close(self) -> None:
+        self.request = self.compiled = self._relaxed = None  # type: ignore[assignment]
+
+
+def runner_for_artifact(artifact: Any, *, threads: int | None = None, **kw: Any) -> OpenVinoRunner:
+    """A runner configured from the artifact's manifest (profile device/options, embedded preprocessing)."""
+    m = artifact.manifest
+    prof = m.get("profile", {})
+    opts = {**prof.get("options", {}), **(m.get("options") or {})}
+    conv = m.get("conversion") or {}
+    args: dict[str, Any] = {
+        "device": prof.get("device", "CPU"), "threads": threads or prof.get("threads") or None,
+        "performance_hint": opts.get("performance_hint", "LATENCY"), "streams": opts.get("streams"),
+        "precision": m.get("precision", "fp32"), "inference_precision_hint": opts.get("inference_precision"),
+        "output_names": [o["name"] for o in m.get("outputs", [])], "embedded": conv.get("embedded_preprocess"),
+    }
+    args.update(kw)
+    return OpenVinoRunner(artifact.file("model"), **args)

@@ -1,0 +1,46 @@
+"""TFLite / LiteRT: the Android and embedded route, converted straight from the PyTorch module by litert-torch.
+
+Conversion needs ``litert_torch`` (it traces the torch module with torch.export; ONNX is only the reference the
+artifact is verified against).  Running needs an interpreter: ``ai_edge_litert`` (preferred, XNNPACK) or the older
+``tflite_runtime`` — so a machine can run artifacts it could not have converted, and vice versa.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgeconv.core.lazy import available
+from edgeconv.targets.base import ConversionResult, ConvertContext, Runner, Target
+
+INTERPRETERS = ("ai_edge_litert", "tflite_runtime")
+
+
+class TfliteTarget(Target):
+    name = "tflite"
+    extra = "tflite"
+    modules = ("litert_torch",)
+    precisions = ("fp32", "fp16", "int8")
+    needs_torch_module = True
+    description = "TFLite / LiteRT with XNNPACK, converted from PyTorch by litert-torch"
+
+    def runs_here(self) -> tuple[bool, str]:
+        """Running needs only an interpreter, not the converter (tflite-runtime alone is enough)."""
+        if any(available(m) for m in INTERPRETERS):
+            return True, ""
+        return False, "missing ai_edge_litert (or tflite_runtime) to run .tflite models"
+
+    def convert(self, ctx: ConvertContext) -> ConversionResult:
+        from edgeconv.targets.tflite.convert import convert
+
+        return convert(ctx)
+
+    def runner(self, artifact: Any, *, threads: int | None = None, **kw: Any) -> Runner:
+        from edgeconv.targets.tflite.runner import TfliteRunner
+
+        return TfliteRunner(artifact.file("model"), io=artifact.manifest.get("conversion", {}).get("io"),
+                            threads=threads, **kw)
+
+    def versions(self) -> dict[str, str | None]:
+        from edgeconv.core.lazy import version
+
+        return {m: version(m) for m in ("litert-torch", "ai-edge-litert", "torchao", "torch")}

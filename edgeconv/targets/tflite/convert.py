@@ -1,0 +1,205 @@
+"""litert-torch conversion: the torch module → .tflite (fp32, fp16 weights, PT2E int8, dynamic-range int8).
+
+The module is wrapped so that (a) its outputs are a flat tuple in the reference ONNX's output order, and (b) for
+NHWC, inputs arrive channel-last and 4-D outputs leave channel-last (litert-torch's ``to_channel_last_io``).  After
+conversion the .tflite signature is read back and every TFLite input/output is matched to a reference name by
+position *and checked by shape*; that mapping (``meta['io']``) is what the runner uses, so a reordered or
+mis-shaped output is a conversion error, not a silent mismatch.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import Any
+
+import numpy as np
+
+from edgeconv.core.console import log, status
+from edgeconv.core.errors import ConfigError, ConversionError
+from edgeconv.core.lazy import require
+from edgeconv.core.tensors import TensorSpec
+from edgeconv.targets.base import ConversionResult, ConvertContext
+
+MODEL_FILE = "model.tflite"
+INT8_MODES = ("static", "dynamic")
+
+
+def resolve_layout(ctx: ConvertContext) -> str:
+    """``layout`` option first (per call), then the profile's layout: NHWC is the mobile convention."""
+    layout = str(ctx.option("layout") or ctx.profile.layout or "NCHW").upper()
+    if layout not in ("NCHW", "NHWC"):
+        raise ConfigError(f"tflite layout must be NCHW or NHWC, not {layout!r}")
+    return layout
+
+
+def _flat_module(module: Any) -> Any:
+    """Wrap ``module`` so it returns a flat tuple of tensors (dict/list/nested outputs flattened in order), the
+    same order the ONNX exporter gave the reference outputs."""
+    import torch
+    from torch.utils import _pytree
+
+    class FlatOutputs(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return tuple(_pytree.tree_leaves(self.inner(*args)))
+
+    return FlatOutputs(module)
+
+
+def prepare_module(module: Any, inputs: list[TensorSpec], outputs: list[TensorSpec], layout: str) -> Any:
+    """The module litert-torch traces: flat outputs, and channel-last I/O for 4-D tensors when NHWC.
+
+    A separate function so tests can corrupt the conversion here and prove verification catches it.
+    """
+    import litert_torch
+
+    flat = _flat_module(module)
+    if layout != "NHWC":
+        return flat
+    ins = [i for i, s in enumerate(inputs) if len(s.shape) == 4]
+    outs = [i for i, s in enumerate(outputs) if len(s.shape) == 4]
+    return litert_torch.to_channel_last_io(flat, args=ins, outputs=outs)
+
+
+def _tensor_layout(spec: TensorSpec, layout: str) -> str:
+    return "NHWC" if layout == "NHWC" and len(spec.shape) == 4 else "NCHW"
+
+
+def _to_layout(x: np.ndarray, tensor_layout: str) -> np.ndarray:
+    return np.transpose(x, (0, 2, 3, 1)) if tensor_layout == "NHWC" else x
+
+
+def _expected_shape(spec: TensorSpec, tensor_layout: str) -> tuple[int, ...]:
+    s = tuple(spec.static_shape)
+    return (s[0], s[2], s[3], s[1]) if tensor_layout == "NHWC" else s
+
+
+def _index(name: str) -> int:
+    m = re.search(r"(\d+)$", name)
+    return int(m.group(1)) if m else 0
+
+
+def map_io(model: bytes, inputs: list[TensorSpec], outputs: list[TensorSpec], layout: str) -> dict[str, Any]:
+    """Match the .tflite signature's tensors to reference names: by position (litert names them ``args_N`` /
+    ``output_N`` in trace order), confirmed by shape; if positions disagree with shapes, fall back to unique
+    shapes; otherwise fail loudly."""
+    from edgeconv.targets.tflite.runner import open_interpreter
+
+    interp = open_interpreter(model_content=model)
+    sigs = interp.get_signature_list()
+    if len(sigs) != 1:
+        raise ConversionError(f"expected one signature in the .tflite model, found {list(sigs)}")
+    key = next(iter(sigs))
+    runner = interp.get_signature_runner(key)
+    in_det, out_det = runner.get_input_details(), runner.get_output_details()
+
+    def match(kind: str, specs: list[TensorSpec], det: dict[str, Any]) -> list[dict[str, Any]]:
+        names = sorted(det, key=_index)
+        if len(names) != len(specs):
+            raise ConversionError(f"the .tflite model has {len(names)} {kind}s but the reference has {len(specs)}",
+                                  hint="the module's forward must return what the reference ONNX outputs")
+        want = [_expected_shape(s, _tensor_layout(s, layout)) for s in specs]
+        got = {n: tuple(int(d) for d in det[n]["shape"]) for n in names}
+        chosen = list(names)
+        if any(got[n] != w for n, w in zip(names, want, strict=True)):
+            by_shape = {}
+            for w in want:
+                hits = [n for n in names if got[n] == w]
+                if len(hits) != 1 or want.count(w) != 1:
+                    raise ConversionError(
+                        f"cannot map .tflite {kind}s to the reference: shapes {[got[n] for n in names]} vs expected "
+                        f"{want}", hint="report this model; the converter changed the I/O signature")
+                by_shape[w] = hits[0]
+            chosen = [by_shape[w] for w in want]
+            log.warning("tflite %s order differs from the reference; mapped by shape: %s", kind, chosen)
+        rows = []
+        for spec, n in zip(specs, chosen, strict=True):
+            d = det[n]
+            scale, zp = d.get("quantization", (0.0, 0))
+            rows.append({"tflite": n, "reference": spec.name, "shape": list(got[n]),
+                         "layout": _tensor_layout(spec, layout), "dtype": np.dtype(d["dtype"]).name,
+                         "scale": float(scale), "zero_point": int(zp)})
+        return rows
+
+    return {"signature": key, "inputs": match("input", inputs, in_det), "outputs": match("output", outputs, out_det)}
+
+
+def convert(ctx: ConvertContext) -> ConversionResult:
+    """Convert ``ctx.reference.module`` with litert-torch and write ``model.tflite`` into ``ctx.out_dir``."""
+    ref = ctx.reference
+    if ref.module is None:
+        raise ConfigError("tflite converts from the PyTorch model (litert-torch), but only ONNX was given",
+                          hint="pass --model FILE.py:FACTORY --weights ... instead of an .onnx file")
+    torch = require("torch", "torch")
+    litert_torch = require("litert_torch", "tflite")
+    from litert_torch._config import config as lt_config
+
+    from edgeconv.core.console import log as _log
+
+    lt_config.show_progress = _log.isEnabledFor(10)  # litert-torch's own step log only with --verbose
+    layout = resolve_layout(ctx)
+    int8_io = bool(ctx.option("int8_io", False))
+    int8_mode = str(ctx.option("int8_mode", "static")).lower()
+    if int8_mode not in INT8_MODES:
+        raise ConfigError(f"tflite int8_mode must be one of {INT8_MODES}, not {int8_mode!r}")
+    if ctx.precision == "int8" and int8_mode == "dynamic" and int8_io:
+        raise ConfigError("int8_io needs full-integer (static) int8; dynamic-range int8 keeps float I/O",
+                          hint="drop int8_io or use int8_mode=static")
+    if ctx.keep_fp32:
+        log.warning("tflite: keep_fp32 %s is not supported by the PT2E route and is ignored", list(ctx.keep_fp32))
+
+    module = copy.deepcopy(ref.module).eval()
+    wrapped = prepare_module(module, ref.inputs, ref.outputs, layout).eval()
+    sample = tuple(torch.from_numpy(np.ascontiguousarray(_to_layout(x, _tensor_layout(s, layout))))
+                   for s, x in zip(ref.inputs, (ref.random_feeds(1)[0][s.name] for s in ref.inputs), strict=True))
+    meta: dict[str, Any] = {"format": "tflite", "converter": "litert-torch", "layout": layout}
+    quant_config = None
+    if ctx.precision == "fp16":
+        from litert_torch.generative.quantize import quant_recipes
+
+        quant_config = quant_recipes.full_fp16_recipe()  # ai-edge-quantizer float casting: fp16 weights
+        meta["quantization"] = "fp16 weights (float compute), ai-edge-quantizer float_casting"
+    elif ctx.precision == "int8":
+        from litert_torch.quantize.quant_config import QuantConfig
+
+        from edgeconv.targets.tflite.int8 import pt2e_quantize, torch_feeds
+
+        dynamic = int8_mode == "dynamic"
+        feeds = None
+        if not dynamic:
+            if ctx.calibration is None:
+                raise ConfigError("int8 needs calibration data", hint="pass --calib DIR (or use the bundled sample)")
+            names = [s.name for s in ref.inputs]
+            lay = {s.name: _tensor_layout(s, layout) for s in ref.inputs}
+            feeds = torch_feeds(ctx.calibration.feeds(), names, lambda n, x: _to_layout(x, lay[n]))
+        with status("int8: PT2E calibration" if not dynamic else "int8: dynamic-range PT2E"):
+            wrapped, quantizer, seen = pt2e_quantize(
+                wrapped, sample, feeds, dynamic=dynamic, per_channel=bool(ctx.option("per_channel", True)),
+                total=len(ctx.calibration) if ctx.calibration is not None and not dynamic else None)
+        quant_config = QuantConfig(pt2e_quantizer=quantizer)
+        meta["quantization"] = {"method": "pt2e", "mode": int8_mode, "per_channel": bool(ctx.option("per_channel",
+                                                                                                     True)),
+                                "calibration_samples": seen, "int8_io": int8_io}
+    elif ctx.precision != "fp32":
+        raise ConfigError(f"tflite has no '{ctx.precision}' route", hint="use fp32, fp16 or int8")
+
+    with status(f"litert-torch: converting ({ctx.precision}, {layout})"):
+        with torch.no_grad():
+            edge = litert_torch.convert(wrapped, sample, quant_config=quant_config)
+        model = bytes(edge.model_content())
+    if ctx.precision == "int8" and int8_mode == "static" and not int8_io:
+        from edgeconv.targets.tflite.int8 import add_float_io
+
+        model, changed = add_float_io(model)
+        meta["float_io_added"] = changed
+    (ctx.out_dir / MODEL_FILE).write_bytes(model)
+    meta["io"] = map_io(model, ref.inputs, ref.outputs, layout)
+    in_types = sorted({r["dtype"] for r in meta["io"]["inputs"]})
+    log.debug("tflite I/O mapping: %s", meta["io"])
+    return ConversionResult([MODEL_FILE], {"model": MODEL_FILE}, meta, input_layout=layout,
+                            verify_note=None if in_types == ["float32"] else f"quantized I/O {in_types}: "
+                            "the runner (de)quantizes with the model's scales")

@@ -1,0 +1,83 @@
+"""Export: both exporters verified against torch, awkward modules, dynamic axes, simplification records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgeconv.core.errors import ExportError
+from edgeconv.core.tensors import TensorSpec, random_feeds
+from edgeconv.export.onnx_export import DynamicSpec, export_verified, onnx_outputs
+from edgeconv.export.reference import prepare_reference
+from edgeconv.intake.loader import load_source
+
+FIX = Path(__file__).parents[1] / "fixtures" / "tiny_model.py"
+SPEC = [TensorSpec("images", (1, 3, 32, 32), "float32", "NCHW")]
+
+
+@pytest.mark.parametrize("route", ["legacy", "dynamo"])
+def test_each_exporter_is_verified(tmp_path: Path, route: str) -> None:
+    src = load_source(f"{FIX}:build")
+    feeds = [random_feeds(SPEC, seed=i) for i in range(2)]
+    rec = export_verified(src.module, SPEC, ["logits"], tmp_path / "m.onnx", exporters=(route,), sample_feeds=feeds)
+    assert rec["route"] == route and rec["max_abs_vs_torch"] < 1e-4
+    assert rec["attempts"] == [{"route": route, "ok": True, "opset": rec["opset"],
+                                "max_abs_vs_torch": rec["max_abs_vs_torch"]}]
+
+
+def test_dict_outputs_inplace_ops_and_shadowing_attributes(tmp_path: Path) -> None:
+    src = load_source(f"{FIX}:build_shadowing")
+    feeds = [random_feeds(SPEC, seed=0)]
+    rec = export_verified(src.module, SPEC, None, tmp_path / "m.onnx", sample_feeds=feeds)
+    assert rec["output_names"] == ["output0", "output1"]
+
+
+def test_failing_exporters_report_their_reasons(tmp_path: Path) -> None:
+    @torch.library.custom_op("edgeconv_test::twice", mutates_args=())
+    def twice(x: torch.Tensor) -> torch.Tensor:  # a custom op neither exporter can translate
+        return x * 2
+
+    @twice.register_fake
+    def _(x: torch.Tensor) -> torch.Tensor:
+        return torch.empty_like(x)
+
+    class Bad(torch.nn.Module):
+        def forward(self, x):
+            return twice(x)
+
+    with pytest.raises(ExportError) as ei:
+        export_verified(Bad(), SPEC, None, tmp_path / "m.onnx", sample_feeds=[random_feeds(SPEC)])
+    assert "dynamo:" in ei.value.message and "legacy:" in ei.value.message
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_dynamic_batch_records_profile() -> None:
+    src = load_source(f"{FIX}:build")
+    ref = prepare_reference(src, SPEC, dynamic=DynamicSpec(batch=True, max_batch=4), exporters=("legacy",),
+                            use_cache=False)
+    assert ref.dynamic_profiles["images"] == {"min": [1, 3, 32, 32], "opt": [1, 3, 32, 32], "max": [4, 3, 32, 32]}
+    x = np.random.default_rng(0).random((3, 3, 32, 32), dtype=np.float32)
+    out = onnx_outputs(ref.onnx_path, {"images": x})
+    assert next(iter(out.values())).shape[0] == 3
+
+
+def test_reference_records_simplification_and_uses_cache() -> None:
+    src = load_source(f"{FIX}:build")
+    a = prepare_reference(src, SPEC)
+    b = prepare_reference(src, SPEC)
+    assert a.record["cache"] == "miss" and b.record["cache"] == "hit"
+    s = a.record["simplify"]
+    assert s["simplifier"] in ("onnxsim", "onnxslim") and sum(s["ops_after"].values()) == s["nodes_after"]
+    assert a.sha256 == b.sha256
+
+
+def test_onnx_input_skips_export(tmp_path: Path) -> None:
+    src = load_source(f"{FIX}:build")
+    ref = prepare_reference(src, SPEC, use_cache=False)
+    onnx_src = load_source(str(ref.onnx_path))
+    ref2 = prepare_reference(onnx_src, None, use_cache=False)
+    assert ref2.record["export"]["route"] == "onnx-input"
+    assert ref2.inputs[0].shape == (1, 3, 32, 32)

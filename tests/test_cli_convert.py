@@ -1,0 +1,109 @@
+"""End-to-end CLI tests of the spine: convert to ONNX Runtime, cache hit, and the bad inputs' clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgeconv.cli import main
+
+FIX = Path(__file__).parent / "fixtures" / "tiny_model.py"
+
+
+def run(*args: str) -> tuple[int, str]:
+    res = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return res.exit_code, res.output + (res.stderr if res.stderr_bytes is not None else "")
+
+
+def test_convert_onnxruntime_fp32_then_cache_hit(tmp_path: Path, tiny_weights: Path) -> None:
+    args = ["convert", "--model", f"{FIX}:build", "--weights", str(tiny_weights), "--input", "images:1x3x64x64",
+            "--target", "onnxruntime", "--out", str(tmp_path / "out")]
+    code, out = run(*args)
+    assert code == 0, out
+    art = tmp_path / "out" / "onnxruntime-fp32"
+    m = json.loads((art / "manifest.json").read_text())
+    assert m["verification"]["status"] == "ok"
+    assert m["verification"]["drift"]["max_abs"] <= 1e-4
+    assert m["source"]["weights_sha256"] and m["reference"]["sha256"]
+    assert m["export"]["route"] in ("dynamo", "legacy")
+    assert m["simplify"]["nodes_after"] <= m["simplify"]["nodes_before"]
+    assert m["inputs"][0] == {"name": "images", "shape": [1, 3, 64, 64], "dtype": "float32", "layout": "NCHW",
+                              "dynamic": {}}
+    assert set(m["files"]) == {"model.onnx"} and len(m["files"]["model.onnx"]["sha256"]) == 64
+    assert len(m["cache_key"]) == 64
+    first = (art / "model.onnx").read_bytes()
+    code, out = run(*args)
+    assert code == 0, out
+    assert "cache hit" in out
+    assert (art / "model.onnx").read_bytes() == first
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "needle"),
+    [
+        (["--model", "nope.py:build"], 3, "does not exist"),
+        (["--model", f"{FIX}:missing"], 3, "not a callable"),
+        (["--model", f"{FIX}:not_a_module"], 3, "not a torch.nn.Module"),
+        (["--model", f"{FIX}:build", "--model-arg", "num_classes=7"], 3, "shape mismatch"),
+        (["--model", f"{FIX}:build", "--model-arg", "bogus=1"], 3, "--model-arg"),
+        (["--model", f"{FIX}:build", "--target", "no-such-target"], 2, "unknown target"),
+        (["--model", f"{FIX}:build", "--input", "images:1xAx64"], 2, "--input"),
+        (["--model", f"{FIX}:build", "--precision", "fp16"], 2, "no fp16 route"),
+    ],
+)
+def test_bad_inputs_give_one_line_errors(tmp_path: Path, tiny_weights: Path, extra: list[str], code: int,
+                                         needle: str) -> None:
+    base = {"--weights": str(tiny_weights), "--input": "images:1x3x64x64", "--target": "onnxruntime"}
+    args = ["convert", "--out", str(tmp_path / "o")] + extra
+    for k, v in base.items():
+        if k not in extra:
+            args += [k, v]
+    got, out = run(*args)
+    assert got == code, out
+    assert needle in out
+    assert "Traceback" not in out
+    assert not (tmp_path / "o" / "onnxruntime-fp32").exists()  # nothing half written
+
+
+def test_unsafe_checkpoint_refused_without_trust(tmp_path: Path) -> None:
+    import tiny_model
+    import torch
+
+    p = tmp_path / "full.pt"
+    torch.save({"model": tiny_model.build(), "epoch": 3}, p)  # a pickled module, like YOLOv5 checkpoints
+    base = ["convert", "--model", f"{FIX}:build", "--weights", str(p), "--input", "images:1x3x64x64",
+            "--target", "onnxruntime", "--out", str(tmp_path / "o")]
+    code, out = run(*base)
+    assert code == 3 and "--trust-checkpoint" in out
+    code, out = run(*base, "--trust-checkpoint")
+    assert code == 0, out
+
+
+def test_targets_and_doctor_tell_the_truth() -> None:
+    import importlib.util
+
+    code, out = run("targets", "--json")
+    assert code == 0
+    rows = {r["profile"]: r for r in json.loads(out)}
+    assert rows["onnxruntime"]["installed"] is True and rows["onnxruntime"]["runs_here"] is True
+    for r in rows.values():
+        if r["backend"] == "tensorrt":
+            assert r["runs_here"] == (importlib.util.find_spec("tensorrt") is not None and r["runs_here"])
+    code, out = run("doctor", "--json")
+    assert code == 0
+    d = json.loads(out)
+    assert d["environment"]["cores"] >= 1
+    assert d["backends"]["onnxruntime"]["runs_here"] is True
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    assert ("avx2" in d["environment"]["cpu_flags"]) == (" avx2" in flags)
+
+
+def test_console_script_help_runs() -> None:
+    res = subprocess.run([sys.executable, "-m", "edgeconv.cli", "convert", "--help"], capture_output=True, text=True,
+                         check=False)
+    assert res.returncode == 0 and "--target" in res.stdout
