@@ -133,8 +133,8 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
     for o in outcomes:
         if o.ok:
             v = o.artifact.manifest.get("verification", {}).get("drift", {})
-            click.echo(f"ok      {o.profile:<20} {o.precision:<5} {o.out}  (max_abs {v.get('max_abs', float('nan')):.2e}, "
-                       f"cosine {v.get('cosine', float('nan')):.6f})")
+            click.echo(f"ok      {o.profile:<20} {o.precision:<5} {o.out}  "
+                       f"(max_abs {v.get('max_abs', float('nan')):.2e}, cosine {v.get('cosine', float('nan')):.6f})")
         else:
             click.echo(f"failed  {o.profile:<20} {o.precision:<5} {o.error.one_line()}")
     if failed:

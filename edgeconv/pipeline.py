@@ -160,7 +160,8 @@ def convert_reference(prep: Prepared, target: str | Profile, *, out: str | Path,
     t0 = time.perf_counter()
     with atomic_dir(out) as tmp:
         ctx = ConvertContext(ref, profile, precision, tmp, calibration, tuple(keep_fp32), options,
-                             task=dict(prep.info), preprocess=calibration.preprocess if calibration else prep.preprocess)
+                             task=dict(prep.info),
+                             preprocess=calibration.preprocess if calibration else prep.preprocess)
         with status(f"converting to {profile.name} {precision}"):
             try:
                 result = backend.convert(ctx)

@@ -8,7 +8,9 @@ not worth failing a build for.  A bare percentage alone is not used: on a noisy 
 
 Drift / task: judged against the profile's tolerance recorded in the new report (a check that fails there is a
 ``drift`` condition), and the task metric must not drop below the baseline's by more than the profile's
-``task_delta``.  Error: a row that failed (or vanished) in the new report.
+``task_delta``.  Error: a row that newly failed (ok or absent in the baseline) or vanished; a row that failed in both
+is reported as "still failing" but does not trip the gate (a report compared with itself always passes ``error``;
+with no baseline, ``edgeconv run --fail-on error`` treats every failure as new).
 """
 
 from __future__ import annotations
@@ -102,8 +104,11 @@ def compare_reports(new: dict[str, Any], base: dict[str, Any], *,
         b = base_rows.get(k)
         v: dict[str, Any] = {"in_baseline": b is not None}
         if r.get("status") == "failed":
-            cmp_.conditions["error"].append(f"{name}: failed: {r.get('error')}")
-            v["verdict"] = "failed"
+            if b is not None and b.get("status") == "failed":
+                v["verdict"] = "still failing"  # known failure: reported, not a new error
+            else:
+                cmp_.conditions["error"].append(f"{name}: failed: {r.get('error')}")
+                v["verdict"] = "failed"
             cmp_.rows[k] = v
             continue
         if r.get("status") != "ok":

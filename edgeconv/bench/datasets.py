@@ -19,6 +19,12 @@ from edgeconv.core.errors import ConfigError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
+
+class DatasetFormatError(ConfigError, ValueError):
+    """The folder does not hold labels in a known layout.  Also a ``ValueError`` so callers that treat
+    "no labels" as "unlabelled images" can catch it without importing edgeconv's error hierarchy."""
+
+
 DetectionSample = tuple[Path, np.ndarray, np.ndarray]  # (image path, boxes (N,4) xyxy px float32, classes (N,) int64)
 
 
@@ -98,12 +104,12 @@ def load_detection_labels(root: str | Path, fmt: str = "auto") -> list[Detection
     coco_json = _find_coco_json(root)
     if fmt == "coco" or (fmt == "auto" and coco_json is not None):
         if coco_json is None:
-            raise ConfigError(f"no COCO JSON (instances.json or annotations/*.json) under {root}")
+            raise DatasetFormatError(f"no COCO JSON (instances.json or annotations/*.json) under {root}")
         return load_coco_labels(coco_json, root)[0]
     if fmt not in ("auto", "yolo"):
-        raise ConfigError(f"unknown detection label format {fmt!r}", hint="use 'auto', 'yolo' or 'coco'")
+        raise DatasetFormatError(f"unknown detection label format {fmt!r}", hint="use 'auto', 'yolo' or 'coco'")
     if not (root / "labels").is_dir() and not any(root.glob("*.txt")):
-        raise ConfigError(
+        raise DatasetFormatError(
             f"no YOLO labels/ or COCO JSON found under {root}",
             hint="expected images/ + labels/*.txt (YOLO) or instances.json / annotations/*.json (COCO)",
         )

@@ -11,6 +11,7 @@ One result row = one target × precision, with the field names of the report con
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -291,6 +292,8 @@ def calibration_stats(manifest: dict[str, Any], input_spec: TensorSpec, n: int =
         return None
     from edgeconv.calibration.dataset import CalibrationSet
 
+    level = log.level
+    log.setLevel(logging.ERROR)  # the sample's own "small calibration set" warnings were shown at conversion
     try:
         cs = CalibrationSet(Path(cal["root"]), Preprocess.from_dict(cal["preprocess"]), input_spec.name,
                             input_spec.static_shape, size=n, seed=cal.get("seed", 0))
@@ -298,6 +301,8 @@ def calibration_stats(manifest: dict[str, Any], input_spec: TensorSpec, n: int =
     except EdgeconvError as e:
         log.debug("calibration statistics unavailable: %s", e)
         return None
+    finally:
+        log.setLevel(level)
 
 
 def input_warnings(manifest: dict[str, Any], data: EvalData, input_spec: TensorSpec,

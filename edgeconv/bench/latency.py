@@ -70,7 +70,7 @@ def warmup(fn: Callable[[], Any], cfg: LatencyConfig) -> dict[str, Any]:
         medians.append(med)
         # A window should last >= 50 ms, so the medians are not dominated by a single scheduler hiccup.
         if med * window < 50e6 and window < 200:
-            window = min(200, max(window + 1, int(math.ceil(50e6 / max(med, 1.0)))))
+            window = min(200, max(window + 1, math.ceil(50e6 / max(med, 1.0))))
         elapsed = time.perf_counter() - t_start
         if n >= cfg.warmup_min_iters and len(medians) >= 3:
             last = medians[-3:]

@@ -8,7 +8,8 @@ that is not installed becomes ``skipped``.
 Config (TOML; relative paths are relative to the config file)::
 
     [model]                       # source = "zoo:yolo"  — or —  model = "net.py:build", weights = "w.pth",
-    source = "zoo:yolo"           # input = ["images:1x3x224x224"], output_names = [...], model_args = {...}
+    source = "zoo:yolo"           # input = ["images:1x3x224x224"], output_names = [...], model_args = {...},
+                                  # exporters = ["legacy"], name = "..."
     [data]
     eval = "zoo"                  # zoo | zoo:detection | DIR | omitted (random inputs: drift only)
     calib = "calibration/shapes"  # int8 calibration (default: the bundled model's)
@@ -33,9 +34,10 @@ Config (TOML; relative paths are relative to the config file)::
 from __future__ import annotations
 
 import shutil
-import tomllib
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from edgeconv.bench import compare as cmp
 from edgeconv.bench.evaluate import (
@@ -50,10 +52,11 @@ from edgeconv.bench.worker import save_feeds
 from edgeconv.calibration.preprocess import Preprocess
 from edgeconv.core.console import log, track
 from edgeconv.core.errors import ConfigError, EdgeconvError, MissingDependencyError
+from edgeconv.export.onnx_export import EXPORTERS
 
 _SECTIONS = {"model", "data", "targets", "bench", "compare", "name"}
 _MODEL_KEYS = {"source", "model", "weights", "input", "inputs", "output_names", "model_args", "name", "opset",
-               "trust_checkpoint", "simplify"}
+               "trust_checkpoint", "simplify", "exporters"}
 _DATA_KEYS = {"eval", "calib", "calib_size", "preprocess", "task", "postprocess", "limit", "allow_overlap"}
 _TARGET_KEYS = {"profile", "precisions", "threads", "options", "keep_fp32"}
 
@@ -91,7 +94,8 @@ def validate_config(cfg: dict[str, Any]) -> None:
             raise ConfigError("config: every [[targets]] needs profile = \"NAME\" (or a .toml path)")
         bad = set(t) - _TARGET_KEYS
         if bad:
-            raise ConfigError(f"config: unknown key(s) {sorted(bad)} in [[targets]]", hint=f"known: {sorted(_TARGET_KEYS)}")
+            raise ConfigError(f"config: unknown key(s) {sorted(bad)} in [[targets]]",
+                              hint=f"known: {sorted(_TARGET_KEYS)}")
 
 
 def _path(base: Path, v: str | None) -> str | None:
@@ -145,7 +149,8 @@ def run_matrix(config: dict[str, Any], out: str | Path, baseline: str | Path | d
     inputs = mcfg.get("input") or mcfg.get("inputs")
     prep = prepare(model_spec, weights=_path(base, mcfg.get("weights")), model_args=mcfg.get("model_args"),
                    inputs=[inputs] if isinstance(inputs, str) else inputs, output_names=mcfg.get("output_names"),
-                   opset=int(mcfg.get("opset", 17)), simplify=bool(mcfg.get("simplify", True)),
+                   opset=int(mcfg.get("opset", 17)), exporters=tuple(mcfg.get("exporters") or EXPORTERS),
+                   simplify=bool(mcfg.get("simplify", True)),
                    trust_checkpoint=bool(mcfg.get("trust_checkpoint", False)), use_cache=use_cache,
                    preprocess=user_pp)
     ref = prep.reference

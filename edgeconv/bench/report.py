@@ -344,7 +344,8 @@ def _checks(r: dict[str, Any]) -> list[tuple[str, str, str | None]]:
 def render_junit(report: dict[str, Any]) -> str:
     """One testcase per target × precision × check (run, drift, task, latency)."""
     suites = ET.Element("testsuites", name="edgeconv")
-    suite = ET.SubElement(suites, "testsuite", name=f"edgeconv.bench.{(report.get('model') or {}).get('name', 'model')}")
+    model = (report.get("model") or {}).get("name", "model")
+    suite = ET.SubElement(suites, "testsuite", name=f"edgeconv.bench.{model}")
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for r in report.get("results", []):
         seconds = ((r.get("latency_ms") or {}).get("seconds")) or 0

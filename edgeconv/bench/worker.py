@@ -35,6 +35,15 @@ def _rss_mb() -> float | None:
 
 
 def _peak_rss_mb() -> float:
+    """Peak RSS of this process alone.  Linux: VmHWM of our own address space — not ``ru_maxrss``, which keeps the
+    high-water mark of the pre-exec image, i.e. of the (torch-laden) parent that forked us."""
+    try:
+        with open(f"/proc/{os.getpid()}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 

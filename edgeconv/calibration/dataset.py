@@ -25,8 +25,15 @@ from edgeconv.core.hashing import sha256_file, sha256_json
 
 RECOMMENDED_MIN = 300  # below this, warn: ranges from a few dozen images are noisy (NVIDIA advises >= 500)
 
-__all__ = ["CalibrationSet", "check_disjoint", "list_samples", "ChannelStats", "IMAGE_SUFFIXES", "TENSOR_SUFFIXES",
-           "RECOMMENDED_MIN"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "RECOMMENDED_MIN",
+    "TENSOR_SUFFIXES",
+    "CalibrationSet",
+    "ChannelStats",
+    "check_disjoint",
+    "list_samples",
+]
 
 
 def list_samples(root: str | Path) -> list[Path]:

@@ -117,7 +117,7 @@ def quantize_qdq(reference: Any, calib: CalibrationSet, out_path: Path, *, keep_
                 raise ConversionError(f"onnxruntime quantize_static failed: {type(e).__name__}: {e}") from e
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"quantizer": "onnxruntime.quantize_static", "format": "QDQ", "calib_method": method,
+    return {"quantizer": "onnxruntime.quantize_static", "quant_format": "QDQ", "calib_method": method,
             "calib_params": stats.params, "stats_key": stats.key, "stats_cache": stats.cache,
             "activation_type": act, "weight_type": wt, "per_channel": bool(opts["per_channel"]),
             "reduce_range": bool(opts["reduce_range"]),

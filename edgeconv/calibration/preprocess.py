@@ -82,6 +82,7 @@ class Preprocess:
         p = Path(text)
         if p.suffix in (".json", ".toml") and p.is_file():
             import json
+
             import tomllib
 
             data = json.loads(p.read_text()) if p.suffix == ".json" else tomllib.loads(p.read_text())

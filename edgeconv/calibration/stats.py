@@ -82,12 +82,15 @@ def stats_key(reference_sha256: str, calib: CalibrationSet, method: str, params:
 
 
 # -- entropy (KL) -----------------------------------------------------------------------------------------------
-def entropy_threshold(hist: np.ndarray, edges: np.ndarray, num_quantized_bins: int = 255) -> tuple[float, float]:
+def entropy_threshold(hist: np.ndarray, edges: np.ndarray, num_quantized_bins: int = 255, *,
+                      ort_compat: bool = False) -> tuple[float, float]:
     """KL-optimal symmetric window of a histogram centred on 0 (ORT/TensorRT algorithm, vectorised per window).
 
     Candidate windows grow from ``num_quantized_bins`` bins around the zero bin to the whole histogram; for each,
     outliers are folded into the edge bins (p), p is merged into ``num_quantized_bins`` bins and expanded back over
-    its non-empty bins (q), and the window with the smallest KL(p||q) wins.
+    its non-empty bins (q), and the window with the smallest KL(p||q) wins.  As in MXNet/TensorRT, q is 0 where p
+    is 0; ``ort_compat`` reproduces ORT's variant instead (q spread over empty bins, truncated to integers), which
+    the tests use to check this implementation against ORT's ``get_entropy_threshold``.
     """
     from onnxruntime.quantization.quant_utils import smooth_distribution
 
@@ -110,9 +113,15 @@ def entropy_threshold(hist: np.ndarray, edges: np.ndarray, num_quantized_bins: i
         qbins = np.add.reduceat(sliced, bounds)
         # reduceat's last bin already runs to the end of the window (remainder included), as ORT's code adds it
         nonzero = (p != 0).astype(np.float64)
-        norms = np.add.reduceat(nonzero, bounds)
-        idx = np.minimum(np.arange(sliced.size) // merged, num_quantized_bins - 1)
-        q = np.where(norms[idx] > 0, qbins[idx] / np.maximum(norms[idx], 1), 0.0) * nonzero
+        if ort_compat:  # remainder bins get no q mass; q truncated to integers
+            full = num_quantized_bins * merged
+            norms = np.add.reduceat(nonzero[:full], bounds)
+            q = np.zeros_like(p)
+            q[:full] = np.repeat(np.floor(np.where(norms > 0, qbins / np.maximum(norms, 1), 0.0)), merged)
+        else:
+            norms = np.add.reduceat(nonzero, bounds)
+            idx = np.minimum(np.arange(sliced.size) // merged, num_quantized_bins - 1)
+            q = np.where(norms[idx] > 0, qbins[idx] / np.maximum(norms[idx], 1), 0.0) * nonzero
         ps, qs = smooth_distribution(p), smooth_distribution(q)
         if ps is None or qs is None:
             continue

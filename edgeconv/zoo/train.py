@@ -17,14 +17,20 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import random
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import torch
+# Shared CPUs: with the default (active) OpenMP wait policy, a thread waiting at a barrier for a
+# descheduled sibling burns its time slice spinning, which made training ~3x slower on a loaded
+# 2-core machine.  Must be set before torch (libgomp) initialises.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from edgeconv.zoo import data as D
 

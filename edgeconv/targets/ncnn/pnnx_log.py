@@ -54,9 +54,9 @@ def parse_log(log: str) -> tuple[dict[str, dict[str, str]], list[str]]:
         m = _IGNORE.match(line)
         if m:
             ignored.setdefault(m.group(2), {"type": m.group(1)})[m.group(3)] = m.group(4)
-        elif _NOT_SUPPORTED.match(line) or (_FAILED.match(line) and "LogEarlyWarning" not in line):
-            if line not in messages:
-                messages.append(line)
+        elif (_NOT_SUPPORTED.match(line) or (_FAILED.match(line) and "LogEarlyWarning" not in line)) \
+                and line not in messages:
+            messages.append(line)
     return ignored, messages
 
 

@@ -102,7 +102,7 @@ def _focus_source(G: _Graph, tensor: str) -> tuple[str, list[Any], dict[int, tup
     node = G.producer(tensor)
     while node is not None and node.op_type == "Slice":
         s = _slice_spec(G, node)
-        if s is None or set(s) & set(spec) or len(G.consumers(node.output[0])) != 1 and nodes:
+        if s is None or set(s) & set(spec):
             return None
         spec.update(s)
         nodes.append(node)
@@ -152,14 +152,26 @@ def _rewrite_focus(G: _Graph, concat: Any) -> dict[str, Any] | None:
                  oh.make_node("Transpose", [t1], [t2], perm=[0, 1, 3, 5, 2, 4], name=G.fresh(base + "_transpose")),
                  oh.make_node("Reshape", [t2, s2], [concat.output[0]], name=G.fresh(base + "_pixel_unshuffle"))]
     conv.input[1] = G.add_init((conv.name or "conv") + "_focus_w", new_w.astype(weight.dtype))
-    slices = [nd for _, nodes, _ in srcs for nd in nodes]  # type: ignore[misc]
-    idx = min(list(G.g.node).index(nd) for nd in slices + [concat])
-    for nd in slices + [concat]:
-        G.g.node.remove(nd)
+    slices = list({id(nd): nd for _, nodes, _ in srcs for nd in nodes}.values())  # type: ignore[misc]
+    idx = list(G.g.node).index(concat)
+    G.g.node.remove(concat)
     for i, nd in enumerate(new_nodes):
         G.g.node.insert(idx + i, nd)
+    _drop_dead(G, slices)  # slices may be shared between the four branches (legacy export CSE)
     return {"rewrite": "focus->pixel_unshuffle", "nodes": [nd.name for nd in slices] + [concat.name],
             "offsets": [list(o) for o in offsets], "folded_into": conv.name, "input": x}
+
+
+def _drop_dead(G: _Graph, candidates: list[Any]) -> None:
+    """Remove candidate nodes whose outputs nothing reads any more (repeat: chains die from the end)."""
+    changed = True
+    while changed:
+        changed = False
+        for nd in list(candidates):
+            if nd in G.g.node and not any(G.consumers(o) or G.is_graph_output(o) for o in nd.output):
+                G.g.node.remove(nd)
+                candidates.remove(nd)
+                changed = True
 
 
 def _rewrite_step_slice(G: _Graph, node: Any) -> dict[str, Any]:
@@ -199,8 +211,17 @@ def _rewrite_step_slice(G: _Graph, node: Any) -> dict[str, Any]:
     return {"rewrite": "step-slice->maxpool1x1", "nodes": [node.name], "strides": strides}
 
 
-def _has_step(G: _Graph, node: Any) -> bool:
-    if node.op_type != "Slice" or len(node.input) < 5 or not node.input[4]:
+def _dynamic_tensors(G: _Graph) -> set[str]:
+    """Tensors that depend on a graph input (slices of constants are folded by pnnx: leave them alone)."""
+    dyn = {i.name for i in G.g.input if i.name not in G.inits}
+    for n in G.g.node:  # nodes are topologically sorted in a valid ONNX graph
+        if any(i in dyn for i in n.input):
+            dyn.update(n.output)
+    return dyn
+
+
+def _has_step(G: _Graph, node: Any, dynamic: set[str]) -> bool:
+    if node.op_type != "Slice" or len(node.input) < 5 or not node.input[4] or node.input[0] not in dynamic:
         return False
     steps = G.const(node.input[4])
     return steps is None or bool(np.any(steps != 1))
@@ -216,7 +237,8 @@ def apply_rewrites(model: Any) -> tuple[Any, list[dict[str, Any]]]:
             done.append(rec)
     if done:
         G = _Graph(model)
-    for node in [n for n in G.g.node if _has_step(G, n)]:
+    dynamic = _dynamic_tensors(G)
+    for node in [n for n in G.g.node if _has_step(G, n, dynamic)]:
         done.append(_rewrite_step_slice(G, node))
     if done:  # drop initializers/constants nothing uses any more (the old Focus weights)
         used = {i for n in model.graph.node for i in n.input}

@@ -1,0 +1,204 @@
+"""Fidelity of the benchmark harness: its p50 against OpenVINO's own ``benchmark_app`` and against a bare loop over
+each runtime's API, on the same model files and thread count.
+
+Why: a harness that adds overhead (Python dict plumbing, output copies, GC) or measures differently (warm-up,
+statistic) reports numbers nobody can reproduce with the vendor's tool.  Goals: within ±5 % of benchmark_app's median
+and within ±3 % of a bare loop.
+
+Method: one model (the bundled YOLO architecture, 1x3x256x256; weights do not matter for latency) is converted by
+the edgeconv pipeline to OpenVINO IR fp32 and ONNX Runtime fp32.  Each round runs, in separate processes and in an
+order that alternates between rounds (so slow drift of a shared machine hits every method alike):
+  - harness/openvino: ``edgeconv.bench.evaluate.run_worker`` (the code ``edgeconv run`` uses), p50
+  - benchmark_app: ``benchmark_app -m model.xml -d CPU -nthreads N -hint none -nstreams 1 -api sync
+    -infer_precision f32 -t T``, its "Median" latency (the tool refuses -nthreads together with a hint; one stream
+    is what the LATENCY hint the runner uses selects)
+  - bare/openvino: ``compile_model`` with the runner's properties, ``InferRequest.infer`` in a loop, median
+  - harness/onnxruntime and bare/onnxruntime: the same for ``InferenceSession.run``
+The result of a method is the median of its per-round p50s; deviations are relative to benchmark_app / the bare
+loop.  Results go to ``benchmarks/results/fidelity-<machine>-<date>.{json,md}`` with the machine and its load.
+
+Usage: ``python benchmarks/fidelity.py [--threads 1] [--rounds 3] [--seconds 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _bare_loop(kind: str, model: str, threads: int, seconds: float, min_iters: int) -> dict[str, float]:
+    """The simplest loop a user would write over the runtime's own API (run in a child process)."""
+    x = np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)
+    if kind == "openvino":
+        import openvino as ov
+
+        core = ov.Core()
+        cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+        req = core.compile_model(core.read_model(model), "CPU", cfg).create_infer_request()
+
+        def call() -> Any:
+            return req.infer({0: x})
+    else:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+
+        def call() -> Any:
+            return sess.run(None, {name: x})
+    for _ in range(20):
+        call()
+    times = []
+    t0 = time.perf_counter()
+    while len(times) < min_iters or time.perf_counter() - t0 < seconds:
+        ts = time.perf_counter_ns()
+        call()
+        times.append((time.perf_counter_ns() - ts) / 1e6)
+    return {"p50": float(np.median(times)), "n": len(times)}
+
+
+def bare(kind: str, model: Path, threads: int, seconds: float, min_iters: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--bare", kind, str(model), str(threads), str(seconds),
+                          str(min_iters)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def benchmark_app(xml: Path, threads: int, seconds: float) -> dict[str, float]:
+    exe = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
+    # benchmark_app refuses -nthreads with a hint; "-hint none -nstreams 1" is what the LATENCY hint picks anyway
+    cmd = [exe, "-m", str(xml), "-d", "CPU", "-nthreads", str(threads), "-hint", "none", "-nstreams", "1",
+           "-api", "sync",
+           "-infer_precision", "f32", "-t", str(int(seconds))]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"Latency:\s*\n.*?Median:\s+([\d.]+)\s*ms", out, re.S)
+    n = re.search(r"Count:\s+(\d+)", out)
+    if not m:
+        raise RuntimeError(f"could not parse benchmark_app output:\n{out[-2000:]}")
+    return {"p50": float(m.group(1)), "n": int(n.group(1)) if n else 0, "cmd": " ".join(cmd[1:])}
+
+
+def harness(art: Any, feeds_npz: Path, work: Path, threads: int, seconds: float, min_iters: int) -> dict[str, float]:
+    from edgeconv.bench.evaluate import run_worker
+    from edgeconv.bench.latency import LatencyConfig
+
+    res, _ = run_worker(art, feeds_npz, work, threads=threads, timeout=600,
+                        latency=LatencyConfig(min_iters=min_iters, min_seconds=seconds))
+    if not res.get("ok"):
+        raise RuntimeError(res.get("error"))
+    lat = res["latency_ms"]
+    return {"p50": lat["p50"], "n": lat["n"], "p50_ci": lat["p50_ci"], "warmup_iters": lat["warmup"]["iters"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--min-iters", type=int, default=100)
+    ap.add_argument("--machine", default=None, help="Name for the machine (default: CPU model + host)")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--bare", nargs=5, metavar=("KIND", "MODEL", "THREADS", "SECONDS", "MIN_ITERS"),
+                    help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.bare:
+        kind, model, threads, seconds, mi = a.bare
+        print(json.dumps(_bare_loop(kind, model, int(threads), float(seconds), int(mi))))
+        return 0
+
+    from edgeconv.bench.worker import save_feeds
+    from edgeconv.core.console import setup_logging, track
+    from edgeconv.core.env import environment
+    from edgeconv.pipeline import convert_reference, prepare
+
+    setup_logging()
+    work = Path(tempfile.mkdtemp(prefix="edgeconv-fidelity-"))
+    prep = prepare("edgeconv.zoo.yolo:build", inputs=["images:1x3x256x256"], output_names=["p3", "p4", "p5"],
+                   exporters=("legacy",))
+    arts = {b: convert_reference(prep, b, out=work / b, precision="fp32") for b in ("openvino", "onnxruntime")}
+    feeds_npz = work / "feeds.npz"
+    save_feeds(feeds_npz, [{"images": np.random.default_rng(0).random((1, 3, 256, 256), dtype=np.float32)}])
+    xml = arts["openvino"].file("model")
+    onnx = arts["onnxruntime"].file("model")
+    methods = {
+        "harness/openvino": lambda: harness(arts["openvino"], feeds_npz, work / "w-ov", a.threads, a.seconds,
+                                            a.min_iters),
+        "benchmark_app": lambda: benchmark_app(xml, a.threads, a.seconds),
+        "bare/openvino": lambda: bare("openvino", xml, a.threads, a.seconds, a.min_iters),
+        "harness/onnxruntime": lambda: harness(arts["onnxruntime"], feeds_npz, work / "w-ort", a.threads, a.seconds,
+                                               a.min_iters),
+        "bare/onnxruntime": lambda: bare("onnxruntime", onnx, a.threads, a.seconds, a.min_iters),
+    }
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in methods}
+    load_before = os.getloadavg()
+    order = list(methods)
+    plan = [(r, m) for r in range(a.rounds) for m in (order if r % 2 == 0 else order[::-1])]
+    for r, m in track(plan, "fidelity rounds", total=len(plan)):
+        res = methods[m]()
+        res["round"] = r
+        res["loadavg"] = os.getloadavg()[0]
+        runs[m].append(res)
+        print(f"round {r} {m:<22} p50 {res['p50']:.3f} ms (n={res['n']})", flush=True)
+    load_after = os.getloadavg()
+    p50 = {m: statistics.median(x["p50"] for x in v) for m, v in runs.items()}
+
+    def dev(a_: str, b_: str) -> float:
+        return (p50[a_] - p50[b_]) / p50[b_]
+
+    comparisons = [
+        {"harness": "harness/openvino", "against": "benchmark_app", "goal": 0.05},
+        {"harness": "harness/openvino", "against": "bare/openvino", "goal": 0.03},
+        {"harness": "harness/onnxruntime", "against": "bare/onnxruntime", "goal": 0.03},
+    ]
+    for c in comparisons:
+        c["deviation"] = dev(c["harness"], c["against"])
+        c["within_goal"] = abs(c["deviation"]) <= c["goal"]
+        # the same comparison round by round: how much of the deviation is machine noise
+        c["per_round"] = [(h["p50"] - b["p50"]) / b["p50"] for h, b in zip(runs[c["harness"]], runs[c["against"]])]
+    env = environment()
+    machine = a.machine or f"{env['cpu']} ({env['cores']} cores)"
+    result = {"machine": machine, "env": env, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+              "model": "edgeconv.zoo.yolo:build 1x3x256x256 fp32", "threads": a.threads, "rounds": a.rounds,
+              "seconds_per_run": a.seconds, "loadavg_before": load_before, "loadavg_after": load_after,
+              "p50_ms": p50, "runs": runs, "comparisons": comparisons}
+    a.out.mkdir(parents=True, exist_ok=True)
+    slug = re.sub(r"[^a-z0-9]+", "-", machine.lower()).strip("-")[:40]
+    stem = a.out / f"fidelity-{slug}-{dt.date.today().isoformat()}-t{a.threads}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    lines = [f"# Harness fidelity — {machine}", "",
+             f"{result['date']} · {env['os']} · threads {a.threads} · {a.rounds} rounds × {a.seconds:g} s · "
+             f"load average {load_before[0]:.1f} → {load_after[0]:.1f} (1 min) on {env['cores']} cores", "",
+             "| method | p50 ms (median of rounds) | per-round p50 |", "|---|---|---|"]
+    for m in runs:
+        per = ", ".join(f"{x['p50']:.3f}" for x in runs[m])
+        lines.append(f"| {m} | {p50[m]:.3f} | {per} |")
+    lines += ["", "| harness | against | deviation | goal | per round | verdict |", "|---|---|---|---|---|---|"]
+    lines += [f"| {c['harness']} | {c['against']} | {c['deviation']:+.1%} | ±{c['goal']:.0%} | "
+              f"{', '.join(f'{d:+.1%}' for d in c['per_round'])} | {'within' if c['within_goal'] else 'OUTSIDE'} |"
+              for c in comparisons]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"written: {stem}.json / .md")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

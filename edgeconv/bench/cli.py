@@ -1,0 +1,130 @@
+"""Click commands ``bench``, ``run`` and ``compare`` (registered by ``edgeconv.cli`` through ``COMMANDS``).
+
+Exit codes: errors keep their kind's code (config 2, …); a gate that fails (``--fail-on`` condition holds) exits 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from edgeconv.cli import handle_errors
+
+GATE_FAILED = 1
+
+
+def _summary(report: dict) -> None:
+    for r in report.get("results", []):
+        lat = r.get("latency_ms")
+        p50 = f"p50 {lat['p50']:.3g} ms [{lat['p50_ci'][0]:.3g}, {lat['p50_ci'][1]:.3g}]" if lat else \
+            ("latency n/a (proxy)" if r.get("proxy") else "")
+        d = r.get("drift") or {}
+        drift = f"cosine {d['cosine']:.6f}" if d.get("cosine") is not None else ""
+        t = r.get("task")
+        task = f"{t['metric']} {t['value']:.2f} ({t['delta']:+.2f})" if t else ""
+        line = r.get("error") if r.get("status") != "ok" else "  ".join(x for x in (p50, drift, task) if x)
+        click.echo(f"{r.get('status', '?'):<8}{r.get('profile', '?'):<20}{r.get('precision', '?'):<6}{line}")
+
+
+def _gate(report: dict) -> None:
+    failures = (report.get("comparison") or {}).get("failures") or []
+    for f in failures:
+        click.echo(f"gate: {f}", err=True)
+    if failures:
+        sys.exit(GATE_FAILED)
+
+
+@click.command("bench")
+@click.argument("artifact_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", help="Evaluation data: image folder (labelled: YOLO/COCO or ImageFolder), .npy/.npz "
+              "tensors, or 'zoo' for the bundled eval split. Default: random inputs (drift only).")
+@click.option("--out", "-o", default="bench-report", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for report.json/md/html and junit.xml.")
+@click.option("--threads", type=int, help="Threads (default: the profile's).")
+@click.option("--min-iters", default=50, show_default=True)
+@click.option("--min-seconds", default=2.0, show_default=True)
+@click.option("--streams", default=0, show_default=True, help="Throughput mode: requests in flight (>1 to enable).")
+@click.option("--limit", default=100, show_default=True, help="Evaluation inputs.")
+@click.option("--task", type=click.Choice(["detection", "classification"]), help="Task (default: the manifest's).")
+@click.option("--postprocess", help="Decoder plug-in MODULE:FN or FILE.py:FN (default: the manifest's).")
+@click.option("--preprocess", help="Preprocessing contract (default: the artifact's).")
+@handle_errors
+def bench(artifact_dir: str, data: str | None, out: str, threads: int | None, min_iters: int, min_seconds: float,
+          streams: int, limit: int, task: str | None, postprocess: str | None, preprocess: str | None) -> None:
+    """Benchmark one converted artifact: latency (own process), drift and task metric vs its reference."""
+    from edgeconv.bench.evaluate import BenchOptions, evaluate_artifact
+    from edgeconv.bench.latency import LatencyConfig
+    from edgeconv.bench.report import make_report, write_all
+    from edgeconv.calibration.preprocess import Preprocess
+    from edgeconv.core.artifact import Artifact
+
+    art = Artifact.load(artifact_dir)
+    opts = BenchOptions(LatencyConfig(min_iters=min_iters, min_seconds=min_seconds, streams=streams), threads,
+                        limit)
+    row = evaluate_artifact(art, data, options=opts, task=task, postprocess=postprocess,
+                            preprocess=Preprocess.parse(preprocess) if preprocess else None)
+    src = art.manifest.get("source") or {}
+    report = make_report([row], model={"name": Path(str(src.get("path") or src.get("spec") or artifact_dir)).stem,
+                                       "sha256": (art.manifest.get("reference") or {}).get("sha256")},
+                         reference=row.get("reference"), bench={**opts.latency.to_dict(), "threads": threads})
+    paths = write_all(report, out)
+    _summary(report)
+    click.echo(f"report: {paths['report.md']}")
+    if row["status"] == "failed":
+        sys.exit(GATE_FAILED)
+
+
+@click.command("run")
+@click.argument("config", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Report folder.")
+@click.option("--baseline", type=click.Path(exists=True), help="Baseline report.json (or its folder) to gate on.")
+@click.option("--fail-on", help="Comma list of regression,drift,error (default with --baseline: all three; "
+              "the config's [compare] fail_on wins over the default).")
+@click.option("--no-cache", is_flag=True, help="Ignore and do not fill the artifact cache.")
+@handle_errors
+def run(config: str, out: str, baseline: str | None, fail_on: str | None, no_cache: bool) -> None:
+    """Convert and benchmark a model × targets × precisions matrix from CONFIG.toml into --out."""
+    from edgeconv.bench.matrix import load_config, run_matrix
+
+    cfg = load_config(config)
+    report = run_matrix(cfg, out, baseline, fail_on=fail_on, use_cache=not no_cache)
+    _summary(report)
+    click.echo(f"report: {Path(out) / 'report.md'}")
+    _gate(report)
+
+
+@click.command("compare")
+@click.argument("new", type=click.Path(exists=True))
+@click.argument("baseline", type=click.Path(exists=True))
+@click.option("--fail-on", default="", help="Comma list of regression,drift,error: exit 1 when one holds.")
+@click.option("--min-effect", default=0.05, show_default=True,
+              help="Smallest relative p50 change that counts as a regression (on top of disjoint CIs).")
+@click.option("--out", "-o", type=click.Path(file_okay=False), help="Write the annotated report (4 files) here.")
+@handle_errors
+def compare(new: str, baseline: str, fail_on: str, min_effect: float, out: str | None) -> None:
+    """Compare NEW/report.json with BASELINE/report.json; mark regressions; exit 1 when a --fail-on condition holds."""
+    from edgeconv.bench import compare as cmp
+    from edgeconv.bench.report import load_report, row_key, write_all
+
+    names = cmp.parse_fail_on(fail_on)
+    rep, base = load_report(new), load_report(baseline)
+    c = cmp.compare_reports(rep, base, min_effect=min_effect)
+    cmp.annotate(rep, c, names, str(baseline))
+    for r in rep.get("results", []):
+        v = r.get("comparison") or {}
+        ch = f" {v['change']:+.1%}" if v.get("change") is not None else ""
+        click.echo(f"{v.get('verdict', 'n/a'):<12}{row_key(r):<28}{ch}  {v.get('detail', r.get('error') or '')}")
+    for cond, msgs in c.conditions.items():
+        for m in msgs:
+            click.echo(f"{cond}: {m}", err=True)
+    if out:
+        write_all(rep, out)
+    failures = c.holds(names)
+    if failures:
+        click.echo(f"failed: {len(failures)} condition(s) from --fail-on {','.join(names)}", err=True)
+        sys.exit(GATE_FAILED)
+
+
+COMMANDS = [bench, run, compare]

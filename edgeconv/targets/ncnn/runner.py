@@ -1,0 +1,97 @@
+"""ncnn runner: the pip ``ncnn`` bindings behind the harness's NCHW-with-batch, reference-named interface.
+
+ncnn Mats have no batch axis (CHW) and pnnx renames blobs (``in0``, ``out0`` ...), so the runner feeds one sample
+at a time, maps names through the artifact's recorded blob table and reshapes each result to the reference output
+shape (a size mismatch is an error, never a silent reshape of different data).  Runtime options (fp16 storage /
+arithmetic, int8 inference, light mode) come from the artifact, because ncnn's defaults (fp16 storage, bf16 on
+some CPUs) would otherwise change numerics behind the precision the artifact claims.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeconv.core.errors import VerificationError
+from edgeconv.core.lazy import require
+from edgeconv.targets.base import Runner
+
+
+def make_option(ncnn: Any, runtime: dict[str, Any], threads: int | None) -> Any:
+    """An ncnn.Option with every precision switch set explicitly (never the library's defaults)."""
+    opt = ncnn.Option()
+    fp16 = bool(runtime.get("fp16_storage", False))
+    opt.use_fp16_storage = fp16
+    opt.use_fp16_packed = fp16
+    opt.use_fp16_arithmetic = bool(runtime.get("fp16_arithmetic", False))
+    opt.use_bf16_storage = False
+    if hasattr(opt, "use_bf16_packed"):
+        opt.use_bf16_packed = False
+    opt.use_int8_inference = bool(runtime.get("int8", False))
+    opt.lightmode = bool(runtime.get("light_mode", True))
+    opt.use_vulkan_compute = False
+    if threads:
+        opt.num_threads = int(threads)
+    return opt
+
+
+class NcnnRunner(Runner):
+    def __init__(self, param: Path | str, bin_: Path | str, *, inputs: dict[str, tuple[str, tuple[int, ...]]],
+                 outputs: dict[str, tuple[str, tuple[int, ...]]], runtime: dict[str, Any] | None = None,
+                 threads: int | None = None, **_: Any) -> None:
+        """``inputs``/``outputs``: reference name → (ncnn blob name, reference shape with batch)."""
+        self.ncnn = require("ncnn", "ncnn")
+        self.net = self.ncnn.Net()
+        self.net.opt = make_option(self.ncnn, runtime or {}, threads)
+        if self.net.load_param(str(param)) != 0 or self.net.load_model(str(bin_)) != 0:
+            raise VerificationError(f"ncnn could not load {param} / {bin_}")
+        self.inputs, self.outputs = inputs, outputs
+        self.light_mode = bool((runtime or {}).get("light_mode", True))
+
+    @classmethod
+    def from_artifact(cls, artifact: Any, threads: int | None = None, **kw: Any) -> NcnnRunner:
+        conv = artifact.manifest["conversion"]
+        blobs = conv["blobs"]
+        ins = {s.name: (blobs["inputs"][s.name], tuple(s.static_shape)) for s in artifact.inputs}
+        outs = {s.name: (blobs["outputs"][s.name], tuple(conv["output_shapes"][s.name])) for s in artifact.outputs}
+        return cls(artifact.file("model"), artifact.file("weights"), inputs=ins, outputs=outs,
+                   runtime={**conv.get("runtime", {}), **kw.pop("runtime", {})}, threads=threads, **kw)
+
+    def _one(self, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ex = self.net.create_extractor()
+        ex.set_light_mode(self.light_mode)
+        for name, (blob, _) in self.inputs.items():
+            ex.input(blob, self.ncnn.Mat(np.ascontiguousarray(sample[name], dtype=np.float32)))
+        out = {}
+        for name, (blob, _) in self.outputs.items():
+            ret, mat = ex.extract(blob)
+            if ret != 0:
+                raise VerificationError(f"ncnn could not compute output blob '{blob}' ({name}), code {ret}")
+            out[name] = np.array(mat, dtype=np.float32, copy=True)
+            del mat
+        del ex  # before the net can be cleared (ncnn aborts on a pool allocator destroyed while in use)
+        return out
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        first = feeds[next(iter(self.inputs))]
+        batch = first.shape[0] if first.ndim >= 1 else 1
+        per = [self._one({n: feeds[n][b] for n in self.inputs}) for b in range(batch)]
+        result = {}
+        for name, (blob, shape) in self.outputs.items():
+            sample_shape = tuple(shape[1:]) if len(shape) >= 1 else ()
+            parts = []
+            for p in per:
+                a = p[name]
+                if a.size != int(np.prod(sample_shape)):
+                    raise VerificationError(f"ncnn output '{blob}' ({name}) has shape {a.shape}, the reference "
+                                            f"{tuple(shape)} needs {int(np.prod(sample_shape))} values per sample")
+                parts.append(a.reshape(sample_shape))
+            result[name] = np.stack(parts, 0)
+        return result
+
+    def close(self) -> None:
+        if getattr(self, "net", None) is not None:
+            self.net.clear()
+            self.net = None

@@ -1,0 +1,258 @@
+"""ncnn target: exact ONNX rewrites, pnnx log handling, fp32/fp16/int8 conversion verified in the ncnn runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ncnn = pytest.importorskip("ncnn", reason="ncnn is not installed (pip install 'edgeconv[ncnn]')")
+pytest.importorskip("pnnx", reason="pnnx is not installed (pip install 'edgeconv[ncnn]')")
+onnx = pytest.importorskip("onnx", reason="onnx is needed for the rewrites")
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime runs the reference")
+torch = pytest.importorskip("torch", reason="torch builds the small test models")
+
+from torch import nn  # noqa: E402
+
+from edgeconv.core.errors import ConversionError  # noqa: E402
+from edgeconv.targets.ncnn import ncnnfile  # noqa: E402
+from edgeconv.targets.ncnn.rewrites import apply_rewrites  # noqa: E402
+
+
+# -- small models (factories are importable as f"{__file__}:name" by the pipeline) --------------------------------
+class Focus(nn.Module):
+    """YOLOv5's stem: four step-2 slices + concat, then a conv (or a ReLU: no conv to fold into)."""
+
+    def __init__(self, conv: bool = True) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(12, 8, 3, padding=1) if conv else None
+        self.head = nn.Conv2d(12 if not conv else 8, 4, 1)
+
+    def forward(self, x):
+        y = torch.cat([x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]], 1)
+        y = torch.nn.functional.silu(self.conv(y)) if self.conv is not None else torch.relu(y)
+        return self.head(y)
+
+
+class OptionA(nn.Module):
+    """ResNet "option A" shortcut: x[:, :, ::2, ::2] zero-padded on channels, added to a stride-2 branch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        short = torch.nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, 2, 2))
+        return torch.relu(self.conv(x) + short)
+
+
+class ChannelStep(nn.Module):
+    def forward(self, x):
+        return x[:, ::2] * 2.0
+
+
+def build_focus() -> nn.Module:
+    torch.manual_seed(0)
+    return Focus().eval()
+
+
+def export(module: nn.Module, shape: tuple[int, ...], path: Path) -> Path:
+    x = torch.rand(*shape)
+    torch.onnx.export(module.eval(), (x,), str(path), input_names=["x"], output_names=["y"], opset_version=17,
+                      dynamo=False)
+    return path
+
+
+def run_onnx(model_or_path, x: np.ndarray, outputs: list[str] | None = None) -> list[np.ndarray]:
+    data = model_or_path.SerializeToString() if hasattr(model_or_path, "SerializeToString") else str(model_or_path)
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return sess.run(outputs, {"x": x})
+
+
+# -- rewrites -----------------------------------------------------------------------------------------------------
+def test_focus_rewrite_is_exact_and_folds_into_conv(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = export(Focus(conv=True), (1, 3, 16, 16), tmp_path / "focus.onnx")
+    model = onnx.load(str(path))
+    x = np.random.default_rng(0).random((1, 3, 16, 16), dtype=np.float32)
+    before = run_onnx(model, x)[0]
+    model, done = apply_rewrites(model)
+    assert [d["rewrite"] for d in done] == ["focus->pixel_unshuffle"]
+    assert done[0]["offsets"] == [[0, 0], [1, 0], [0, 1], [1, 1]] and done[0]["folded_into"]
+    assert not any(n.op_type == "Slice" for n in model.graph.node)
+    after = run_onnx(model, x)[0]
+    # only the conv's summation order over input channels changed (weights permuted): float-rounding identical
+    np.testing.assert_allclose(after, before, rtol=0, atol=2e-6)
+
+
+def test_focus_without_conv_uses_exact_subsampling(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    path = export(Focus(conv=False), (1, 3, 16, 16), tmp_path / "focus_relu.onnx")
+    model = onnx.load(str(path))
+    x = np.random.default_rng(1).random((1, 3, 16, 16), dtype=np.float32)
+    before = run_onnx(model, x)[0]
+    model, done = apply_rewrites(model)
+    assert {d["rewrite"] for d in done} == {"step-slice->maxpool1x1"} and len(done) >= 4  # chained per axis
+    assert np.array_equal(run_onnx(model, x)[0], before)
+
+
+def test_option_a_shortcut_rewritten_exactly_and_runs_in_ncnn(tmp_path: Path) -> None:
+    from edgeconv.targets.ncnn.pnnx_log import run_pnnx
+    from edgeconv.targets.ncnn.runner import NcnnRunner
+
+    torch.manual_seed(0)
+    path = export(OptionA(), (1, 4, 16, 16), tmp_path / "opta.onnx")
+    model = onnx.load(str(path))
+    x = np.random.default_rng(2).random((1, 4, 16, 16), dtype=np.float32)
+    before = run_onnx(model, x)[0]
+    model, done = apply_rewrites(model)
+    assert {d["rewrite"] for d in done} == {"step-slice->maxpool1x1"}  # one per sliced axis (legacy export)
+    assert np.array_equal(run_onnx(model, x)[0], before)
+    model.ir_version = min(model.ir_version, 10)
+    onnx.save(model, str(tmp_path / "opta_rw.onnx"))
+    run = run_pnnx(tmp_path / "opta_rw.onnx", tmp_path / "pnnx", [([1, 4, 16, 16], "float32")], fp16=False,
+                   timeout=120, route="onnx")
+    assert run.ok, run.unsupported
+    with NcnnRunner(run.param, run.bin, inputs={"x": ("in0", (1, 4, 16, 16))},
+                    outputs={"y": ("out0", tuple(before.shape))}) as r:
+        got = r.infer({"x": x})["y"]
+    np.testing.assert_allclose(got, before, atol=1e-5)
+
+
+def test_channel_step_slice_is_a_clear_error(tmp_path: Path) -> None:
+    path = export(ChannelStep(), (1, 4, 8, 8), tmp_path / "chan.onnx")
+    model = onnx.load(str(path))
+    node = next(n.name for n in model.graph.node if n.op_type == "Slice")
+    with pytest.raises(ConversionError, match=rf"Slice node '{node}'.*axis \[1\]"):
+        apply_rewrites(model)
+
+
+# -- pnnx log ------------------------------------------------------------------------------------------------------
+def test_pnnx_log_names_unsupported_operator(tmp_path: Path) -> None:
+    from edgeconv.targets.ncnn.convert import prepare_onnx
+    from edgeconv.targets.ncnn.pnnx_log import describe_failure, parse_log, run_pnnx
+
+    path = export(Focus(conv=False), (1, 3, 16, 16), tmp_path / "focus.onnx")
+    plain = tmp_path / "plain.onnx"
+    assert prepare_onnx(path, plain, rewrite=False) == []
+    run = run_pnnx(plain, tmp_path / "p", [([1, 3, 16, 16], "float32")], fp16=False, timeout=120, route="onnx")
+    assert run.returncode == 0  # pnnx says "fine" ...
+    assert not run.ok  # ... but left layers ncnn cannot run
+    assert {u["type"] for u in run.unsupported} == {"Tensor.slice"} and len(run.unsupported) >= 4
+    assert all("2" in u["params"].get("steps", "") for u in run.unsupported)
+    msg = describe_failure(run, plain)
+    assert "Tensor.slice" in msg and "steps=(2" in msg and "(Slice)" in msg and "not supported" in msg
+    ignored, messages = parse_log("ignore Tensor.slice s_1 param steps=(2,2)\nslice with step 2 is not supported\n")
+    assert ignored == {"s_1": {"type": "Tensor.slice", "steps": "(2,2)"}}
+    assert messages == ["slice with step 2 is not supported"]
+
+
+# -- pipeline: fp32 / fp16 / int8 ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_tiny_model_converts_and_verifies(tiny_prepared, tmp_path: Path, precision: str) -> None:
+    from edgeconv.pipeline import convert_reference
+
+    art = convert_reference(tiny_prepared, "ncnn", out=tmp_path / precision, precision=precision, use_cache=False)
+    m = json.loads((tmp_path / precision / "manifest.json").read_text())
+    conv = m["conversion"]
+    assert conv["route"] == "onnx" and conv["blobs"]["inputs"] == {"images": "in0"}
+    assert conv["runtime"]["fp16_storage"] is (precision == "fp16")
+    assert m["verification"]["status"] == "ok"
+    if precision == "fp32":
+        assert m["verification"]["drift"]["max_abs"] <= 1e-4
+    else:
+        assert m["verification"]["drift"]["cosine"] >= 0.999
+        tags = ncnnfile.load(art.file("model"), art.file("weights"))
+        assert any(w.data.dtype == np.float16 for la in tags.layers for w in la.weights)
+
+
+def test_focus_model_converts_fp32(tmp_path: Path) -> None:
+    from edgeconv.pipeline import convert_reference, prepare
+
+    prep = prepare(f"{__file__}:build_focus", inputs=["x:1x3x32x32"], exporters=("legacy",))
+    art = convert_reference(prep, "ncnn", out=tmp_path / "focus", precision="fp32", use_cache=False)
+    conv = art.manifest["conversion"]
+    assert [r["rewrite"] for r in conv["rewrites"]] == ["focus->pixel_unshuffle"]
+    assert "Reorg" in art.file("model").read_text()
+    assert art.manifest["verification"]["drift"]["max_abs"] <= 1e-4
+
+
+def _single_conv(tmp_path: Path, k: int, stride: int, cin: int = 8, cout: int = 16):
+    rng = np.random.default_rng(k * 10 + stride)
+    w = rng.normal(0, 0.2, (cout, cin, k, k)).astype(np.float32)
+    b = rng.normal(0, 0.1, cout).astype(np.float32)
+    pad = k // 2
+    params = {0: str(cout), 1: str(k), 11: str(k), 2: "1", 12: "1", 3: str(stride), 13: str(stride), 4: str(pad),
+              14: str(pad), 5: "1", 6: str(w.size)}
+    layers = [ncnnfile.Layer("Input", "in", [], ["x"], {0: "12", 1: "12", 2: str(cin)}),
+              ncnnfile.Layer("Convolution", "conv", ["x"], ["y"], params,
+                             [ncnnfile.Blob(w.ravel(), True), ncnnfile.Blob(b, False)])]
+    return ncnnfile.NcnnModel(layers, 2), w, b
+
+
+@pytest.mark.parametrize("k,stride", [(3, 2), (1, 1), (3, 1)])
+def test_int8_files_match_ncnn_runtime_semantics(tmp_path: Path, k: int, stride: int) -> None:
+    """A conv quantized by edgeconv with known scales equals the integer arithmetic ncnn documents."""
+    from edgeconv.targets.ncnn.int8 import quantize_layers, to_int8, weight_scales
+    from edgeconv.targets.ncnn.runner import NcnnRunner
+
+    model, w, b = _single_conv(tmp_path, k, stride)
+    x = np.random.default_rng(5).uniform(-1, 1, (1, 8, 12, 12)).astype(np.float32)
+    sx = 127.0 / 1.0
+    sw = weight_scales(model.layers[1])
+    assert np.allclose(sw, (31.0 if (k, stride) == (3, 1) else 127.0) / np.abs(w.reshape(16, -1)).max(1))
+    assert quantize_layers(model, {"conv": sx}, {"conv": sw}) == ["conv"]
+    model.write(tmp_path / "q.param", tmp_path / "q.bin")
+    reread = ncnnfile.load(tmp_path / "q.param", tmp_path / "q.bin")  # the layout round-trips
+    assert reread.layers[1].pint(8) == 2 and reread.layers[1].weights[0].data.dtype == np.int8
+    # emulate: int8 x int8 → int32, dequantize by 1/(sx*sw), add bias
+    qx = torch.from_numpy(to_int8(x, sx).astype(np.float32))
+    qw = torch.from_numpy(to_int8(w.reshape(16, -1), sw[:, None]).reshape(w.shape).astype(np.float32))
+    acc = torch.nn.functional.conv2d(qx, qw, stride=stride, padding=k // 2).numpy().astype(np.float64)
+    want = acc / (sx * sw[None, :, None, None]) + b[None, :, None, None]
+    exact = torch.nn.functional.conv2d(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), stride=stride,
+                                       padding=k // 2).numpy()
+    with NcnnRunner(tmp_path / "q.param", tmp_path / "q.bin", inputs={"x": ("x", x.shape)},
+                    outputs={"y": ("y", want.shape)}, runtime={"int8": True}) as r:
+        got = r.infer({"x": x})["y"]
+    np.testing.assert_allclose(got, want, atol=1e-4)  # the runtime reads our files as we meant them
+    assert np.abs(got - exact).max() > 1e-4  # ... and really ran int8 (not the float weights)
+
+
+def test_int8_tiny_model_runs_in_ncnn_and_stays_close(tiny_prepared, tiny_calib_dir: Path, tmp_path: Path) -> None:
+    from edgeconv.pipeline import convert_reference, make_calibration
+
+    calib = make_calibration(tiny_prepared, tiny_calib_dir, size=16)
+    art = convert_reference(tiny_prepared, "ncnn", out=tmp_path / "int8", precision="int8", calibration=calib,
+                            use_cache=False)
+    meta = art.manifest["conversion"]["int8"]
+    assert meta["layers_int8"] == 3 and meta["calib_method"] == "kl"
+    assert art.file("model").read_text().count(" 8=2") == 3
+    table = art.file("table").read_text().splitlines()
+    assert sum("_param_0" in t for t in table) == 3 and len(table) == 6
+    v = art.manifest["verification"]
+    assert v["status"] == "ok" and v["drift"]["cosine"] >= 0.97 and v["drift"]["max_abs"] > 0
+
+
+# -- runner --------------------------------------------------------------------------------------------------------
+def test_runner_batches_and_restores_nchw(tiny_prepared, tmp_path: Path) -> None:
+    from edgeconv.core.artifact import Artifact
+    from edgeconv.pipeline import convert_reference
+    from edgeconv.targets.ncnn import NcnnTarget
+    from edgeconv.targets.onnxruntime.runner import OrtRunner
+
+    convert_reference(tiny_prepared, "ncnn", out=tmp_path / "a", precision="fp32", use_cache=False)
+    art = Artifact.load(tmp_path / "a")
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    with NcnnTarget().runner(art, threads=1) as r, OrtRunner(tiny_prepared.reference.onnx_path) as o:
+        one = r.infer({"images": x})["output"]
+        ref = o.infer({"images": x})["output"]
+        assert one.shape == ref.shape == (1, 4, 32, 32)
+        np.testing.assert_allclose(one, ref, atol=1e-4)
+        two = r.infer({"images": np.concatenate([x, x[:, :, ::-1]])})["output"]
+        assert two.shape == (2, 4, 32, 32) and np.array_equal(two[0], one[0])
+        r.outputs["output"] = (r.outputs["output"][0], (1, 4, 16, 16))
+        with pytest.raises(Exception, match="needs 1024 values"):
+            r.infer({"images": x})

@@ -1,0 +1,151 @@
+"""OpenVINO target: fp32/fp16/int8 IR through the pipeline (convert + verify), routes, ignored scope, embedded
+preprocessing, accuracy control and the async runner, on the tiny fixture model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino", reason="OpenVINO not installed (pip install 'edgeconv[openvino]')")
+pytest.importorskip("nncf", reason="NNCF not installed (pip install 'edgeconv[openvino]')")
+
+from edgeconv.core.errors import ConfigError  # noqa: E402
+from edgeconv.pipeline import convert_reference, make_calibration  # noqa: E402
+from edgeconv.targets.onnxruntime.runner import OrtRunner  # noqa: E402
+from edgeconv.targets.registry import get_target  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def calib(tiny_prepared, tiny_calib_dir):
+    return make_calibration(tiny_prepared, tiny_calib_dir, size=32)
+
+
+def _convert(prep, tmp_path: Path, precision: str, calib=None, **kw):
+    return convert_reference(prep, "openvino", out=tmp_path / f"ov-{precision}", precision=precision,
+                             calibration=calib, use_cache=False, **kw)
+
+
+def _reference(prep, feeds):
+    with OrtRunner(prep.reference.onnx_path) as r:
+        return r.infer(feeds)
+
+
+def test_registered():
+    t = get_target("openvino")
+    assert t.name == "openvino" and t.extra == "openvino"
+    assert t.modules == ("openvino", "nncf") and t.precisions == ("fp32", "fp16", "int8")
+
+
+def test_fp32_ir_matches_reference(tiny_prepared, tmp_path):
+    art = _convert(tiny_prepared, tmp_path, "fp32")
+    conv = art.manifest["conversion"]
+    assert conv["route"] == "onnx" and conv["format"] == "openvino-ir" and not conv["compress_to_fp16"]
+    assert (art.path / "model.xml").is_file() and (art.path / "model.bin").stat().st_size > 0
+    v = art.manifest["verification"]
+    assert v["status"] == "ok" and v["drift"]["max_abs"] <= 1e-4
+    # outputs come back under the reference ONNX's names
+    feeds = tiny_prepared.reference.random_feeds(1, seed=7)[0]
+    with get_target("openvino").runner(art) as r:
+        got = r.infer(feeds)
+    ref = _reference(tiny_prepared, feeds)
+    assert set(got) == set(ref)
+    for k in ref:
+        np.testing.assert_allclose(got[k], ref[k], atol=1e-4)
+
+
+def test_fp16_ir_halves_weights(tiny_prepared, tmp_path):
+    fp32 = _convert(tiny_prepared, tmp_path, "fp32")
+    fp16 = _convert(tiny_prepared, tmp_path, "fp16")
+    assert fp16.manifest["conversion"]["compress_to_fp16"] is True
+    v = fp16.manifest["verification"]
+    assert v["status"] == "ok" and v["drift"]["max_abs"] <= 1e-2
+    assert (fp16.path / "model.bin").stat().st_size < 0.6 * (fp32.path / "model.bin").stat().st_size
+
+
+def test_torch_route(tiny_prepared, tmp_path):
+    art = _convert(tiny_prepared, tmp_path, "fp32", options={"route": "torch"})
+    conv = art.manifest["conversion"]
+    assert conv["route"] == "torch" and conv["source"] == "torch.nn.Module"
+    assert art.manifest["verification"]["drift"]["max_abs"] <= 1e-4
+
+
+def test_int8_keep_fp32_becomes_ignored_scope(tiny_prepared, calib, tmp_path):
+    art = _convert(tiny_prepared, tmp_path, "int8", calib, keep_fp32=("head", "op:Sigmoid"))
+    q = art.manifest["conversion"]["int8"]
+    assert q["quantizer"] == "nncf.quantize" and q["calibration"]["size"] == 32
+    assert q["ignored_scope"]["types"] == ["Swish"]  # ONNX Sigmoid(+Mul) is OpenVINO's fused Swish
+    assert len(q["ignored_scope"]["names"]) == 1 and q["keep_fp32_matches"]["head"] == q["ignored_scope"]["names"]
+    # the head conv really stayed float, the others were quantized
+    assert q["float_layers"] == q["ignored_scope"]["names"]
+    xml = (art.path / "model.xml").read_text()
+    assert "FakeQuantize" in xml
+    assert art.manifest["verification"]["status"] == "ok"
+
+
+def test_keep_fp32_matching_nothing_is_an_error(tiny_prepared, calib, tmp_path):
+    with pytest.raises(ConfigError, match="matches no layer"):
+        _convert(tiny_prepared, tmp_path, "int8", calib, keep_fp32=("no_such_layer",))
+
+
+def test_embed_preprocess_round_trip(tiny_prepared, calib, tmp_path):
+    ov = pytest.importorskip("openvino")
+    art = _convert(tiny_prepared, tmp_path, "fp32", calib, options={"embed_preprocess": True, "embed_color": "BGR"})
+    meta = art.manifest["conversion"]["embedded_preprocess"]
+    assert meta["raw_color"] == "BGR" and meta["model_color"] == "RGB" and art.manifest["input_layout"] == "NHWC"
+    model = ov.Core().read_model(art.file("model"))
+    assert model.inputs[0].get_element_type() == ov.Type.u8
+    assert list(model.inputs[0].get_shape()) == [1, 64, 64, 3]
+    # deployed path: a raw BGR u8 image in, the same outputs as the reference on the contract's float tensor
+    rgb = calib.preprocess.load(calib.files[0])
+    x = calib.preprocess.apply(rgb)
+    ref = _reference(tiny_prepared, {"images": x})
+    with get_target("openvino").runner(art) as r:
+        raw = r.infer_raw(np.ascontiguousarray(rgb[None, ..., ::-1]))
+        via_harness = r.infer({"images": x})
+        assert r.last_route == "u8"  # a real image maps back onto exact pixels
+        r.infer(tiny_prepared.reference.random_feeds(1)[0])
+        assert r.last_route == "relaxed-f32"  # random tensors run the same graph with a float input
+    for k in ref:
+        np.testing.assert_allclose(raw[k], ref[k], atol=1e-4)
+        np.testing.assert_allclose(via_harness[k], ref[k], atol=1e-4)
+
+
+def test_runner_async_matches_sync(tiny_prepared, tmp_path):
+    art = _convert(tiny_prepared, tmp_path, "fp32")
+    feeds = tiny_prepared.reference.random_feeds(6, seed=3)
+    with get_target("openvino").runner(art, performance_hint="THROUGHPUT", streams=2) as r:
+        assert r.config["PERFORMANCE_HINT"] == "THROUGHPUT"
+        sync = [r.infer(f) for f in feeds]
+        batch = r.infer_async(feeds, streams=2)
+    assert len(batch) == len(feeds)
+    for a, b in zip(sync, batch, strict=True):
+        for k in a:
+            np.testing.assert_allclose(a[k], b[k], rtol=0, atol=1e-6)
+
+
+def test_max_drop_without_metric_is_an_error(tiny_prepared, calib, tmp_path):
+    with pytest.raises(ConfigError, match="validation function"):
+        _convert(tiny_prepared, tmp_path, "int8", calib, options={"max_drop": 0.01})
+
+
+def _agreement(compiled, items):
+    """Toy task metric: mean cosine similarity of the model's output with the stored reference output."""
+    scores = []
+    for feeds, ref in items:
+        out = np.asarray(compiled(feeds)[compiled.outputs[0]]).ravel()
+        scores.append(float(out @ ref.ravel() / (np.linalg.norm(out) * np.linalg.norm(ref) + 1e-12)))
+    return float(np.mean(scores))
+
+
+def test_accuracy_control_with_pluggable_metric(tiny_prepared, calib, tmp_path):
+    items = [(f, _reference(tiny_prepared, f)[tiny_prepared.reference.outputs[0].name])
+             for f in list(calib.feeds())[:8]]
+    art = _convert(tiny_prepared, tmp_path, "int8", calib,
+                   options={"max_drop": 0.0005, "validation_fn": _agreement, "validation_data": items,
+                            "validation_metric": "cosine"})
+    q = art.manifest["conversion"]["int8"]
+    assert q["quantizer"] == "nncf.quantize_with_accuracy_control" and q["validation"]["metric"] == "cosine"
+    assert q["accuracy"]["drop"] <= 0.0005 + 1e-6
+    assert isinstance(q["reverted_by_accuracy_control"], list)
