@@ -134,9 +134,9 @@ def convert_reference(prep: Prepared, target: str | Profile, *, out: str | Path,
         raise ConfigError(f"target '{profile.name}' has no {precision} route", hint=f"precisions: {allowed}",
                           target=profile.name)
     if not backend.available():
-        raise MissingDependencyError(f"backend '{backend.name}' is not installed (missing "
-                                     f"{', '.join(backend.missing())})", hint=f"pip install 'edgeconv[{backend.extra}]'",
-                                     target=profile.name)
+        raise MissingDependencyError(
+            f"backend '{backend.name}' is not installed (missing {', '.join(backend.missing())})",
+            hint=f"pip install 'edgeconv[{backend.extra}]'", target=profile.name)
     if backend.needs_torch_module and ref.module is None:
         raise ConfigError(f"{backend.name} converts from the PyTorch model, but only ONNX was given",
                           hint="pass --model FILE.py:FACTORY --weights ... instead of an .onnx file",

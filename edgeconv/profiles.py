@@ -62,7 +62,8 @@ def profile_dirs() -> list[Path]:
 def _validate(data: dict[str, Any], source: str) -> Profile:
     unknown = set(data) - _KNOWN_KEYS
     if unknown:
-        raise ConfigError(f"profile {source}: unknown key(s) {sorted(unknown)}", hint=f"known keys: {sorted(_KNOWN_KEYS)}")
+        raise ConfigError(f"profile {source}: unknown key(s) {sorted(unknown)}",
+                          hint=f"known keys: {sorted(_KNOWN_KEYS)}")
     if "backend" not in data or not isinstance(data["backend"], str):
         raise ConfigError(f"profile {source}: 'backend' (a string) is required")
     precs = tuple(data.get("precisions", PRECISIONS))

@@ -59,7 +59,7 @@ def test_convert_onnxruntime_fp32_then_cache_hit(tmp_path: Path, tiny_weights: P
 def test_bad_inputs_give_one_line_errors(tmp_path: Path, tiny_weights: Path, extra: list[str], code: int,
                                          needle: str) -> None:
     base = {"--weights": str(tiny_weights), "--input": "images:1x3x64x64", "--target": "onnxruntime"}
-    args = ["convert", "--out", str(tmp_path / "o")] + extra
+    args = ["convert", "--out", str(tmp_path / "o"), *extra]
     for k, v in base.items():
         if k not in extra:
             args += [k, v]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -47,10 +48,8 @@ def graph_specs(path: Path, layout_hint: str | None = "NCHW") -> tuple[list[Tens
     """Input/output names, shapes and dtypes as the ONNX graph declares them (outputs via shape inference)."""
     onnx = require("onnx", "onnx")
     model = onnx.load(str(path))
-    try:
+    with contextlib.suppress(Exception):  # shape inference is best effort
         model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception:
-        pass
     inits = {i.name for i in model.graph.initializer}
 
     def spec(vi: Any, layout: str | None) -> TensorSpec:
