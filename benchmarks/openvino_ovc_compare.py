@@ -90,6 +90,24 @@ def _time_interleaved(core: Any, models: dict[str, Path], feeds: dict[str, np.nd
     return out
 
 
+def _accuracy(prep: Any, models: dict[str, Path], n: int) -> dict[str, Any]:
+    """mAP50-95 of each model (OpenVINO CPU, f32 inference precision) with the same decoder and eval images."""
+    import openvino as ov
+
+    from edgeconv.profiles import load_profile
+    from edgeconv.targets.base import ConvertContext
+    from edgeconv.targets.openvino.validation import detection_validation
+
+    ctx = ConvertContext(prep.reference, load_profile("openvino"), "fp32", Path(tempfile.gettempdir()),
+                         preprocess=prep.preprocess)
+    fn, items, meta = detection_validation(ctx, {"task": "detection", **prep.info}, n)
+    core = ov.Core()
+    out: dict[str, Any] = {"metric": meta["metric"], "images": len(items)}
+    for name, path in models.items():
+        out[name] = round(fn(core.compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"}), items), 5)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="zoo:yolo")
@@ -99,6 +117,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--no-int8", action="store_true")
     ap.add_argument("--calib-size", type=int, default=128)
+    ap.add_argument("--accuracy", type=int, default=0, metavar="N",
+                    help="also score fp32/fp16/int8 IRs (mAP50-95 on N eval images); needs trained weights")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = ap.parse_args(argv)
 
@@ -145,6 +165,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["ratios"]["int8_over_fp32"] = round(r8, 4)
             result["pass"]["int8_le_0.75_fp32"] = r8 <= 0.75
             result["verification"]["edgeconv_int8"] = int8.manifest["verification"]["drift"]
+        if args.accuracy and "random init" not in label and "edgeconv_int8" in models:
+            fp16 = convert_reference(prep, "openvino", out=work / "fp16", precision="fp16", use_cache=False)
+            result["verification"]["edgeconv_fp16"] = fp16.manifest["verification"]["drift"]
+            arts = {"reference_onnx": prep.reference.onnx_path, "fp32": models["edgeconv_fp32"],
+                    "fp16": fp16.file("model"), "int8": models["edgeconv_int8"]}
+            result["accuracy"] = _accuracy(prep, arts, args.accuracy)
+            acc = result["accuracy"]
+            result["pass"]["fp16_map_within_0.1pt"] = abs(acc["fp16"] - acc["fp32"]) <= 0.001
+            result["pass"]["int8_map_drop_le_1pt"] = acc["fp32"] - acc["int8"] <= 0.01
+        elif args.accuracy:
+            result["accuracy"] = "skipped: trained weights not present (random-init mAP is meaningless)"
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / f"openvino_ovc_{dt.date.today().isoformat()}.json"
         path.write_text(json.dumps(result, indent=2, default=str))

@@ -199,6 +199,15 @@ def test_loaders_roundtrip(tmp_path: Path) -> None:
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["indices"] == list(range(3, 9)) and len(manifest["files"]) == 6 * 2 + 1
 
+    # A folder of unlabelled images is a config error, and a ValueError for callers that fall back to "unlabelled".
+    unlabelled = tmp_path / "raw"
+    unlabelled.mkdir()
+    (unlabelled / "a.jpg").write_bytes((root / "images" / "000003.jpg").read_bytes())
+    with pytest.raises(ConfigError):
+        load_detection_labels(unlabelled)
+    with pytest.raises(ValueError):
+        load_detection_labels(unlabelled)
+
     cls_root = D.write_imagefolder_split(tmp_path / "cls", seed=7, start=0, count=10, size=32)
     samples, names = load_imagefolder(cls_root)
     assert names == list(D.CLASS_NAMES) and len(samples) == 10

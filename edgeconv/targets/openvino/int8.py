@@ -91,18 +91,29 @@ def resolve_ignored_scope(model: Any, patterns: tuple[str, ...]) -> tuple[dict[s
     return {"names": sorted(names), "types": sorted(types)}, matched
 
 
+def _int8_weights(op: Any) -> bool:
+    """Whether a compute op's weights are quantized: a FakeQuantize, or an int8 Constant behind NNCF's
+    decompression chain (Convert → Subtract → Multiply), feeds its weight input.  The activation side is not looked
+    at: NNCF puts activation quantizers before a Concat, not on the conv that follows it."""
+    if op.get_input_size() < 2:
+        return False
+    node = op.input(1).get_source_output().get_node()
+    for _ in range(8):
+        t = node.get_type_name()
+        if t == "FakeQuantize":
+            return True
+        if t == "Constant":
+            return node.get_output_element_type(0).get_type_name() in ("i8", "u8", "i4", "u4")
+        if t not in ("Convert", "Subtract", "Multiply", "Reshape", "Transpose") or not node.get_input_size():
+            return False
+        node = node.input(0).get_source_output().get_node()
+    return False
+
+
 def float_compute_layers(model: Any) -> list[str]:
-    """Compute layers (conv/matmul) of a quantized model with no FakeQuantize feeding them, i.e. kept in float."""
-    out = []
-    for op in model.get_ordered_ops():
-        if op.get_type_name() not in COMPUTE_TYPES:
-            continue
-        srcs = {i.get_source_output().get_node().get_type_name() for i in op.inputs()}
-        # weights arrive as Constant (int8, maybe via Convert/Subtract/Multiply decompression) or through FQ
-        act = op.input(0).get_source_output().get_node().get_type_name()
-        if act != "FakeQuantize" and "FakeQuantize" not in srcs:
-            out.append(op.get_friendly_name())
-    return out
+    """Compute layers (conv/matmul) of a quantized model whose weights stayed float, i.e. kept in float."""
+    return [op.get_friendly_name() for op in model.get_ordered_ops()
+            if op.get_type_name() in COMPUTE_TYPES and not _int8_weights(op)]
 
 
 def _preset(nncf: Any, name: str) -> Any:

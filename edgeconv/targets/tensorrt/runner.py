@@ -1,10 +1,12 @@
 """Runners for TensorRT artifacts: the engine (where TensorRT and a GPU exist) or an ONNX Runtime proxy.
 
 The proxy runs the artifact's ONNX - the Q/DQ model for int8, the fp16-cast model for fp16 - with ONNX Runtime's
-graph optimizations DISABLED.  Why: with optimizations on, ORT fuses DequantizeLinear -> Conv -> QuantizeLinear
-into its integer kernels (QLinearConv), which on CPUs without VNNI saturate the u8s8 accumulators and lose accuracy
-TensorRT would not lose; with them off every QuantizeLinear/DequantizeLinear runs as written, i.e. exact fake-quant
-in float32 - the same arithmetic TensorRT's explicit quantization promises.  (Measured: see the report of issue #9.)
+graph optimizations DISABLED, so every QuantizeLinear/DequantizeLinear executes as written: exact float32 fake-quant,
+the arithmetic TensorRT's explicit quantization specifies, independent of which integer kernels ORT would pick on
+this CPU.  Measured (issue #9, x86 AVX2 without VNNI): on TensorRT-placed Q/DQ (inputs of weighted layers only) ORT
+cannot form QLinearConv at all, and "all" and "none" gave bit-identical outputs; on ORT's own QDQ layout (outputs
+quantized too) the integer kernels differed from fake-quant by 58.6 dB SNR with the same drift to fp32 - no
+accuracy loss observed on those models, so "none" is chosen for exactness, not to repair a measured loss.
 """
 
 from __future__ import annotations
