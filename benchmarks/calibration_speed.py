@@ -66,8 +66,11 @@ def main() -> None:
                      # CPU seconds of this process (all its threads): on a machine shared with other jobs, wall
                      # time overstates the cost; cpu_seconds / 2 estimates the wall time on 2 idle cores.
                      "cpu_seconds": round(cpu, 1), "load_average_before": round(load0, 2),
+                     # upper bound for 2 idle cores: all CPU time as if on one core (no parallelism assumed)
+                     "estimated_idle_wall_s": round(cpu, 1),
                      "target_s": 60 if method == "minmax" else None,
-                     "ok": dt <= 60 if method == "minmax" else None})
+                     "ok_wall": dt <= 60 if method == "minmax" else None,
+                     "ok_estimated_idle": cpu <= 60 if method == "minmax" else None})
         print(json.dumps(runs[-1]))
     env = environment()
     record = {"benchmark": "calibration_speed", "model": "zoo:yolo (1x3x256x256)", "trained_weights": trained,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -61,8 +62,10 @@ def _ovc(onnx: Path, out_dir: Path) -> tuple[Path, float]:
 def _time_interleaved(core: Any, models: dict[str, Path], feeds: dict[str, np.ndarray], config: dict[str, Any],
                       rounds: int, iters: int, warmup: int) -> dict[str, dict[str, Any]]:
     reqs = {}
+    graphs: dict[str, dict[str, int]] = {}
     for name, xml in models.items():
         compiled = core.compile_model(str(xml), "CPU", config)
+        graphs[name] = _runtime_graph(compiled)
         req = compiled.create_infer_request()
         inputs = {p.get_any_name(): feeds[p.get_any_name()] for p in compiled.inputs}
         for _ in range(warmup):
@@ -81,13 +84,28 @@ def _time_interleaved(core: Any, models: dict[str, Path], feeds: dict[str, np.nd
                 ts.append((time.perf_counter() - t0) * 1e3)
             samples[name] += ts
             round_p50[name].append(float(np.median(ts)))
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
+    first = next(iter(models))
     for name, ts in samples.items():
         a = np.asarray(ts)
         out[name] = {"p50_ms": round(float(np.median(a)), 4), "p90_ms": round(float(np.percentile(a, 90)), 4),
                      "mean_ms": round(float(a.mean()), 4), "min_ms": round(float(a.min()), 4), "n": int(a.size),
-                     "round_p50_ms": [round(x, 4) for x in round_p50[name]]}
+                     "round_p50_ms": [round(x, 4) for x in round_p50[name]],
+                     # paired: each round's p50 over the first variant's in the same round (load drift cancels)
+                     "paired_ratio_vs_" + first: round(float(np.median(np.asarray(round_p50[name]) /
+                                                                       np.asarray(round_p50[first]))), 4),
+                     "runtime_graph": graphs[name]}
     return out
+
+
+def _runtime_graph(compiled: Any) -> dict[str, int]:
+    """Layer types of the CPU plugin's executable graph: identical counts mean identical kernels run, which is the
+    load-independent evidence that two IRs cost the same."""
+    counts: dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        t = op.get_rt_info()["layerType"].astype(str)
+        counts[t] = counts.get(t, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _accuracy(prep: Any, models: dict[str, Path], n: int) -> dict[str, Any]:
@@ -112,8 +130,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="zoo:yolo")
     ap.add_argument("--threads", type=int, default=1, help="INFERENCE_NUM_THREADS for every variant")
-    ap.add_argument("--rounds", type=int, default=8)
-    ap.add_argument("--iters", type=int, default=25)
+    ap.add_argument("--rounds", type=int, default=40)
+    ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--no-int8", action="store_true")
     ap.add_argument("--calib-size", type=int, default=128)
@@ -156,10 +174,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        "compile_config": config, "rounds": args.rounds, "iters_per_round": args.iters,
                        "warmup": args.warmup, "interleaved": True, "input": "first calibration image"},
             "convert_seconds": conv_s, "timing": timing,
-            "ratios": {"edgeconv_fp32_over_ovc": round(ratio, 4)},
+            "ratios": {"edgeconv_fp32_over_ovc": round(ratio, 4),
+                       "edgeconv_fp32_over_ovc_paired": timing["edgeconv_fp32"]["paired_ratio_vs_ovc_default"],
+                       "same_runtime_graph": timing["edgeconv_fp32"]["runtime_graph"] ==
+                       timing["ovc_default"]["runtime_graph"]},
             "verification": {"edgeconv_fp32": fp32.manifest["verification"]["drift"]},
         }
         result["pass"] = {"fp32_vs_ovc_le_1.02": ratio <= 1.02}
+        result["load_average"] = [round(x, 2) for x in os.getloadavg()]
         if "edgeconv_int8" in timing:
             r8 = timing["edgeconv_int8"]["p50_ms"] / timing["edgeconv_fp32"]["p50_ms"]
             result["ratios"]["int8_over_fp32"] = round(r8, 4)

@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
 from edgeconv.cli import _kv, handle_errors
 
 
-def _optional_writer(module: str, func: str) -> Any:
-    """A backend's writer (TensorRT calibration cache, ncnn table) if that engineer's module provides one."""
-    import importlib
+def _write_trt_cache(ranges: dict[str, tuple[float, float]], path: Path) -> None:
+    """TensorRT's calibration cache from the shared ranges, via the TensorRT target's own writer."""
+    from edgeconv.core.errors import ConfigError
 
     try:
-        return getattr(importlib.import_module(module), func)
-    except (ImportError, AttributeError):
-        return None
+        from edgeconv.targets.tensorrt.calib_cache import CalibrationCache
+    except ImportError as e:
+        raise ConfigError("the TensorRT calibration-cache writer is not part of this edgeconv",
+                          hint="use the JSON statistics") from e
+    CalibrationCache.from_ranges(ranges).write(path)
 
 
 @click.command()
@@ -46,15 +47,13 @@ def _optional_writer(module: str, func: str) -> Any:
 @click.option("--out", "-o", required=True, type=click.Path(dir_okay=False),
               help="JSON file for the statistics (several --method: OUT-METHOD.json each).")
 @click.option("--trt-cache", type=click.Path(dir_okay=False), help="Also write a TensorRT calibration cache "
-              "(when the TensorRT writer is installed).")
-@click.option("--ncnn-table", type=click.Path(dir_okay=False), help="Also write an ncnn int8 table "
-              "(when the ncnn writer is installed).")
+              "(an ncnn table needs the converted ncnn model: `edgeconv convert -t ncnn -p int8` writes it).")
 @click.option("--no-cache", is_flag=True, help="Recompute even when cached statistics exist.")
 @handle_errors
 def calibrate(model: str, weights: str | None, model_arg: tuple[str, ...], inputs: tuple[str, ...],
               calib: str | None, calib_size: int, calib_seed: int, methods: tuple[str, ...], params: tuple[str, ...],
               preprocess: str | None, eval_data: str | None, allow_overlap: bool, out: str, trt_cache: str | None,
-              ncnn_table: str | None, no_cache: bool) -> None:
+              no_cache: bool) -> None:
     """Compute activation statistics (cached) for INT8 and write them as JSON."""
     from edgeconv.calibration.dataset import check_disjoint
     from edgeconv.calibration.preprocess import Preprocess
@@ -70,8 +69,8 @@ def calibrate(model: str, weights: str | None, model_arg: tuple[str, ...], input
         check_disjoint(cal, Path(eval_data), allow_overlap=allow_overlap)
     method_params = _kv(params, "--param")
     methods = methods or ("minmax",)
-    if len(methods) > 1 and (trt_cache or ncnn_table):
-        raise ConfigError("--trt-cache/--ncnn-table take one --method")
+    if len(methods) > 1 and trt_cache:
+        raise ConfigError("--trt-cache takes one --method")
     written = []
     for method in methods:
         st = compute_stats(prep.reference.onnx_path, prep.reference.sha256, cal, method, method_params,
@@ -84,17 +83,9 @@ def calibrate(model: str, weights: str | None, model_arg: tuple[str, ...], input
         written.append(dest)
         click.echo(f"{method:<10} {len(st.ranges)} tensors, {doc['calibration'].get('used', len(cal))} inputs "
                    f"(skipped {doc['calibration'].get('skipped', 0)}), cache {st.cache} → {dest}")
-        for path, (mod, fn), what in ((trt_cache, ("edgeconv.targets.tensorrt.calib", "write_calibration_cache"),
-                                       "TensorRT cache"),
-                                      (ncnn_table, ("edgeconv.targets.ncnn.table", "write_table"), "ncnn table")):
-            if not path:
-                continue
-            writer = _optional_writer(mod, fn)
-            if writer is None:
-                raise ConfigError(f"no {what} writer is installed in this edgeconv ({mod}.{fn})",
-                                  hint="use the JSON statistics, or install the backend's extra")
-            writer(st, Path(path))
-            click.echo(f"{'':<10} {what} → {path}")
+        if trt_cache:
+            _write_trt_cache(st.ranges, Path(trt_cache))
+            click.echo(f"{'':<10} TensorRT calibration cache → {trt_cache}")
 
 
 COMMANDS = [calibrate]

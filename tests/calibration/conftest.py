@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,12 @@ def write_images(folder: Path, n: int, size: int = 32, seed: int = 0, suffix: st
         Image.fromarray((rng.random((size, size, 3)) * 255).astype("uint8")).save(p)
         out.append(p)
     return out
+
+
+@pytest.fixture
+def make_images() -> Callable[..., list[Path]]:
+    """The image writer as a fixture (test modules cannot import conftest under every import mode)."""
+    return write_images
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_images
 
 from edgeconv.calibration.dataset import CalibrationSet, check_disjoint
 from edgeconv.calibration.preprocess import Preprocess
@@ -105,10 +104,10 @@ def test_memory_does_not_grow_with_sample_size(tmp_path: Path) -> None:
     assert large < 2 * small + 64 * 1024, (small, large)
 
 
-def test_check_disjoint_by_content(tmp_path: Path, image_dir: Path) -> None:
+def test_check_disjoint_by_content(make_images, tmp_path: Path, image_dir: Path) -> None:
     cal = make(image_dir)
     ev = tmp_path / "eval"
-    write_images(ev, 5, seed=7)
+    make_images(ev, 5, seed=7)
     assert check_disjoint(cal, ev) == 0
     shutil.copyfile(sorted(image_dir.glob("*.png"))[3], ev / "renamed_copy.png")
     with pytest.raises(CalibrationError, match="1 evaluation input"):

@@ -8,18 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_images
 
 from edgeconv.calibration.sources import discover, list_eval_files
 from edgeconv.core.errors import CalibrationError
 
 
-def test_image_folder_is_recursive_and_takes_all_suffixes(tmp_path: Path) -> None:
-    write_images(tmp_path / "a", 2, suffix=".png")
-    write_images(tmp_path / "a" / "deeper", 2, seed=1, suffix=".jpg")
-    write_images(tmp_path / "b", 1, seed=2, suffix=".bmp")
-    write_images(tmp_path / "b", 1, seed=3, suffix=".webp")
-    write_images(tmp_path, 1, seed=4, suffix=".jpeg")
+def test_image_folder_is_recursive_and_takes_all_suffixes(make_images, tmp_path: Path) -> None:
+    make_images(tmp_path / "a", 2, suffix=".png")
+    make_images(tmp_path / "a" / "deeper", 2, seed=1, suffix=".jpg")
+    make_images(tmp_path / "b", 1, seed=2, suffix=".bmp")
+    make_images(tmp_path / "b", 1, seed=3, suffix=".webp")
+    make_images(tmp_path, 1, seed=4, suffix=".jpeg")
     (tmp_path / "notes.txt").write_text("not an image")
     kind, samples = discover(tmp_path)
     assert kind == "image-folder"
@@ -28,27 +27,27 @@ def test_image_folder_is_recursive_and_takes_all_suffixes(tmp_path: Path) -> Non
     assert samples == sorted(samples)
 
 
-def test_class_folders_kind(tmp_path: Path) -> None:
+def test_class_folders_kind(make_images, tmp_path: Path) -> None:
     for c in ("cat", "dog"):
-        write_images(tmp_path / c, 3, seed=len(c) + ord(c[0]))
+        make_images(tmp_path / c, 3, seed=len(c) + ord(c[0]))
     kind, samples = discover(tmp_path)
     assert kind == "class-folders"
     assert len(samples) == 6
 
 
-def test_yolo_reads_images_only(tmp_path: Path) -> None:
-    write_images(tmp_path / "images", 4)
+def test_yolo_reads_images_only(make_images, tmp_path: Path) -> None:
+    make_images(tmp_path / "images", 4)
     (tmp_path / "labels").mkdir()
     for i in range(4):
         (tmp_path / "labels" / f"img_0_{i:04d}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
-    write_images(tmp_path / "vis", 3, seed=9)  # stray visualisations beside the split are not calibration data
+    make_images(tmp_path / "vis", 3, seed=9)  # stray visualisations beside the split are not calibration data
     kind, samples = discover(tmp_path)
     assert kind == "yolo"
     assert len(samples) == 4 and all(s.path.parent.name == "images" for s in samples)
 
 
-def test_coco_json(tmp_path: Path) -> None:
-    files = write_images(tmp_path / "images", 5)
+def test_coco_json(make_images, tmp_path: Path) -> None:
+    files = make_images(tmp_path / "images", 5)
     coco = {"images": [{"id": i, "file_name": p.name} for i, p in enumerate(files[:3])], "annotations": []}
     (tmp_path / "instances.json").write_text(json.dumps(coco))
     kind, samples = discover(tmp_path / "instances.json")
@@ -77,9 +76,9 @@ def test_missing_and_empty_are_clear(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="permissions do not apply to root")
-def test_unreadable_folder(tmp_path: Path) -> None:
+def test_unreadable_folder(make_images, tmp_path: Path) -> None:
     d = tmp_path / "locked"
-    write_images(d, 2)
+    make_images(d, 2)
     d.chmod(0)
     try:
         with pytest.raises(CalibrationError, match="not readable"):
@@ -88,7 +87,7 @@ def test_unreadable_folder(tmp_path: Path) -> None:
         d.chmod(0o755)
 
 
-def test_list_eval_files(tmp_path: Path) -> None:
-    write_images(tmp_path / "images", 3)
+def test_list_eval_files(make_images, tmp_path: Path) -> None:
+    make_images(tmp_path / "images", 3)
     (tmp_path / "labels").mkdir()
     assert len(list_eval_files(tmp_path)) == 3
