@@ -155,7 +155,7 @@ def targets(as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
         return
     t = Table(title="edgeconv targets")
-    for col in ("profile", "backend", "installed", "runs here", "precisions", "install / note"):
+    for col in ("profile", "backend", "converts here", "runs here", "precisions", "install / note"):
         t.add_column(col)
     for r in rows:
         t.add_row(r["profile"], r["backend"], "yes" if r["installed"] else "no",
