@@ -59,8 +59,11 @@ def convert(model: str, *, targets: list[str], out: str | Path, precisions: list
                 cal = None
                 if precision == "int8":
                     if calibration is None:
+                        pp = preprocess
+                        if pp is None and profile.preprocess:
+                            pp = Preprocess.from_dict(profile.preprocess)
                         calibration = make_calibration(prep, calib, size=calib_size, seed=calib_seed,
-                                                       preprocess=preprocess)
+                                                       preprocess=pp)
                     cal = calibration
                 oc.artifact = convert_reference(prep, profile, out=dest, precision=precision, calibration=cal,
                                                 keep_fp32=keep_fp32, options=options, use_cache=use_cache)

@@ -40,6 +40,7 @@ class Profile:
     tolerance: dict[str, dict[str, float]] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
+    preprocess: dict[str, Any] = field(default_factory=dict)  # a user's own copy may pin its model's contract
     path: str | None = None
 
     def tol(self, precision: str) -> dict[str, float]:
@@ -49,7 +50,7 @@ class Profile:
         return {"name": self.name, "backend": self.backend, "description": self.description,
                 "precision": self.precision, "precisions": list(self.precisions), "device": self.device,
                 "threads": self.threads, "layout": self.layout, "tolerance": self.tolerance,
-                "options": self.options, "notes": self.notes}
+                "options": self.options, "notes": self.notes, "preprocess": self.preprocess}
 
 
 def profile_dirs() -> list[Path]:
@@ -85,7 +86,8 @@ def _validate(data: dict[str, Any], source: str) -> Profile:
     return Profile(name=data.get("name", Path(source).stem), backend=data["backend"],
                    description=data.get("description", ""), precision=prec, precisions=precs,
                    device=data.get("device", "CPU"), threads=threads, layout=layout, tolerance=tol,
-                   options=dict(data.get("options", {})), notes=data.get("notes", ""), path=source)
+                   options=dict(data.get("options", {})), notes=data.get("notes", ""),
+                   preprocess=dict(data.get("preprocess", {})), path=source)
 
 
 def load_profile_file(path: str | Path) -> Profile:

@@ -65,7 +65,9 @@ def warmup(fn: Callable[[], Any], cfg: LatencyConfig) -> dict[str, Any]:
             t0 = time.perf_counter_ns()
             fn()
             times.append(time.perf_counter_ns() - t0)
-        n += window
+            if time.perf_counter() - t_start >= cfg.warmup_max_seconds:
+                break  # the limit is a limit, even mid-window
+        n += len(times)
         med = float(np.median(times))
         medians.append(med)
         # A window should last >= 50 ms, so the medians are not dominated by a single scheduler hiccup.

@@ -179,11 +179,13 @@ def convert(ctx: ConvertContext) -> ConversionResult:
         with status("int8: PT2E calibration" if not dynamic else "int8: dynamic-range PT2E"):
             wrapped, quantizer, seen = pt2e_quantize(
                 wrapped, sample, feeds, dynamic=dynamic, per_channel=bool(ctx.option("per_channel", True)),
+                observer=str(ctx.option("observer", "histogram")).lower(),
                 total=len(ctx.calibration) if ctx.calibration is not None and not dynamic else None)
         quant_config = QuantConfig(pt2e_quantizer=quantizer)
         meta["quantization"] = {"method": "pt2e", "mode": int8_mode, "per_channel": bool(ctx.option("per_channel",
                                                                                                      True)),
-                                "calibration_samples": seen, "int8_io": int8_io}
+                                "calibration_samples": seen, "int8_io": int8_io,
+                                "observer": None if dynamic else str(ctx.option("observer", "histogram")).lower()}
     elif ctx.precision != "fp32":
         raise ConfigError(f"tflite has no '{ctx.precision}' route", hint="use fp32, fp16 or int8")
 
