@@ -478,9 +478,11 @@ _CALIB_README = """# Calibration images: `{name}`
 
 ## Using your own images
 
-Point the calibration option at any folder of images (`*.jpg`, `*.png`; sub-folders are searched).
-Use a few hundred images that look like your deployment data; labels are not needed for
-calibration ({labels}).  Images are resized with the model's `preprocess` settings.
+Pass `--calib DIR` to `edgeconv convert` (any folder of `*.jpg`/`*.png` images, sub-folders are
+searched, or `.npy`/`.npz` tensors).  Use a few hundred images that look like your deployment data;
+labels are not needed for calibration ({labels}).  Images go through the model's `preprocess`
+settings (for the bundled models: RGB, stretch-resize, /255, NCHW float32).  Keep calibration
+images disjoint from the images you evaluate on.
 
 ## Regenerating
 
@@ -493,7 +495,14 @@ rewrites this folder atomically; the result is deterministic for a given generat
 
 def write_calibration(root: Path = CALIBRATION_DIR) -> None:
     """Write ``calibration/shapes`` (detection) and ``calibration/shapes-cls`` (classification)."""
-    det = write_yolo_split(root / "shapes", CALIB_SEED, 0, CALIB_COUNT, DET_SIZE, quality=85)
+    write_yolo_split(root / "shapes", CALIB_SEED, 0, CALIB_COUNT, DET_SIZE, quality=85)
+    write_imagefolder_split(root / "shapes-cls", CALIB_SEED, 0, CALIB_COUNT, CLS_SIZE, quality=90)
+    write_calibration_readmes(root)
+
+
+def write_calibration_readmes(root: Path = CALIBRATION_DIR) -> None:
+    """The READMEs are not part of the manifest (documentation, not data), so they can be updated alone."""
+    det, cls = root / "shapes", root / "shapes-cls"
     (det / "README.md").write_text(
         _CALIB_README.format(
             name="shapes",
@@ -506,7 +515,6 @@ def write_calibration(root: Path = CALIBRATION_DIR) -> None:
             labels="the YOLO labels here are only used by tests and label-based sanity checks",
         )
     )
-    cls = write_imagefolder_split(root / "shapes-cls", CALIB_SEED, 0, CALIB_COUNT, CLS_SIZE, quality=90)
     (cls / "README.md").write_text(
         _CALIB_README.format(
             name="shapes-cls",

@@ -148,3 +148,11 @@ def test_drift_checks_and_input_shift_warning() -> None:
     assert stats_shift(calib, same) == []
     reasons = stats_shift(calib, raw)
     assert reasons and any("range" in r for r in reasons)
+
+
+def test_bundled_suite_config_is_valid() -> None:
+    from edgeconv.bench.matrix import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[2] / "benchmarks" / "suite.toml")
+    assert [t["profile"] for t in cfg["targets"]] == ["onnxruntime", "openvino"]
+    assert cfg["bench"]["threads"] == 1

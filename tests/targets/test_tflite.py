@@ -45,9 +45,9 @@ def int8_art(tiny_prepared, calib, out_root):
 
 @pytest.fixture(scope="module")
 def phone_int8io_art(tiny_prepared, calib, out_root):
-    """The android-phone profile (NHWC) with int8 inputs/outputs: both options in one conversion."""
+    """The android-phone profile (NHWC) with int8 inputs/outputs and the fast min/max observer, in one conversion."""
     return convert_reference(tiny_prepared, "android-phone", out=out_root / "phone-int8io", precision="int8",
-                             calibration=calib, options={"int8_io": True})
+                             calibration=calib, options={"int8_io": True, "observer": "minmax"})
 
 
 def _interp(art):
@@ -104,6 +104,7 @@ def test_android_phone_nhwc_int8_io(phone_int8io_art, tiny_prepared):
     m = phone_int8io_art.manifest
     assert m["verification"]["status"] == "ok"
     assert m["input_layout"] == "NHWC" and m["conversion"]["layout"] == "NHWC"
+    assert m["conversion"]["quantization"]["observer"] == "minmax" and m["conversion"]["quantization"]["int8_io"]
     it = _interp(phone_int8io_art)
     (inp,) = it.get_input_details()
     assert inp["dtype"] == np.int8 and inp["quantization"][0] > 0
@@ -175,3 +176,29 @@ def test_dynamic_range_int8(tiny_prepared, calib, out_root):
     assert art.manifest["conversion"]["quantization"]["mode"] == "dynamic"
     assert art.manifest["verification"]["status"] == "ok"
     assert _interp(art).get_input_details()[0]["dtype"] == np.float32
+
+
+def test_runs_here_needs_only_an_interpreter(monkeypatch):
+    """Running needs ai_edge_litert or tflite_runtime; with neither, runs_here says why and the runner refuses."""
+    from edgeconv.core.errors import MissingDependencyError
+    from edgeconv.targets import tflite
+    from edgeconv.targets.tflite import runner
+
+    t = tflite.TfliteTarget()
+    assert t.runs_here() == (True, "")
+    assert t.needs_torch_module and t.modules == ("litert_torch",)
+    monkeypatch.setattr(tflite, "available", lambda m: False)
+    monkeypatch.setattr(runner, "available", lambda m: False)
+    ok, why = t.runs_here()
+    assert not ok and "ai_edge_litert" in why
+    with pytest.raises(MissingDependencyError):
+        runner.interpreter_module()
+
+
+def test_runner_quantize_roundtrip():
+    from edgeconv.targets.tflite.runner import dequantize, quantize
+
+    x = np.array([-2.0, -0.5, 0.0, 0.26, 5.0], np.float32)
+    q = quantize(x, "int8", 0.02, 3)
+    assert q.dtype == np.int8 and q[-1] == 127  # saturates like TFLite's QUANTIZE
+    np.testing.assert_allclose(dequantize(q, 0.02, 3)[:4], x[:4], atol=0.01)

@@ -34,7 +34,7 @@ def pt2e_quantize(module: Any, sample_args: tuple[Any, ...], feeds: Iterable[tup
 
     import torch
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-    from torchao.quantization.pt2e import allow_exported_model_train_eval, move_exported_model_to_eval
+    from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.observer import MinMaxObserver
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -60,8 +60,8 @@ def pt2e_quantize(module: Any, sample_args: tuple[Any, ...], feeds: Iterable[tup
             if seen == 0:
                 raise CalibrationError("int8 calibration saw no samples", hint="check --calib holds readable inputs")
     graph = convert_pt2e(graph, fold_quantize=False)
-    allow_exported_model_train_eval(graph)
-    graph.eval()  # litert-torch warns about (and keeps) training-mode modules otherwise
+    graph = move_exported_model_to_eval(graph)
+    graph.training = False  # the ops are eval already; this flag is what litert-torch's training warning reads
     return graph, quantizer, seen
 
 
