@@ -14,6 +14,9 @@ order that alternates between rounds (so slow drift of a shared machine hits eve
     is what the LATENCY hint the runner uses selects)
   - bare/openvino: ``compile_model`` with the runner's properties, ``InferRequest.infer`` in a loop, median
   - harness/onnxruntime and bare/onnxruntime: the same for ``InferenceSession.run``
+Then, per runtime, an in-process paired comparison: the harness's Runner + ``latency.measure`` against the bare API
+loop in one process, alternating blocks of 10 iterations, so both see the same machine state; the median of the
+per-block deviations (with its 95 % interval) is the harness's own overhead, free of the machine's drift.
 The result of a method is the median of its per-round p50s.  The verdict uses the *paired* deviation: per round,
 (harness − other) / other, whose median and distribution-free 95 % interval are reported; "within" needs the whole
 interval inside the goal, "outside" needs it entirely beyond, anything else is "inconclusive" (the machine's noise
@@ -78,6 +81,64 @@ def _bare_loop(kind: str, model: str, threads: int, seconds: float, min_iters: i
     return {"p50": float(np.median(times)), "n": len(times)}
 
 
+def _paired_inprocess(kind: str, artifact: str, threads: int, blocks: int, block_iters: int) -> dict[str, Any]:
+    """Harness runner vs bare API in ONE process, alternating short blocks (A B B A …): both see the same machine
+    state within a fraction of a second, so the paired ratio isolates the harness's own overhead from the noise
+    of a shared machine.  The harness side uses the real ``Runner`` and ``latency.measure``."""
+    from edgeconv.bench.latency import LatencyConfig, measure
+    from edgeconv.core.artifact import Artifact
+    from edgeconv.targets.registry import get_target
+
+    art = Artifact.load(artifact)
+    x = np.random.default_rng(0).random(art.inputs[0].static_shape, dtype=np.float32)
+    runner = get_target(kind).runner(art, threads=threads)
+    feed = {art.inputs[0].name: x}
+    if kind == "openvino":
+        import openvino as ov
+
+        core = ov.Core()
+        cfg = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
+        req = core.compile_model(core.read_model(str(art.file("model"))), "CPU", cfg).create_infer_request()
+
+        def call() -> Any:
+            return req.infer({0: x})
+    else:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        sess = ort.InferenceSession(str(art.file("model")), so, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+
+        def call() -> Any:
+            return sess.run(None, {name: x})
+    for _ in range(20):
+        call()
+        runner.infer(feed)
+    cfg_h = LatencyConfig(min_iters=block_iters, min_seconds=0.0)
+    ratios, h_all, b_all = [], [], []
+    for i in range(blocks):
+        def bare_block() -> np.ndarray:
+            t = []
+            for _ in range(block_iters):
+                ts = time.perf_counter_ns()
+                call()
+                t.append((time.perf_counter_ns() - ts) / 1e6)
+            return np.asarray(t)
+
+        if i % 2 == 0:
+            h = measure(lambda: runner.infer(feed), cfg_h)
+            b = bare_block()
+        else:
+            b = bare_block()
+            h = measure(lambda: runner.infer(feed), cfg_h)
+        ratios.append(float(np.median(h) / np.median(b)) - 1.0)
+        h_all.extend(h.tolist())
+        b_all.extend(b.tolist())
+    return {"blocks": blocks, "block_iters": block_iters, "block_deviation": ratios,
+            "harness_p50": float(np.median(h_all)), "bare_p50": float(np.median(b_all))}
+
+
 def bare(kind: str, model: Path, threads: int, seconds: float, min_iters: int) -> dict[str, float]:
     out = subprocess.run([sys.executable, __file__, "--bare", kind, str(model), str(threads), str(seconds),
                           str(min_iters)], capture_output=True, text=True, check=True)
@@ -118,9 +179,16 @@ def main() -> int:
     ap.add_argument("--min-iters", type=int, default=100)
     ap.add_argument("--machine", default=None, help="Name for the machine (default: CPU model + host)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--paired", nargs=5, metavar=("KIND", "ARTIFACT", "THREADS", "BLOCKS", "BLOCK_ITERS"),
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--paired-blocks", type=int, default=40, help="Blocks of the in-process paired comparison")
     ap.add_argument("--bare", nargs=5, metavar=("KIND", "MODEL", "THREADS", "SECONDS", "MIN_ITERS"),
                     help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.paired:
+        kind, art, threads, blocks, bi = a.paired
+        print(json.dumps(_paired_inprocess(kind, art, int(threads), int(blocks), int(bi))))
+        return 0
     if a.bare:
         kind, model, threads, seconds, mi = a.bare
         print(json.dumps(_bare_loop(kind, model, int(threads), float(seconds), int(mi))))
@@ -159,6 +227,20 @@ def main() -> int:
         res["loadavg"] = os.getloadavg()[0]
         runs[m].append(res)
         print(f"round {r} {m:<22} p50 {res['p50']:.3f} ms (n={res['n']})", flush=True)
+    from edgeconv.bench.latency import median_ci_ranks
+
+    paired: dict[str, Any] = {}
+    for kind in ("openvino", "onnxruntime"):
+        out = subprocess.run([sys.executable, __file__, "--paired", kind, str(arts[kind].path), str(a.threads),
+                              str(a.paired_blocks), "10"], capture_output=True, text=True, check=True)
+        pr = json.loads(out.stdout.strip().splitlines()[-1])
+        dv = sorted(pr["block_deviation"])
+        lo, hi = median_ci_ranks(len(dv))
+        pr.update(median=float(np.median(dv)), ci=[dv[lo], dv[hi]],
+                  within_3pct=bool(dv[lo] >= -0.03 and dv[hi] <= 0.03))
+        paired[kind] = pr
+        print(f"paired in-process {kind}: harness vs bare {pr['median']:+.2%} [{dv[lo]:+.2%}, {dv[hi]:+.2%}]",
+              flush=True)
     load_after = os.getloadavg()
     p50 = {m: statistics.median(x["p50"] for x in v) for m, v in runs.items()}
 
@@ -170,8 +252,6 @@ def main() -> int:
         {"harness": "harness/openvino", "against": "bare/openvino", "goal": 0.03},
         {"harness": "harness/onnxruntime", "against": "bare/onnxruntime", "goal": 0.03},
     ]
-    from edgeconv.bench.latency import median_ci_ranks
-
     for c in comparisons:
         c["deviation"] = dev(c["harness"], c["against"])
         # Paired: the deviation round by round (both methods ran seconds apart), its median and that median's
@@ -193,7 +273,8 @@ def main() -> int:
     result = {"machine": machine, "env": env, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
               "model": "edgeconv.zoo.yolo:build 1x3x256x256 fp32", "threads": a.threads, "rounds": a.rounds,
               "seconds_per_run": a.seconds, "loadavg_before": load_before, "loadavg_after": load_after,
-              "p50_ms": p50, "runs": runs, "comparisons": comparisons}
+              "p50_ms": p50, "runs": runs, "comparisons": comparisons,
+              "paired_inprocess": paired}
     a.out.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^a-z0-9]+", "-", machine.lower()).strip("-")[:40]
     stem = a.out / f"fidelity-{slug}-{dt.datetime.now().strftime('%Y-%m-%dT%H%M')}-t{a.threads}"
@@ -210,6 +291,12 @@ def main() -> int:
     lines += [f"| {c['harness']} | {c['against']} | {c['deviation']:+.1%} | {c['paired_median']:+.1%} "
               f"[{c['paired_ci'][0]:+.1%}, {c['paired_ci'][1]:+.1%}] | ±{c['goal']:.0%} | "
               f"{', '.join(f'{d:+.1%}' for d in c['per_round'])} | {c['verdict']} |" for c in comparisons]
+    lines += ["", f"In-process paired harness-vs-bare ({a.paired_blocks} alternating blocks of 10 iterations; median "
+              "of per-block deviations, 95 % CI): isolates the harness's own overhead from machine noise.", "",
+              "| runtime | harness p50 | bare p50 | paired deviation [95% CI] | within ±3% |", "|---|---|---|---|---|"]
+    for kind, pr in paired.items():
+        lines.append(f"| {kind} | {pr['harness_p50']:.3f} | {pr['bare_p50']:.3f} | {pr['median']:+.2%} "
+                     f"[{pr['ci'][0]:+.2%}, {pr['ci'][1]:+.2%}] | {'yes' if pr['within_3pct'] else 'no'} |")
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"written: {stem}.json / .md")

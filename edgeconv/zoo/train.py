@@ -8,7 +8,7 @@ CPU in minutes.  Seeds are fixed, the training images are rendered deterministic
 ``(TRAIN_SEED, index)`` (cached as ``.npz`` under the edgeconv cache so reruns skip rendering),
 augmentation draws from a seeded numpy Generator, and ``torch.set_num_threads(2)`` pins the
 intra-op parallelism.  The weights written are the EMA weights (much better than the raw weights
-after a short schedule).  The log records config, per-epoch losses, wall time and the final metrics
+after a short schedule).  The log records config, losses (twice per epoch), wall and CPU time and the final metrics
 measured on the held-out eval split (``edgeconv.zoo.data.eval_split``).
 """
 
@@ -266,7 +266,7 @@ def _centernet_batch(rng, imgs, boxes, classes, bs, nc, stride=4):
 # ----------------------------------------------------------------------------------------------
 
 
-def _fit(name: str, model: torch.nn.Module, cfg: dict, step_fn: Callable, log: Log, epoch_len: int) -> dict:
+def _fit(name: str, model: torch.nn.Module, cfg: dict, step_fn: Callable, log: Log, log_every: int) -> dict:
     model = model.to(memory_format=torch.channels_last).train()
     opt = _optimizer(model, cfg["lr"], cfg["weight_decay"])
     ema = ModelEMA(model, cfg["ema"], cfg["ema_tau"])
@@ -285,9 +285,10 @@ def _fit(name: str, model: torch.nn.Module, cfg: dict, step_fn: Callable, log: L
         for k, v in {"loss": float(loss.detach()), **parts}.items():
             acc[k] = acc.get(k, 0.0) + v
         n_acc += 1
-        if (step + 1) % epoch_len == 0 or step + 1 == cfg["steps"]:
+        if (step + 1) % log_every == 0 or step + 1 == cfg["steps"]:
             means = " ".join(f"{k}={v / n_acc:.4f}" for k, v in acc.items())
-            log(f"epoch {(step + 1) / epoch_len:5.2f} step {step + 1:5d} lr={_lr_at(step, cfg):.2e} {means} "
+            epoch = (step + 1) * cfg["batch"] / cfg["n_train"]
+            log(f"epoch {epoch:5.2f} step {step + 1:5d} lr={_lr_at(step, cfg):.2e} {means} "
                 f"elapsed={time.time() - t0:6.1f}s cpu={time.process_time():7.1f}s")
             acc, n_acc = {}, 0
     return {k: v.contiguous() for k, v in ema.state.items()}
@@ -346,8 +347,8 @@ def train(name: str, steps: int | None = None, out_dir: Path = WEIGHTS_DIR) -> P
             return ls(m(to_tensor(x)), torch.from_numpy(labels[idx])), {}
 
     log(f"data ready: {len(imgs)} training images (seed {D.TRAIN_SEED}) in {time.time() - t_start:.1f}s")
-    epoch_len = max(1, cfg["n_train"] // cfg["batch"] // 2)
-    state = _fit(name, model, cfg, step_fn, log, epoch_len)
+    log_every = max(1, cfg["n_train"] // cfg["batch"] // 2)  # twice per epoch
+    state = _fit(name, model, cfg, step_fn, log, log_every)
     t_train = time.time() - t_start
     out_dir.mkdir(parents=True, exist_ok=True)
     wpath = out_dir / f"{name}.pth"
