@@ -28,6 +28,9 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "entropy": {"calib_method": "entropy"},
     "percentile": {"calib_method": "percentile", "percentile": 99.999},
     "head-fp32": {"keep_outputs_fp32": True},
+    "conv-only": {"op_types": ["Conv", "MatMul", "Gemm"]},
+    "conv-only-head-fp32": {"op_types": ["Conv", "MatMul", "Gemm"], "keep_outputs_fp32": True},
+    "conv-only-no-reduce-range": {"op_types": ["Conv", "MatMul", "Gemm"], "reduce_range": False},
 }
 
 

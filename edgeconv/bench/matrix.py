@@ -34,6 +34,7 @@ Config (TOML; relative paths are relative to the config file)::
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +191,7 @@ def run_matrix(config: dict[str, Any], out: str | Path, baseline: str | Path | d
             continue
         precision = precision or profile.precision
         dest = out / "artifacts" / f"{profile.name}-{precision}"
+        t0 = time.perf_counter()
         try:
             cal = None
             if precision == "int8":
@@ -221,8 +223,11 @@ def run_matrix(config: dict[str, Any], out: str | Path, baseline: str | Path | d
         if t.get("threads") is not None:
             opts = BenchOptions(options.latency, t["threads"] or None, options.limit, options.timeout,
                                 options.reference)
+        t1 = time.perf_counter()
         row = bench_artifact(art, data, refs, options=opts, work=work / f"{profile.name}-{precision}",
                              feeds_npz=feeds_npz, post=post, reference_desc=ref_desc, eval_stats=eval_stats)
+        row["wall_seconds"] = {"convert": round(t1 - t0, 2), "bench": round(time.perf_counter() - t1, 2),
+                               "cache": art.manifest.get("cache", "miss")}
         log.info("%s %s: %s%s", profile.name, precision, row["status"],
                  f" p50 {row['latency_ms']['p50']:.3g} ms" if row.get("latency_ms") else "")
         rows.append(row)

@@ -23,7 +23,7 @@ from edgeconv.core.console import log
 from edgeconv.core.errors import CalibrationError
 from edgeconv.core.hashing import sha256_file, sha256_json
 
-RECOMMENDED_MIN = 300  # below this, warn: ranges from a few dozen images are noisy (NVIDIA advises >= 500)
+RECOMMENDED_MIN = 250  # below this, warn: ranges from a few dozen images are noisy (NVIDIA advises >= 500)
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -95,6 +95,7 @@ class CalibrationSet:
     kind: str = ""
     input_stats: dict[str, Any] | None = None
     available: int = 0
+    warn_small: bool = field(default=True, repr=False)  # False for the handful of inputs used by verification
     _hashes: dict[Path, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -109,8 +110,10 @@ class CalibrationSet:
         else:
             self.samples = all_samples
         self.files = sorted({s.path for s in self.samples})
-        log.info("calibration sample: %d of %d inputs from %s (%s, seed %d)", len(self.samples), self.available,
-                 self.root, self.kind, self.seed)
+        if not self.warn_small:
+            return
+        log.info("calibration sample: %d of %d inputs from %s (%s, seed %d; NVIDIA advises >= 500)",
+                 len(self.samples), self.available, self.root, self.kind, self.seed)
         if len(self.samples) < RECOMMENDED_MIN:
             log.warning("calibration sample has only %d inputs; a few hundred or more is advised (NVIDIA advises "
                         ">= 500): ranges from small samples are noisy", len(self.samples))

@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "per_channel": True,
     "symmetric_activations": False,
     "keep_outputs_fp32": False,  # keep the nodes producing graph outputs (detect-head convs) in float
+    "op_types": None,  # None: every op ORT can quantize; e.g. ["Conv", "MatMul", "Gemm"] for compute ops only
 }
 
 
@@ -74,7 +75,8 @@ def quantize_qdq(reference: Any, calib: CalibrationSet, out_path: Path, *, keep_
 
     Options (profile ``[options]`` / ``--option``): ``calib_method`` (minmax|entropy|percentile), ``percentile``,
     ``num_bins``, ``num_quantized_bins``, ``activation_type`` (uint8|int8), ``weight_type``, ``reduce_range``,
-    ``per_channel``, ``symmetric_activations``, ``keep_outputs_fp32``, ``use_cache``.  Returns the manifest record.
+    ``per_channel``, ``symmetric_activations``, ``keep_outputs_fp32``, ``op_types``,
+    ``use_cache``.  Returns the manifest record.
     """
     opts = {**DEFAULTS, **(options or {})}
     require("onnxruntime", "onnxruntime")
@@ -111,6 +113,7 @@ def quantize_qdq(reference: Any, calib: CalibrationSet, out_path: Path, *, keep_
                                 per_channel=bool(opts["per_channel"]), reduce_range=bool(opts["reduce_range"]),
                                 activation_type=_qtype(act), weight_type=_qtype(wt), nodes_to_exclude=excluded,
                                 calibrate_method=cm, calibration_cache_path=str(cache_json),
+                                op_types_to_quantize=list(opts["op_types"]) if opts["op_types"] else None,
                                 extra_options={"ActivationSymmetric": bool(opts["symmetric_activations"]),
                                                "WeightSymmetric": True})
             except Exception as e:
@@ -122,4 +125,5 @@ def quantize_qdq(reference: Any, calib: CalibrationSet, out_path: Path, *, keep_
             "activation_type": act, "weight_type": wt, "per_channel": bool(opts["per_channel"]),
             "reduce_range": bool(opts["reduce_range"]),
             "symmetric_activations": bool(opts["symmetric_activations"]), "kept_fp32": excluded,
+            "op_types": list(opts["op_types"]) if opts["op_types"] else "all",
             "calibration": calib.manifest()}

@@ -152,7 +152,9 @@ def convert(ctx: ConvertContext) -> ConversionResult:
             with status("ncnn int8: calibrating and quantizing weights"):
                 meta["int8"] = quantize(run.param, run.bin, ctx.out_dir / "model.param", ctx.out_dir / "model.bin",
                                         ctx.calibration, blobs["inputs"], method=str(ctx.option("calib_method", "kl")),
-                                        keep_fp32=ctx.keep_fp32, table=ctx.out_dir / "model.table")
+                                        keep_fp32=ctx.keep_fp32, table=ctx.out_dir / "model.table",
+                                        keep_output_blobs=frozenset(blobs["outputs"].values())
+                                        if ctx.option("keep_outputs_fp32", False) else frozenset())
             files.append("model.table")
         else:
             shutil.copyfile(run.param, ctx.out_dir / "model.param")

@@ -190,11 +190,20 @@ def _kept(la: Layer, patterns: tuple[str, ...]) -> bool:
 
 
 def quantize(param: Path, bin_: Path, out_param: Path, out_bin: Path, calib: Any, input_blobs: dict[str, str], *,
-             method: str = "kl", keep_fp32: tuple[str, ...] = (), table: Path | None = None) -> dict[str, Any]:
-    """fp32 ncnn model + calibration sample → int8 ncnn model (and its table); returns manifest metadata."""
+             method: str = "kl", keep_fp32: tuple[str, ...] = (), table: Path | None = None,
+             keep_output_blobs: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """fp32 ncnn model + calibration sample → int8 ncnn model (and its table); returns manifest metadata.
+
+    ``keep_output_blobs``: layers producing these blobs (the detect head's output convs) stay fp32 — their raw
+    logits feed thresholds and box decoding directly, where int8 rounding costs the most mAP.
+    """
     model = ncnnfile.load(param, bin_)
-    targets = [la for la in model.layers if la.type in QUANTIZABLE and not la.pint(19) and not _kept(la, keep_fp32)]
-    kept = [la.name for la in model.layers if la.type in QUANTIZABLE and _kept(la, keep_fp32)]
+
+    def kept_layer(la: Layer) -> bool:
+        return _kept(la, keep_fp32) or bool(set(la.tops) & keep_output_blobs)
+
+    targets = [la for la in model.layers if la.type in QUANTIZABLE and not la.pint(19) and not kept_layer(la)]
+    kept = [la.name for la in model.layers if la.type in QUANTIZABLE and kept_layer(la)]
     if not targets:
         raise ConfigError("nothing to quantize: the ncnn model has no Convolution/InnerProduct layers left")
     act, stats = activation_scales(param, bin_, targets, calib.feeds(), input_blobs, method)
