@@ -23,6 +23,10 @@ from edgeconv.targets.ncnn.pnnx_log import PnnxRun, describe_failure, run_pnnx
 
 MAX_IR = 10  # pnnx's bundled onnxruntime rejects newer IR versions (IR 14 measured: "Unsupported model IR version")
 
+# ncnn2table's default is KL; on the bundled detector KL thresholds cost 1.96 points of mAP50-95 and minmax 0.49
+# (benchmarks/results/ncnn_int8_2026-11-25.json), so minmax is the default here; --calib-method entropy selects KL.
+DEFAULT_CALIB = "minmax"
+
 
 def prepare_onnx(onnx_path: Path, out: Path, rewrite: bool = True) -> list[dict[str, Any]]:
     """Write the pnnx input: the reference with ncnn rewrites applied and an IR version pnnx can read."""
@@ -151,10 +155,12 @@ def convert(ctx: ConvertContext) -> ConversionResult:
 
             with status("ncnn int8: calibrating and quantizing weights"):
                 meta["int8"] = quantize(run.param, run.bin, ctx.out_dir / "model.param", ctx.out_dir / "model.bin",
-                                        ctx.calibration, blobs["inputs"], method=str(ctx.option("calib_method", "kl")),
+                                        ctx.calibration, blobs["inputs"],
+                                        method=str(ctx.option("calib_method", DEFAULT_CALIB)),
                                         keep_fp32=ctx.keep_fp32, table=ctx.out_dir / "model.table",
                                         keep_output_blobs=frozenset(blobs["outputs"].values())
-                                        if ctx.option("keep_outputs_fp32", False) else frozenset())
+                                        if ctx.option("keep_outputs_fp32", False) else frozenset(),
+                                        winograd=bool(ctx.option("int8_winograd", True)))
             files.append("model.table")
         else:
             shutil.copyfile(run.param, ctx.out_dir / "model.param")
@@ -165,6 +171,7 @@ def convert(ctx: ConvertContext) -> ConversionResult:
             "fp16_arithmetic": ctx.precision == "fp16" and bool(ctx.option("fp16_arithmetic", False)),
             "int8": ctx.precision == "int8",
             "light_mode": bool(ctx.option("light_mode", True)),
+            "winograd": not (ctx.precision == "int8" and not ctx.option("int8_winograd", True)),
         }
         roles = {"model": "model.param", "weights": "model.bin"}
         if ctx.precision == "int8":

@@ -43,8 +43,12 @@ def to_int8(x: np.ndarray, scale: float | np.ndarray) -> np.ndarray:
     return np.clip(round_half_away(x * scale), -127, 127).astype(np.int8)
 
 
-def weight_scales(la: Layer) -> np.ndarray:
-    """Per-output-channel (per-group for depthwise) weight scales, as ncnn2table computes them."""
+def weight_scales(la: Layer, winograd: bool = True) -> np.ndarray:
+    """Per-output-channel (per-group for depthwise) weight scales, as ncnn2table computes them.
+
+    ``winograd=False`` keeps 8-bit weights for 3×3 stride-1 convolutions too; the runner must then disable ncnn's
+    Winograd convolution (its int8 F43 kernel only takes 6-bit weights).
+    """
     w = la.weights[0].data.astype(np.float32)
     if la.type == "ConvolutionDepthWise":
         chunks = la.pint(7, 1)
@@ -56,7 +60,7 @@ def weight_scales(la: Layer) -> np.ndarray:
         kw = la.pint(1)
         kh, dw, dh, sw, sh = la.pint(11, kw), la.pint(2, 1), la.pint(12, la.pint(2, 1)), la.pint(3, 1), \
             la.pint(13, la.pint(3, 1))
-        if kw == 3 and kh == 3 and dw == 1 and dh == 1 and sw == 1 and sh == 1:
+        if winograd and kw == 3 and kh == 3 and dw == 1 and dh == 1 and sw == 1 and sh == 1:
             num = 31.0
     return np.where(absmax > 0, num / np.maximum(absmax, 1e-30), 1.0).astype(np.float32)
 
@@ -190,13 +194,17 @@ def _kept(la: Layer, patterns: tuple[str, ...]) -> bool:
 
 
 def quantize(param: Path, bin_: Path, out_param: Path, out_bin: Path, calib: Any, input_blobs: dict[str, str], *,
-             method: str = "kl", keep_fp32: tuple[str, ...] = (), table: Path | None = None,
-             keep_output_blobs: frozenset[str] = frozenset()) -> dict[str, Any]:
+             method: str = "minmax", keep_fp32: tuple[str, ...] = (), table: Path | None = None,
+             keep_output_blobs: frozenset[str] = frozenset(), winograd: bool = True) -> dict[str, Any]:
     """fp32 ncnn model + calibration sample → int8 ncnn model (and its table); returns manifest metadata.
 
     ``keep_output_blobs``: layers producing these blobs (the detect head's output convs) stay fp32 — their raw
     logits feed thresholds and box decoding directly, where int8 rounding costs the most mAP.
     """
+    method = {"entropy": "kl"}.get(method, method)
+    if method not in ("kl", "minmax"):
+        raise ConfigError(f"ncnn int8 calibration method '{method}' is not supported",
+                          hint="use minmax or kl (entropy)")
     model = ncnnfile.load(param, bin_)
 
     def kept_layer(la: Layer) -> bool:
@@ -207,7 +215,7 @@ def quantize(param: Path, bin_: Path, out_param: Path, out_bin: Path, calib: Any
     if not targets:
         raise ConfigError("nothing to quantize: the ncnn model has no Convolution/InnerProduct layers left")
     act, stats = activation_scales(param, bin_, targets, calib.feeds(), input_blobs, method)
-    wsc = {la.name: weight_scales(la) for la in targets}
+    wsc = {la.name: weight_scales(la, winograd) for la in targets}
     names = quantize_layers(model, act, wsc)
     skipped = [la.name for la in targets if la.name not in names]
     if skipped:
@@ -217,4 +225,6 @@ def quantize(param: Path, bin_: Path, out_param: Path, out_bin: Path, calib: Any
         write_table(table, model, names, wsc, act)
     return {"quantizer": "edgeconv (ncnn2table/ncnn2int8 algorithm)", "calib_method": method,
             "layers_int8": len(names), "kept_fp32": kept + skipped, "samples": stats["samples"],
-            "weight_scheme": "per-channel symmetric, 6-bit for 3x3s1 (winograd)", "requantize_fused": False}
+            "weight_scheme": "per-channel symmetric, " + ("6-bit for 3x3s1 (winograd)" if winograd else
+                                                          "8-bit everywhere (winograd off at run time)"),
+            "requantize_fused": False}

@@ -31,6 +31,11 @@ def make_option(ncnn: Any, runtime: dict[str, Any], threads: int | None) -> Any:
         opt.use_bf16_packed = False
     opt.use_int8_inference = bool(runtime.get("int8", False))
     opt.lightmode = bool(runtime.get("light_mode", True))
+    if not runtime.get("winograd", True):  # int8 weights quantized to 8 bits everywhere: no Winograd kernels
+        opt.use_winograd_convolution = False
+        opt.use_winograd23_convolution = False
+        opt.use_winograd43_convolution = False
+        opt.use_winograd63_convolution = False
     opt.use_vulkan_compute = False
     if threads:
         opt.num_threads = int(threads)
