@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from edgeconv.core.errors import ConfigError
+from edgeconv.core.files import read_structured
 
 PRECISIONS = ("fp32", "fp16", "int8")
 # Defaults used when a profile does not set a tolerance. fp32 is the 1e-4 bar; low precisions are judged
@@ -92,12 +91,7 @@ def _validate(data: dict[str, Any], source: str) -> Profile:
 
 def load_profile_file(path: str | Path) -> Profile:
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read profile {path}: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"profile {path} is not valid TOML: {e}") from e
+    data = read_structured(path, "profile")
     data.setdefault("name", path.stem)
     return _validate(data, str(path))
 

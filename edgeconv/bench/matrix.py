@@ -38,8 +38,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from edgeconv.bench import compare as cmp
 from edgeconv.bench.evaluate import (
     BenchOptions,
@@ -53,6 +51,7 @@ from edgeconv.bench.worker import save_feeds
 from edgeconv.calibration.preprocess import Preprocess
 from edgeconv.core.console import log, track
 from edgeconv.core.errors import ConfigError, EdgeconvError, MissingDependencyError
+from edgeconv.core.files import read_structured
 from edgeconv.export.onnx_export import EXPORTERS
 
 _SECTIONS = {"model", "data", "targets", "bench", "compare", "name"}
@@ -65,12 +64,7 @@ _TARGET_KEYS = {"profile", "precisions", "threads", "options", "keep_fp32"}
 def load_config(path: str | Path) -> dict[str, Any]:
     """Read and validate a run config; relative paths are resolved against the config's folder."""
     path = Path(path)
-    try:
-        cfg = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config {path} is not valid TOML: {e}") from e
+    cfg = read_structured(path, "config")
     cfg["_base_dir"] = str(path.resolve().parent)
     validate_config(cfg)
     return cfg

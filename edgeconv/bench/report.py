@@ -68,12 +68,9 @@ def load_report(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if p.is_dir():
         p = p / "report.json"
-    try:
-        rep = json.loads(p.read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read report {p}: {e.strerror}") from e
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{p} is not valid JSON: {e}") from e
+    from edgeconv.core.files import read_structured
+
+    rep = read_structured(p, "report", fmt="json")
     if not str(rep.get("schema", "")).startswith("edgeconv.report/"):
         raise ConfigError(f"{p} is not an edgeconv report (schema {rep.get('schema')!r})")
     return rep
