@@ -228,7 +228,7 @@ def test_int8_tiny_model_runs_in_ncnn_and_stays_close(tiny_prepared, tiny_calib_
     art = convert_reference(tiny_prepared, "ncnn", out=tmp_path / "int8", precision="int8", calibration=calib,
                             use_cache=False)
     meta = art.manifest["conversion"]["int8"]
-    assert meta["layers_int8"] == 3 and meta["calib_method"] == "kl"
+    assert meta["layers_int8"] == 3 and meta["calib_method"] == "minmax"  # the measured default (not ncnn2table's KL)
     assert art.file("model").read_text().count(" 8=2") == 3
     table = art.file("table").read_text().splitlines()
     assert sum("_param_0" in t for t in table) == 3 and len(table) == 6
@@ -256,3 +256,18 @@ def test_runner_batches_and_restores_nchw(tiny_prepared, tmp_path: Path) -> None
         r.outputs["output"] = (r.outputs["output"][0], (1, 4, 16, 16))
         with pytest.raises(Exception, match="needs 1024 values"):
             r.infer({"images": x})
+
+
+def test_int8_kl_thresholds_still_selectable(tiny_prepared, tiny_calib_dir: Path, tmp_path: Path) -> None:
+    """ncnn2table's KL search stays available (``--calib-method entropy`` maps to it); unknown methods are refused."""
+    from edgeconv.core.errors import ConfigError
+    from edgeconv.pipeline import convert_reference, make_calibration
+
+    calib = make_calibration(tiny_prepared, tiny_calib_dir, size=16)
+    art = convert_reference(tiny_prepared, "ncnn", out=tmp_path / "kl", precision="int8", calibration=calib,
+                            options={"calib_method": "entropy"}, use_cache=False)
+    assert art.manifest["conversion"]["int8"]["calib_method"] == "kl"
+    with pytest.raises(ConfigError, match="percentile"):
+        convert_reference(tiny_prepared, "ncnn", out=tmp_path / "pc", precision="int8", calibration=calib,
+                          options={"calib_method": "percentile"}, use_cache=False)
+    assert not (tmp_path / "pc").exists()
