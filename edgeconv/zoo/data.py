@@ -22,13 +22,13 @@ import hashlib
 import io
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from edgeconv.core.artifact import atomic_dir
 
 GENERATOR_VERSION = "shapes-1"
 CLASS_NAMES: tuple[str, ...] = ("circle", "square", "triangle", "star", "cross")
@@ -293,16 +293,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _atomic_publish(tmp: Path, out_dir: Path) -> None:
-    """Replace ``out_dir`` with the fully written ``tmp`` so readers never see a half-written split."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    if out_dir.exists():
-        old = out_dir.with_name(out_dir.name + f".old-{os.getpid()}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)
 
 
 def _save_image(img: np.ndarray, path: Path, fmt: str, quality: int) -> None:
@@ -338,9 +328,7 @@ def write_yolo_split(
     ``instances.json`` (COCO, same boxes, category ids = class index + 1), ``manifest.json``.
     """
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:  # readers never see a half-written split
         (tmp / "images").mkdir()
         (tmp / "labels").mkdir()
         coco: dict = {
@@ -376,10 +364,6 @@ def write_yolo_split(
         (tmp / "instances.json").write_text(json.dumps(coco))
         manifest = _manifest("detection", seed, indices, size, fmt, quality, tmp)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        _atomic_publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -393,9 +377,7 @@ def write_imagefolder_split(
 ) -> Path:
     """Write classification samples as an ImageFolder tree ``<class_name>/<index>.jpg`` + manifest."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".tmp-", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:  # readers never see a half-written split
         for name in CLASS_NAMES:
             (tmp / name).mkdir()
         indices = list(range(start, start + count))
@@ -404,10 +386,6 @@ def write_imagefolder_split(
             _save_image(img, tmp / CLASS_NAMES[cls] / f"{idx:06d}.{fmt}", fmt, quality)
         manifest = _manifest("classification", seed, indices, size, fmt, quality, tmp)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        _atomic_publish(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 
