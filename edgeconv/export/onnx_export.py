@@ -81,7 +81,11 @@ class _Flatten:
             def forward(self, *args: Any) -> tuple[Any, ...]:
                 return tuple(flatten_outputs(self.inner(*args)))
 
-        return ExportWrapper(module).eval()
+        from edgeconv.intake.loader import set_eval
+
+        wrapper = ExportWrapper(module)
+        set_eval(wrapper)
+        return wrapper
 
 
 def flatten_outputs(out: Any) -> list[Any]:

@@ -38,6 +38,15 @@ class SourceModel:
         return {"kind": self.kind, "spec": self.spec, "sha256": self.sha256, **self.details}
 
 
+def set_eval(module: Any) -> None:
+    """Inference mode without calling ``module.eval()``: real models have attributes that shadow nn.Module methods
+    (``self.train = cfg.train``, ``self.eval = ...``), which make ``.eval()`` crash. Setting ``training`` on every
+    submodule is exactly what ``eval()`` does (BatchNorm then uses its running statistics, Dropout is off)."""
+    for m in module.modules():
+        if hasattr(m, "training"):
+            object.__setattr__(m, "training", False)
+
+
 def parse_model_args(items: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
     """``key=value`` pairs; values are parsed as Python literals when they look like one (3, 0.5, True, [1,2])."""
     import ast
@@ -178,7 +187,7 @@ def load_source(model: str, *, weights: str | None = None, model_args: dict[str,
         except Exception as e:
             raise ModelLoadError(f"{model} is not a TorchScript file ({type(e).__name__}); a state_dict needs "
                                  "--model FILE.py:FACTORY --weights " + str(path)) from e
-        mod.eval()
+        set_eval(mod)
         return SourceModel("torchscript", str(path), sha256_file(path), module=mod)
     if ":" not in model and not path.exists():
         raise ModelLoadError(f"model '{model}' does not exist", hint="give FILE.py:FACTORY, MODULE:FACTORY, "
@@ -201,6 +210,6 @@ def load_source(model: str, *, weights: str | None = None, model_args: dict[str,
         wh = sha256_file(weights)
         details["weights"] = str(weights)
         details["weights_sha256"] = wh
-    module.eval()
+    set_eval(module)
     return SourceModel("factory", model, sha256_json({"code": code_hash, "weights": wh, "args": model_args}),
                        module=module, details=details)

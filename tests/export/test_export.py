@@ -30,6 +30,8 @@ def test_each_exporter_is_verified(tmp_path: Path, route: str) -> None:
 
 def test_dict_outputs_inplace_ops_and_shadowing_attributes(tmp_path: Path) -> None:
     src = load_source(f"{FIX}:build_shadowing")
+    assert isinstance(src.module.train, dict)  # the attribute that breaks module.eval()
+    assert not src.module.bn.training  # ... and inference mode was still set
     feeds = [random_feeds(SPEC, seed=0)]
     rec = export_verified(src.module, SPEC, None, tmp_path / "m.onnx", sample_feeds=feeds)
     assert rec["output_names"] == ["output0", "output1"]
