@@ -42,7 +42,7 @@ CONFIGS: dict[str, dict] = {
         "ema": 0.999, "ema_tau": 150, "n_train": 4000, "seed": 0,
     },
     "centernet": {
-        "steps": 1000, "batch": 16, "lr": 2e-3, "min_lr_frac": 0.02, "warmup": 100, "weight_decay": 0.01,
+        "steps": 850, "batch": 16, "lr": 2e-3, "min_lr_frac": 0.02, "warmup": 100, "weight_decay": 0.01,
         "ema": 0.999, "ema_tau": 150, "n_train": 4000, "seed": 0,
     },
     "classifier": {
