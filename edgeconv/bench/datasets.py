@@ -133,25 +133,14 @@ def load_imagefolder(root: str | Path) -> tuple[list[tuple[Path, int]], list[str
 def preprocess_image(path_or_array: str | Path | np.ndarray, pre: Mapping[str, Any]) -> np.ndarray:
     """Apply a model's ``preprocess`` dict (see ``edgeconv.zoo.BundledModel``) -> (1, C, H, W) or NHWC.
 
-    Only ``resize: "stretch"`` is needed by the bundled models; letterboxing is the caller's job.
+    A thin door onto the one preprocessing contract (``edgeconv.calibration.preprocess.Preprocess``), so the FP32
+    quality of the bundled models is measured with exactly the code calibration and benchmarking use. An array is
+    taken as HxWxC RGB uint8.
     """
-    from PIL import Image
+    from edgeconv.calibration.preprocess import Preprocess
 
+    pp = Preprocess.from_dict(dict(pre))
     if isinstance(path_or_array, np.ndarray):
-        im = Image.fromarray(path_or_array)
-    else:
-        im = Image.open(path_or_array)
-    im = im.convert("RGB")
-    w, h = pre.get("size", im.size)
-    if pre.get("resize", "stretch") != "stretch":
-        raise ValueError(f"unsupported resize mode {pre.get('resize')!r}")
-    if im.size != (w, h):
-        im = im.resize((w, h), Image.BILINEAR)
-    x = np.asarray(im, dtype=np.float32)
-    if pre.get("color", "RGB").upper() == "BGR":
-        x = x[..., ::-1]
-    x = x * float(pre.get("scale", 1 / 255))
-    x = (x - np.asarray(pre.get("mean", [0, 0, 0]), np.float32)) / np.asarray(pre.get("std", [1, 1, 1]), np.float32)
-    if pre.get("layout", "NCHW") == "NCHW":
-        x = x.transpose(2, 0, 1)
-    return np.ascontiguousarray(x[None], dtype=np.dtype(pre.get("dtype", "float32")))
+        img = path_or_array[..., ::-1] if pp.color == "BGR" else path_or_array
+        return pp.apply(np.ascontiguousarray(img))
+    return pp.apply(pp.load(path_or_array))
