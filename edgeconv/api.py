@@ -50,6 +50,7 @@ def convert(model: str, *, targets: list[str], out: str | Path, precisions: list
                    opset=opset, exporters=exporters, dynamic=dynamic, simplify=simplify,
                    trust_checkpoint=trust_checkpoint, use_cache=use_cache, preprocess=preprocess)
     calibration = None
+    single = len(profiles) * max(1, len(precisions or [])) == 1
     outcomes: list[ConvertOutcome] = []
     for profile in profiles:
         for precision in precisions or [profile.precision]:
@@ -68,7 +69,7 @@ def convert(model: str, *, targets: list[str], out: str | Path, precisions: list
                 oc.artifact = convert_reference(prep, profile, out=dest, precision=precision, calibration=cal,
                                                 keep_fp32=keep_fp32, options=options, use_cache=use_cache)
             except EdgeconvError as e:
-                if (len(profiles) == 1 and not precisions) or (len(profiles) == 1 and len(precisions or []) == 1):
+                if single:  # one conversion asked for: its error is the command's error
                     raise
                 e.target = e.target or profile.name
                 log.error("%s", e.one_line())
