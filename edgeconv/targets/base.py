@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from edgeconv.core.errors import ConfigError
 from edgeconv.core.lazy import available
 
 if TYPE_CHECKING:
@@ -21,6 +22,54 @@ if TYPE_CHECKING:
     from edgeconv.core.artifact import Artifact
     from edgeconv.export.reference import ReferenceModel
     from edgeconv.profiles import Profile
+
+
+@dataclass(frozen=True)
+class Option:
+    """One backend option: its type, default and one-line help. Every key a target reads must be declared.
+
+    Declaring options lets ``edgeconv targets --json``, the CLI and profile validation know them, and turns a typo
+    in a profile's ``[options]`` into a config error naming the valid keys instead of a silently ignored setting.
+    """
+
+    type: type | tuple[type, ...]
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+
+    def check(self, name: str, value: Any, where: str) -> Any:
+        """Return ``value`` coerced to the declared type, or raise a ConfigError naming the key and its type."""
+        if value is None:
+            return None
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        if float in types and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if tuple in types and isinstance(value, list):
+            value = tuple(value)
+        if list in types and isinstance(value, tuple):
+            value = list(value)
+        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+        if not ok:
+            tn = "/".join(t.__name__ for t in types)
+            raise ConfigError(f"{where}: option '{name}' must be {tn}, not {type(value).__name__} ({value!r})",
+                              hint=f"{name}: {self.help}")
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{where}: option '{name}' = {value!r} is not one of {list(self.choices)}",
+                              hint=f"{name}: {self.help}")
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        types = self.type if isinstance(self.type, tuple) else (self.type,)
+        return {"type": "/".join(t.__name__ for t in types), "default": self.default, "help": self.help,
+                "choices": list(self.choices) if self.choices is not None else None}
+
+
+#: Options the pipeline itself reads for every backend (routes, budgets, calibration), valid on any target.
+COMMON_OPTIONS: dict[str, Option] = {
+    "route": Option(str, None, "conversion route where the backend has several (see `edgeconv targets --json`)"),
+    "calib_method": Option(str, None, "activation statistics for INT8", choices=("minmax", "entropy", "percentile")),
+    "max_drop": Option(float, None, "accuracy budget for reduced precisions (task metric points, 0.01 = 1 point)"),
+}
 
 
 @dataclass
@@ -85,8 +134,16 @@ class Target(ABC):
     name: ClassVar[str]
     extra: ClassVar[str]  # pip extra that installs it: pip install 'edgeconv[<extra>]'
     modules: ClassVar[tuple[str, ...]]  # Python modules that must be importable to convert
+    min_versions: ClassVar[dict[str, str]] = {}  # distribution -> lowest version known to work
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    calibrated: ClassVar[tuple[str, ...]] = ("int8",)  # precisions that need calibration data
+    routes: ClassVar[tuple[str, ...]] = ("onnx",)  # the first is the default; others are tried as fallbacks
     needs_torch_module: ClassVar[bool] = False  # True: converts from the PyTorch module, not from ONNX
+    options: ClassVar[dict[str, Option]] = {}  # every key convert()/runner() read through ctx.option()
+    tools: ClassVar[tuple[str, ...]] = ()  # distributions whose versions go into doctor and reports
+    isolate: ClassVar[bool] = True  # convert + verify in a child process (native code can crash or hang)
+    capabilities: ClassVar[frozenset[str]] = frozenset()  # e.g. "trt_calibration_cache", "nms_in_graph"
+    environment: ClassVar[str | None] = None  # name of a backend environment of its own (see edgeconv.envs)
     description: ClassVar[str] = ""
 
     def available(self) -> bool:
@@ -108,6 +165,31 @@ class Target(ABC):
         """A Runner for a converted (possibly not yet renamed-into-place) artifact."""
 
     def versions(self) -> dict[str, str | None]:
+        """Versions of the modules and tools this backend depends on (part of every artifact's cache key)."""
         from edgeconv.core.lazy import version
 
-        return {m: version(m) for m in self.modules}
+        return {m: version(m) for m in dict.fromkeys((*self.modules, *self.tools))}
+
+    @classmethod
+    def option_schema(cls) -> dict[str, Option]:
+        """The options valid for this backend: the common ones plus its own declarations."""
+        return {**COMMON_OPTIONS, **cls.options}
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], where: str) -> dict[str, Any]:
+        """Validate and coerce ``options``; unknown keys are a ConfigError naming the closest valid ones."""
+        import difflib
+
+        schema = cls.option_schema()
+        out: dict[str, Any] = {}
+        for k, v in options.items():
+            if k not in schema:
+                close = difflib.get_close_matches(k, list(schema), n=3)
+                raise ConfigError(f"{where}: unknown option '{k}' for backend {cls.name}",
+                                  hint=(f"did you mean {', '.join(close)}? " if close else "")
+                                  + f"valid: {', '.join(sorted(schema))}")
+            out[k] = schema[k].check(k, v, where)
+        if out.get("route") is not None and out["route"] not in cls.routes:
+            raise ConfigError(f"{where}: backend {cls.name} has no route '{out['route']}'",
+                              hint=f"routes: {', '.join(cls.routes)}")
+        return out
