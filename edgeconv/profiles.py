@@ -53,9 +53,17 @@ class Profile:
 
 
 def profile_dirs() -> list[Path]:
-    """Where named profiles are looked up: $EDGECONV_PROFILES (os.pathsep list), then the bundled folder."""
+    """Where named profiles are looked up: $EDGECONV_PROFILES (os.pathsep list), then the bundled folder.
+
+    The bundled folder is package data (``edgeconv/_data/targets``) read through importlib.resources, so an installed
+    wheel finds its profiles wherever it runs; in a checkout that folder is a symlink to the top-level ``targets/``,
+    the copy users open and edit.
+    """
+    from importlib.resources import files
+
     dirs = [Path(p) for p in os.environ.get("EDGECONV_PROFILES", "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parent.parent / "targets")
+    bundled = files("edgeconv") / "_data" / "targets"
+    dirs.append(Path(str(bundled)))  # a plain folder: edgeconv is never imported from a zip (its data must be files)
     return dirs
 
 

@@ -17,7 +17,16 @@ if TYPE_CHECKING:
 
 _HERE = Path(__file__).resolve().parent
 WEIGHTS_DIR = _HERE / "weights"
-CALIBRATION_ROOT = _HERE.parents[1] / "calibration"
+
+def _calibration_root() -> Path:
+    """The bundled calibration sample: package data (``edgeconv/_data/calibration``), so an installed wheel has it;
+    in a checkout it is a symlink to the top-level ``calibration/`` folder users open and replace."""
+    from importlib.resources import files
+
+    return Path(str(files("edgeconv") / "_data" / "calibration"))
+
+
+CALIBRATION_ROOT = _calibration_root()
 
 
 def _preprocess(size: int) -> dict[str, Any]:
