@@ -53,7 +53,8 @@ def test_convert_onnxruntime_fp32_then_cache_hit(tmp_path: Path, tiny_weights: P
         (["--model", f"{FIX}:build", "--model-arg", "bogus=1"], 3, "--model-arg"),
         (["--model", f"{FIX}:build", "--target", "no-such-target"], 2, "unknown target"),
         (["--model", f"{FIX}:build", "--input", "images:1xAx64"], 2, "--input"),
-        (["--model", f"{FIX}:build", "--precision", "fp16"], 2, "no fp16 route"),
+        (["--model", f"{FIX}:build", "--tol", "int8.cosnie=0.9"], 2, "--tol"),
+        (["--model", f"{FIX}:build", "--tol", "int8.cosine=high"], 2, "not a number"),
     ],
 )
 def test_bad_inputs_give_one_line_errors(tmp_path: Path, tiny_weights: Path, extra: list[str], code: int,
@@ -68,6 +69,14 @@ def test_bad_inputs_give_one_line_errors(tmp_path: Path, tiny_weights: Path, ext
     assert needle in out
     assert "Traceback" not in out
     assert not (tmp_path / "o" / "onnxruntime-fp32").exists()  # nothing half written
+
+
+def test_precision_the_profile_lacks_is_a_config_error(tmp_path: Path, tiny_weights: Path) -> None:
+    prof = tmp_path / "ort-fp32-only.toml"
+    prof.write_text('backend = "onnxruntime"\nprecisions = ["fp32"]\n')
+    code, out = run("convert", "--model", f"{FIX}:build", "--weights", str(tiny_weights), "--input",
+                    "images:1x3x64x64", "--target", str(prof), "-p", "int8", "--out", str(tmp_path / "o"))
+    assert code == 2 and "no int8 route" in out, out
 
 
 def test_unsafe_checkpoint_refused_without_trust(tmp_path: Path) -> None:

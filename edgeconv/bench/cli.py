@@ -1,16 +1,19 @@
 """Click commands ``bench``, ``run`` and ``compare`` (registered by ``edgeconv.cli`` through ``COMMANDS``).
 
 Exit codes: errors keep their kind's code (config 2, …); a gate that fails (``--fail-on`` condition holds) exits 1.
+Results go to stdout (a line per row, or the whole report with ``--json``), logs and progress to stderr.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
-from edgeconv.cli import handle_errors
+from edgeconv.cli import call_with_new_options, handle_errors, parse_tolerances
+from edgeconv.core.console import emit_json
 
 GATE_FAILED = 1
 
@@ -26,6 +29,30 @@ def _summary(report: dict) -> None:
         task = f"{t['metric']} {t['value']:.2f} ({t['delta']:+.2f})" if t else ""
         line = r.get("error") if r.get("status") != "ok" else "  ".join(x for x in (p50, drift, task) if x)
         click.echo(f"{r.get('status', '?'):<8}{r.get('profile', '?'):<20}{r.get('precision', '?'):<6}{line}")
+
+
+def model_name(manifest: dict[str, Any], fallback: str) -> str:
+    """What to call the model an artifact was made from: the bundled name, the factory, or the file's stem."""
+    task = manifest.get("task") or {}
+    if task.get("bundled"):
+        return str(task["bundled"])
+    src = manifest.get("source") or {}
+    spec = str(src.get("spec") or src.get("path") or "")
+    if not spec:
+        return Path(fallback).name
+    target, _, attr = spec.rpartition(":") if ":" in spec and not spec.endswith((".onnx", ".pt", ".pt2")) \
+        else (spec, "", "")
+    if target.endswith(".py"):
+        return f"{Path(target).stem}:{attr}" if attr and attr != "build" else Path(target).stem
+    if attr:  # package.module:factory
+        return f"{target.rsplit('.', 1)[-1]}:{attr}" if attr != "build" else target.rsplit(".", 1)[-1]
+    return Path(spec).stem
+
+
+def _print_plan(plan: dict) -> None:
+    for p in plan.get("plan", []):
+        what = p.get("error") or ("cache hit" if p.get("cache_hit") else "convert")
+        click.echo(f"plan    {p.get('profile', '?'):<20}{p.get('precision', '?'):<6}{p.get('out', '')}  ({what})")
 
 
 def _gate(report: dict) -> None:
@@ -50,9 +77,11 @@ def _gate(report: dict) -> None:
 @click.option("--task", type=click.Choice(["detection", "classification"]), help="Task (default: the manifest's).")
 @click.option("--postprocess", help="Decoder plug-in MODULE:FN or FILE.py:FN (default: the manifest's).")
 @click.option("--preprocess", help="Preprocessing contract (default: the artifact's).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report (report.json's content) on stdout.")
 @handle_errors
 def bench(artifact_dir: str, data: str | None, out: str, threads: int | None, min_iters: int, min_seconds: float,
-          streams: int, limit: int, task: str | None, postprocess: str | None, preprocess: str | None) -> None:
+          streams: int, limit: int, task: str | None, postprocess: str | None, preprocess: str | None,
+          as_json: bool) -> None:
     """Benchmark one converted artifact: latency (own process), drift and task metric vs its reference."""
     from edgeconv.bench.evaluate import BenchOptions, evaluate_artifact
     from edgeconv.bench.latency import LatencyConfig
@@ -65,13 +94,16 @@ def bench(artifact_dir: str, data: str | None, out: str, threads: int | None, mi
                         limit)
     row = evaluate_artifact(art, data, options=opts, task=task, postprocess=postprocess,
                             preprocess=Preprocess.parse(preprocess) if preprocess else None)
-    src = art.manifest.get("source") or {}
-    report = make_report([row], model={"name": Path(str(src.get("path") or src.get("spec") or artifact_dir)).stem,
-                                       "sha256": (art.manifest.get("reference") or {}).get("sha256")},
+    report = make_report([row], model={"name": model_name(art.manifest, artifact_dir),
+                                       "sha256": (art.manifest.get("reference") or {}).get("sha256"),
+                                       "source": (art.manifest.get("source") or {}).get("spec")},
                          reference=row.get("reference"), bench={**opts.latency.to_dict(), "threads": threads})
     paths = write_all(report, out)
-    _summary(report)
-    click.echo(f"report: {paths['report.md']}")
+    if as_json:
+        emit_json(report)
+    else:
+        _summary(report)
+        click.echo(f"report: {paths['report.md']}")
     if row["status"] == "failed":
         sys.exit(GATE_FAILED)
 
@@ -82,17 +114,33 @@ def bench(artifact_dir: str, data: str | None, out: str, threads: int | None, mi
 @click.option("--baseline", type=click.Path(exists=True), help="Baseline report.json (or its folder) to gate on.")
 @click.option("--fail-on", help="Comma list of regression,drift,error (default with --baseline: all three; "
               "the config's [compare] fail_on wins over the default).")
+@click.option("--threads", type=int, help="Threads per runtime for every target (default: the config's, else the "
+              "profile's).")
+@click.option("--tol", "tols", multiple=True, metavar="PRECISION.METRIC=VALUE",
+              help="Tolerance over the profiles' (repeatable), e.g. int8.cosine=0.98.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (conversions, cache hits); convert and measure nothing.")
 @click.option("--no-cache", is_flag=True, help="Ignore and do not fill the artifact cache.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report (report.json's content) on stdout.")
 @handle_errors
-def run(config: str, out: str, baseline: str | None, fail_on: str | None, no_cache: bool) -> None:
+def run(config: str, out: str, baseline: str | None, fail_on: str | None, threads: int | None, tols: tuple[str, ...],
+        dry_run: bool, no_cache: bool, as_json: bool) -> None:
     """Convert and benchmark a model × targets × precisions matrix from CONFIG.toml into --out."""
     from edgeconv.bench.matrix import load_config, run_matrix
 
     cfg = load_config(config)
-    report = run_matrix(cfg, out, baseline, fail_on=fail_on, use_cache=not no_cache)
-    _summary(report)
-    click.echo(f"report: {Path(out) / 'report.md'}")
-    _gate(report)
+    if threads is not None:
+        cfg["bench"] = {**(cfg.get("bench") or {}), "threads": threads}
+    report = call_with_new_options(run_matrix, cfg, out, baseline, fail_on=fail_on, use_cache=not no_cache,
+                                   tolerances=parse_tolerances(tols), dry_run=dry_run)
+    if as_json:
+        emit_json(report)
+    elif dry_run:
+        _print_plan(report)
+    else:
+        _summary(report)
+        click.echo(f"report: {Path(out) / 'report.md'}")
+    if not dry_run:
+        _gate(report)
 
 
 @click.command("compare")
@@ -102,8 +150,9 @@ def run(config: str, out: str, baseline: str | None, fail_on: str | None, no_cac
 @click.option("--min-effect", default=0.05, show_default=True,
               help="Smallest relative p50 change that counts as a regression (on top of disjoint CIs).")
 @click.option("--out", "-o", type=click.Path(file_okay=False), help="Write the annotated report (4 files) here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison (verdicts, conditions) on stdout.")
 @handle_errors
-def compare(new: str, baseline: str, fail_on: str, min_effect: float, out: str | None) -> None:
+def compare(new: str, baseline: str, fail_on: str, min_effect: float, out: str | None, as_json: bool) -> None:
     """Compare NEW/report.json with BASELINE/report.json; mark regressions; exit 1 when a --fail-on condition holds."""
     from edgeconv.bench import compare as cmp
     from edgeconv.bench.report import load_report, row_key, write_all
@@ -112,10 +161,13 @@ def compare(new: str, baseline: str, fail_on: str, min_effect: float, out: str |
     rep, base = load_report(new), load_report(baseline)
     c = cmp.compare_reports(rep, base, min_effect=min_effect)
     cmp.annotate(rep, c, names, str(baseline))
-    for r in rep.get("results", []):
-        v = r.get("comparison") or {}
-        ch = f" {v['change']:+.1%}" if v.get("change") is not None else ""
-        click.echo(f"{v.get('verdict', 'n/a'):<12}{row_key(r):<28}{ch}  {v.get('detail', r.get('error') or '')}")
+    if as_json:
+        emit_json(rep["comparison"])
+    else:
+        for r in rep.get("results", []):
+            v = r.get("comparison") or {}
+            ch = f" {v['change']:+.1%}" if v.get("change") is not None else ""
+            click.echo(f"{v.get('verdict', 'n/a'):<12}{row_key(r):<28}{ch}  {v.get('detail', r.get('error') or '')}")
     for cond, msgs in c.conditions.items():
         for m in msgs:
             click.echo(f"{cond}: {m}", err=True)

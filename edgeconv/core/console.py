@@ -1,40 +1,144 @@
-"""One rich console (stderr) and a progress helper, so output is consistent and stdout stays machine-readable."""
+"""Where output goes: results on stdout, logs and progress on stderr, so ``edgeconv X > file`` and ``| jq`` work.
+
+- ``console`` (stderr): logging, spinners, progress bars. ``out()`` (stdout): tables and other results.
+- Every string that came from a user, a file or a backend is printed through :func:`escape` (or as plain text), so
+  ``pip install 'edgeconv[ncnn]'`` keeps its ``[ncnn]`` instead of being read as rich markup.
+- ``-q`` silences progress and info logging; ``-v`` turns on debug; ``--log-file`` keeps a timestamped debug log.
+- Progress shows an estimate of the time left; when stderr is not a terminal (CI logs) it logs a line now and then
+  instead of drawing a bar, so a long step is never silent.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import math
+import sys
+import time
 from collections.abc import Iterable, Iterator
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.markup import escape as _rich_escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 console = Console(stderr=True)
 log = logging.getLogger("edgeconv")
 T = TypeVar("T")
 
+_state = {"quiet": False, "verbose": False}
+_PLAIN_EVERY_S = 15.0  # a progress line at most this often when stderr is not a terminal
 
-def setup_logging(verbose: bool = False) -> None:
+
+def escape(text: Any) -> str:
+    """``text`` made safe for rich markup (square brackets kept literally)."""
+    return _rich_escape(str(text))
+
+
+def out() -> Console:
+    """A console on stdout for results (tables). Wide when not a terminal, so a redirected table is not wrapped."""
+    return Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200, soft_wrap=False,
+                   highlight=False)
+
+
+def print_table(table: Any) -> None:
+    """Print a rich Table (or any renderable) to stdout."""
+    out().print(table)
+
+
+def emit_json(obj: Any) -> None:
+    """Machine-readable result on stdout (non-finite floats become null, other objects their str)."""
+    sys.stdout.write(json.dumps(_finite(obj), indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _finite(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
+def setup_logging(verbose: bool = False, quiet: bool = False, log_file: str | Path | None = None) -> None:
+    """Configure the ``edgeconv`` logger; safe to call again (the CLI does, as global flags are parsed)."""
+    _state["quiet"], _state["verbose"] = quiet and not verbose, verbose
     if not any(isinstance(h, RichHandler) for h in log.handlers):
         log.addHandler(RichHandler(console=console, show_path=False, show_time=False, markup=False))
-    log.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for h in log.handlers:
+        if isinstance(h, RichHandler):
+            h.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    if log_file is not None:
+        path = str(Path(log_file).absolute())
+        if not any(isinstance(h, logging.FileHandler) and h.baseFilename == path for h in log.handlers):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            fh = logging.FileHandler(path, encoding="utf-8")
+            fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            fh.setLevel(logging.DEBUG)
+            log.addHandler(fh)
+    has_file = any(isinstance(h, logging.FileHandler) for h in log.handlers)
+    log.setLevel(logging.DEBUG if verbose or has_file else logging.WARNING if quiet else logging.INFO)
     log.propagate = False
 
 
+def is_quiet() -> bool:
+    return _state["quiet"]
+
+
+def _eta(done: int, total: int | None, elapsed: float) -> str:
+    if not total or done <= 0:
+        return ""
+    left = elapsed / done * (total - done)
+    return f", about {left:.0f} s left" if left < 120 else f", about {left / 60:.1f} min left"
+
+
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
-    """Iterate with a rich progress bar on stderr (transient; silent when not a terminal)."""
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal) as p:
-        yield from p.track(items, total=total, description=description)
+    """Iterate with a progress bar and an estimate of the time left on stderr.
+
+    Not a terminal: an INFO line at the start and at most every 15 s (with the estimate). ``-q``: nothing.
+    """
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    if _state["quiet"]:
+        yield from items
+        return
+    if console.is_terminal:
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
+                      transient=True) as p:
+            yield from p.track(items, total=total, description=escape(description))
+        return
+    t0 = last = time.monotonic()
+    log.info("%s: 0/%s", description, total if total is not None else "?")
+    for done, item in enumerate(items, 1):
+        yield item
+        now = time.monotonic()
+        if now - last >= _PLAIN_EVERY_S:
+            last = now
+            log.info("%s: %d/%s%s", description, done, total if total is not None else "?", _eta(done, total, now - t0))
 
 
 @contextlib.contextmanager
 def status(message: str) -> Iterator[None]:
-    """A spinner for a single slow step (export, a backend conversion)."""
-    if console.is_terminal:
-        with console.status(message):
+    """A spinner for a single slow step (export, a backend conversion); a log line when stderr is not a terminal."""
+    if _state["quiet"]:
+        yield
+    elif console.is_terminal:
+        with console.status(escape(message)):
             yield
     else:
+        log.debug("%s ...", message)
         yield

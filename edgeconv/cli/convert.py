@@ -1,0 +1,124 @@
+"""``edgeconv convert``: one model to one or more targets × precisions, each artifact verified before it counts.
+
+``--dry-run`` prints the plan (which conversions would run, which are cache hits) and writes nothing; ``--tol``
+overrides a profile's verification tolerance for this call; ``--json`` prints one record per target × precision.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from edgeconv.cli import _kv, call_with_new_options, handle_errors, parse_tolerances
+from edgeconv.core.console import emit_json
+from edgeconv.core.errors import EdgeconvError
+
+
+def _error_dict(e: EdgeconvError | None) -> dict[str, Any] | None:
+    if e is None:
+        return None
+    return {"kind": e.kind, "exit_code": e.exit_code, "message": e.one_line(), "hint": e.hint}
+
+
+@click.command()
+@click.option("--model", "-m", required=True, help="FILE.py:FACTORY, MODULE:FACTORY, TorchScript/.pt2/.onnx file, "
+              "or zoo:NAME for a bundled model.")
+@click.option("--weights", "-w", help="state_dict checkpoint (.pt/.pth/.safetensors).")
+@click.option("--model-arg", multiple=True, metavar="KEY=VALUE", help="Keyword argument for the factory (repeatable).")
+@click.option("--trust-checkpoint", is_flag=True, help="Allow checkpoints that need arbitrary unpickling (runs code).")
+@click.option("--input", "inputs", multiple=True, metavar="NAME:1x3xHxW[:dtype]", help="Model input (repeatable).")
+@click.option("--output-name", "output_names", multiple=True, help="Names for the model outputs, in order.")
+@click.option("--target", "-t", "targets", multiple=True, required=True,
+              help="Profile name (see `edgeconv targets`) or path to a profile .toml (repeatable).")
+@click.option("--precision", "-p", "precisions", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]),
+              help="Precision(s) (repeatable); default: the profile's.")
+@click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder; artifacts go to "
+              "OUT/<profile>-<precision>/.")
+@click.option("--opset", default=17, show_default=True, help="ONNX opset (the dynamo exporter uses >= 18).")
+@click.option("--exporter", "exporters", multiple=True, type=click.Choice(["dynamo", "legacy"]),
+              help="Exporter order (default: dynamo, then legacy).")
+@click.option("--dynamic", type=click.Choice(["batch", "spatial", "batch,spatial"]), help="Dynamic axes (opt-in).")
+@click.option("--max-batch", default=8, show_default=True, help="Largest batch of the dynamic profile.")
+@click.option("--no-simplify", is_flag=True, help="Skip onnxsim/onnxslim.")
+@click.option("--calib", type=click.Path(), help="Calibration data: image folder or .npy/.npz tensors "
+              "(default: the bundled model's sample).")
+@click.option("--calib-size", default=512, show_default=True, help="Number of calibration samples (seeded).")
+@click.option("--calib-seed", default=0, show_default=True, help="Seed of the calibration sample.")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), help="Activation statistics.")
+@click.option("--preprocess", help="Preprocessing contract: key=value list (size=320x320,color=BGR,resize=letterbox,"
+              "scale=1/255,mean=a/b/c,std=a/b/c,order=scale-first,layout=NCHW) or a .json/.toml file.")
+@click.option("--keep-fp32", multiple=True, metavar="NAME|PATTERN|op:TYPE", help="Layers kept in float (repeatable).")
+@click.option("--route", type=click.Choice(["onnx", "torch"]), help="Backend route where it has two.")
+@click.option("--max-drop", type=float, help="Accuracy budget for INT8 (task metric), where the backend has one.")
+@click.option("--embed-preprocess", is_flag=True, help="Embed the preprocessing into the model (OpenVINO).")
+@click.option("--option", "backend_options", multiple=True, metavar="KEY=VALUE", help="Backend option (repeatable).")
+@click.option("--tol", "tols", multiple=True, metavar="PRECISION.METRIC=VALUE",
+              help="Verification tolerance over the profile's (repeatable), e.g. int8.cosine=0.98.")
+@click.option("--dry-run", is_flag=True,
+              help="Print what would be converted (and which are cache hits); write nothing.")
+@click.option("--no-cache", is_flag=True, help="Ignore and do not fill the artifact cache.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
+@handle_errors
+def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_checkpoint: bool,
+            inputs: tuple[str, ...], output_names: tuple[str, ...], targets: tuple[str, ...],
+            precisions: tuple[str, ...], out: str, opset: int, exporters: tuple[str, ...], dynamic: str | None,
+            max_batch: int, no_simplify: bool, calib: str | None, calib_size: int, calib_seed: int,
+            calib_method: str | None, preprocess: str | None, keep_fp32: tuple[str, ...], route: str | None,
+            max_drop: float | None, embed_preprocess: bool, backend_options: tuple[str, ...], tols: tuple[str, ...],
+            dry_run: bool, no_cache: bool, as_json: bool) -> None:
+    """Convert a model to one or more targets; every artifact is verified against the reference ONNX."""
+    from edgeconv.api import convert as api_convert
+    from edgeconv.calibration.preprocess import Preprocess
+    from edgeconv.export.onnx_export import EXPORTERS, DynamicSpec
+
+    options = _kv(backend_options, "--option")
+    for k, v in (("route", route), ("max_drop", max_drop), ("calib_method", calib_method)):
+        if v is not None:
+            options[k] = v
+    if embed_preprocess:
+        options["embed_preprocess"] = True
+    tolerances = parse_tolerances(tols)
+    dyn = DynamicSpec(batch="batch" in (dynamic or ""), spatial="spatial" in (dynamic or ""), max_batch=max_batch)
+    outcomes = call_with_new_options(
+        api_convert, model, targets=list(targets), out=out, precisions=list(precisions) or None, weights=weights,
+        model_args=list(model_arg), inputs=list(inputs), output_names=list(output_names) or None, opset=opset,
+        exporters=exporters or EXPORTERS, dynamic=dyn, simplify=not no_simplify, calib=calib, calib_size=calib_size,
+        calib_seed=calib_seed, preprocess=Preprocess.parse(preprocess) if preprocess else None, keep_fp32=keep_fp32,
+        options=options, use_cache=not no_cache, trust_checkpoint=trust_checkpoint, tolerances=tolerances,
+        dry_run=dry_run)
+    rows = [_outcome_dict(o) for o in outcomes]
+    if as_json:
+        emit_json(rows)
+    else:
+        for r in rows:
+            if r["status"] == "planned":
+                click.echo(f"plan    {r['profile']:<20} {r['precision']:<5} {r['out']}  "
+                           f"({'cache hit' if r['cache_hit'] else 'convert'})")
+            elif r["status"] == "ok":
+                d = r["verification"] or {}
+                click.echo(f"ok      {r['profile']:<20} {r['precision']:<5} {r['out']}  "
+                           f"(max_abs {_num(d.get('max_abs'), '.2e')}, cosine {_num(d.get('cosine'), '.6f')})")
+            else:
+                click.echo(f"failed  {r['profile']:<20} {r['precision']:<5} {r['error']['message']}")
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        sys.exit(max(o.error.exit_code for o in failed))
+
+
+def _num(v: Any, fmt: str) -> str:
+    return format(v, fmt) if isinstance(v, (int, float)) else "n/a"
+
+
+def _outcome_dict(o: Any) -> dict[str, Any]:
+    planned = bool(getattr(o, "planned", False))
+    ver = (o.artifact.manifest.get("verification") or {}) if o.artifact is not None else {}
+    return {"profile": o.profile, "precision": o.precision, "out": str(o.out),
+            "status": "planned" if planned and o.ok else ("ok" if o.ok else "failed"),
+            "cache_hit": getattr(o, "cache_hit", None) if planned else
+            (o.artifact.manifest.get("cache") == "hit" if o.artifact is not None else None),
+            "verification": ver.get("drift"), "error": _error_dict(o.error)}
+
+
+COMMANDS = [convert]
