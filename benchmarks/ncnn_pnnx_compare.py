@@ -101,7 +101,7 @@ def main() -> None:
     from edgeconv.core.env import environment
     from edgeconv.pipeline import convert_reference, prepare
     from edgeconv.targets.ncnn.pnnx_log import run_pnnx
-    from edgeconv.targets.onnxruntime.runner import OrtRunner
+    from edgeconv.targets.base import OrtRunner
 
     spec = zoo.BUNDLED["yolo"]
     trained = Path(spec.weights).is_file()

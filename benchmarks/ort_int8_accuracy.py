@@ -53,7 +53,7 @@ def evaluate(model_path: Path, name: str, pp: Any, samples: list, threads: int |
     from edgeconv.bench.metrics import coco_map, topk_accuracy
     from edgeconv.bench.plugins import load_callable
     from edgeconv.core.console import track
-    from edgeconv.targets.onnxruntime.runner import OrtRunner
+    from edgeconv.targets.base import OrtRunner
     from edgeconv.zoo import BUNDLED
 
     spec = BUNDLED[name]

@@ -7,71 +7,102 @@ from pathlib import Path
 from typing import Any
 
 from edgeconv.calibration.preprocess import Preprocess
+from edgeconv.core import cache
 from edgeconv.core.console import log
 from edgeconv.core.env import cpu_info, environment
 from edgeconv.core.errors import EdgeconvError
 from edgeconv.export.onnx_export import EXPORTERS, DynamicSpec
-from edgeconv.profiles import list_profiles, load_profile
+from edgeconv.profiles import Profile, list_profiles
 from edgeconv.targets.registry import all_targets
 
 
 @dataclass
 class ConvertOutcome:
-    """One target × precision of a convert call: the artifact, or the error that stopped it."""
+    """One target × precision of a convert call: the artifact, or the error that stopped it (or, for a dry run,
+    what would be done)."""
 
     profile: str
     precision: str
     out: Path
     artifact: Any = None
     error: EdgeconvError | None = None
+    planned: bool = False
+    cache_hit: bool | None = None
+    plan: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
 
 
-def convert(model: str, *, targets: list[str], out: str | Path, precisions: list[str] | None = None,
+def default_evaluator(*, data: str | None = None, task: str | None = None, postprocess: str | None = None,
+                      limit: int = 100) -> Any:
+    """The evaluator factory ``convert`` and ``run`` share: held-out labelled data (the bundled eval split for
+    ``zoo:`` models), disjoint from the calibration sample, scored by the task metric."""
+
+    def factory(prep: Any, pp: Preprocess | None, calibration: Any) -> Any:
+        from edgeconv.bench.budget import task_evaluator
+
+        exclude = calibration.content_hashes() if calibration is not None else None
+        return task_evaluator(prep.info, prep.reference, pp, data=data, task=task, postprocess=postprocess,
+                              limit=limit, exclude=exclude)
+
+    return factory
+
+
+def _as_preprocess(pp: str | Preprocess | None) -> Preprocess | None:
+    return Preprocess.parse(pp) if isinstance(pp, str) else pp
+
+
+def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precisions: list[str] | None = None,
             weights: str | None = None, model_args: dict[str, Any] | list[str] | None = None,
             inputs: list[str] | None = None, output_names: list[str] | None = None, opset: int = 17,
             exporters: tuple[str, ...] = EXPORTERS, dynamic: DynamicSpec | None = None, simplify: bool = True,
             calib: str | None = None, calib_size: int = 512, calib_seed: int = 0,
-            preprocess: Preprocess | None = None, keep_fp32: tuple[str, ...] = (),
-            options: dict[str, Any] | None = None, use_cache: bool = True,
-            trust_checkpoint: bool = False) -> list[ConvertOutcome]:
+            preprocess: str | Preprocess | None = None, keep_fp32: tuple[str, ...] = (),
+            options: dict[str, Any] | None = None, use_cache: bool = True, trust_checkpoint: bool = False,
+            tolerances: dict[str, dict[str, float]] | None = None, dry_run: bool = False,
+            eval_data: str | None = None, task: str | None = None, postprocess: str | None = None,
+            check_task: bool = True) -> list[ConvertOutcome]:
     """Convert one model to each target (and precision) into ``out/<profile>-<precision>``.
 
-    Model loading and export errors raise (nothing can be converted); a failing target is recorded in its
-    outcome and the others go on.
-    """
-    from edgeconv.pipeline import convert_reference, make_calibration, prepare
+    ``model``: ``FILE.py:FACTORY``, ``package.module:FACTORY``, a TorchScript/.pt2/.onnx path, ``zoo:NAME``, or an
+    ``nn.Module``. ``targets``: profile names, profile .toml paths or ``Profile`` objects. ``preprocess``: a
+    ``--preprocess`` string (``size=320x320,color=BGR``) or a ``Preprocess``. ``tolerances``:
+    ``{"int8": {"cosine": 0.98}}`` overrides. Reduced precisions are checked against the task budget on held-out
+    data when it exists (``eval_data``/``task``; the bundled eval split for ``zoo:`` models).
 
-    profiles = [load_profile(t) for t in targets]  # fail fast on an unknown target, before the slow export
-    prep = prepare(model, weights=weights, model_args=model_args, inputs=inputs, output_names=output_names,
-                   opset=opset, exporters=exporters, dynamic=dynamic, simplify=simplify,
-                   trust_checkpoint=trust_checkpoint, use_cache=use_cache, preprocess=preprocess)
-    calibration = None
-    single = len(profiles) * max(1, len(precisions or [])) == 1
-    outcomes: list[ConvertOutcome] = []
-    for profile in profiles:
-        for precision in precisions or [profile.precision]:
-            dest = Path(out) / f"{profile.name}-{precision}"
-            oc = ConvertOutcome(profile.name, precision, dest)
+    Targets, precisions, options and the preprocessing are validated before the model is loaded; model loading and
+    export errors raise (nothing can be converted); a failing target is recorded in its outcome and the others go
+    on. With ``dry_run`` nothing is converted: each outcome says what would be made and whether it is cached.
+    """
+    from edgeconv.pipeline import prepare
+    from edgeconv.plan import Planner, make_rows
+
+    pp = _as_preprocess(preprocess)
+    rows = make_rows(list(targets), precisions, out, keep_fp32=tuple(keep_fp32), options=options,
+                     tolerances=tolerances)
+    with cache.disabled(not use_cache):
+        prep = prepare(model, weights=weights, model_args=model_args, inputs=inputs, output_names=output_names,
+                       opset=opset, exporters=exporters, dynamic=dynamic, simplify=simplify,
+                       trust_checkpoint=trust_checkpoint, use_cache=use_cache, preprocess=pp)
+        planner = Planner(prep, calib, calib_size, calib_seed, pp, use_cache,
+                          default_evaluator(data=eval_data, task=task, postprocess=postprocess) if check_task
+                          else None)
+        outcomes: list[ConvertOutcome] = []
+        for row in rows:
+            oc = ConvertOutcome(row.profile.name, row.precision, row.dest)
+            if dry_run:
+                oc.planned, oc.plan = True, planner.describe(row)
+                oc.cache_hit = bool(oc.plan.get("cache_hit"))
+                outcomes.append(oc)
+                continue
             try:
-                cal = None
-                if precision == "int8":
-                    if calibration is None:
-                        pp = preprocess
-                        if pp is None and profile.preprocess:
-                            pp = Preprocess.from_dict(profile.preprocess)
-                        calibration = make_calibration(prep, calib, size=calib_size, seed=calib_seed,
-                                                       preprocess=pp)
-                    cal = calibration
-                oc.artifact = convert_reference(prep, profile, out=dest, precision=precision, calibration=cal,
-                                                keep_fp32=keep_fp32, options=options, use_cache=use_cache)
+                oc.artifact = planner.convert(row)
             except EdgeconvError as e:
-                if single:  # one conversion asked for: its error is the command's error
+                if len(rows) == 1:  # one conversion asked for: its error is the command's error
                     raise
-                e.target = e.target or profile.name
+                e.target = e.target or row.profile.name
                 log.error("%s", e.one_line())
                 oc.error = e
             outcomes.append(oc)

@@ -1,7 +1,10 @@
 """The conversion pipeline: source → reference ONNX → target artifact, verified before it is reported converted.
 
-Data flows one way; each stage takes an artifact and returns one.  ``prepare`` builds the reference once so a
-matrix of targets (``edgeconv demo``, ``edgeconv run``) shares it; ``convert_reference`` makes one artifact.
+Data flows one way; each stage takes an artifact and returns one. ``prepare`` builds the reference once so a
+matrix of targets shares it; ``convert_reference`` makes one artifact: it builds the target's ``ConvertContext``
+(all a target sees), keys the artifact by the hash of that context, and — for backends that load native code —
+converts *and verifies* in a child process with a time limit, so a crash or hang is that row's failure.
+Orchestration over many targets lives in ``edgeconv.plan`` (one path for ``convert``, ``run`` and ``demo``).
 """
 
 from __future__ import annotations
@@ -16,21 +19,31 @@ import numpy as np
 from edgeconv import __version__
 from edgeconv.calibration.dataset import CalibrationSet
 from edgeconv.calibration.preprocess import Preprocess
-from edgeconv.core import cache
+from edgeconv.core import cache, keep
 from edgeconv.core.artifact import Artifact, atomic_dir, file_table, write_manifest
 from edgeconv.core.compare import compare_outputs, within
 from edgeconv.core.console import log, status
-from edgeconv.core.errors import ConfigError, ConversionError, EdgeconvError, MissingDependencyError, VerificationError
+from edgeconv.core.errors import (
+    ConfigError,
+    ConversionError,
+    EdgeconvError,
+    MissingDependencyError,
+    VerificationError,
+)
 from edgeconv.core.hashing import sha256_json
+from edgeconv.core.isolate import run_isolated
 from edgeconv.core.tensors import TensorSpec, parse_input_spec
 from edgeconv.export.onnx_export import EXPORTERS, DynamicSpec
 from edgeconv.export.reference import REFERENCE_FILE, ReferenceModel, prepare_reference
 from edgeconv.intake.loader import load_source, parse_model_args
 from edgeconv.profiles import Profile, load_profile
-from edgeconv.targets.base import ConvertContext
+from edgeconv.targets.base import ConversionResult, ConvertContext, Target, TaskEvaluator
 from edgeconv.targets.registry import get_target
 
 ZOO_PREFIX = "zoo:"
+#: Bumped when what verification checks changes, so artifacts verified under older rules are rebuilt.
+VERIFY_RULES = 2
+DEFAULT_TIMEOUT_S = 1800.0
 
 
 @dataclass
@@ -43,7 +56,24 @@ class Prepared:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def prepare(model: str, *, weights: str | None = None, model_args: dict[str, Any] | list[str] | None = None,
+def resolve_zoo(model: str) -> dict[str, Any] | None:
+    """The bundled model behind ``zoo:NAME`` as plain settings, or None for any other spec."""
+    if not model.startswith(ZOO_PREFIX):
+        return None
+    from edgeconv import zoo
+
+    name = model[len(ZOO_PREFIX):]
+    if name not in zoo.BUNDLED:
+        raise ConfigError(f"no bundled model '{name}'", hint=f"bundled: {', '.join(zoo.BUNDLED)}")
+    b = zoo.BUNDLED[name]
+    return {"model": b.factory, "weights": str(b.weights),
+            "inputs": [TensorSpec(b.input_name, tuple(b.input_shape), "float32", "NCHW")],
+            "output_names": list(b.output_names), "preprocess": Preprocess.from_dict(b.preprocess),
+            "calib_dir": Path(b.calibration_dir),
+            "info": {"bundled": name, "task": b.task, "postprocess": b.postprocess}}
+
+
+def prepare(model: Any, *, weights: str | None = None, model_args: dict[str, Any] | list[str] | None = None,
             inputs: list[str | TensorSpec] | None = None, output_names: list[str] | None = None, opset: int = 17,
             exporters: tuple[str, ...] = EXPORTERS, dynamic: DynamicSpec | None = None, simplify: bool = True,
             trust_checkpoint: bool = False, use_cache: bool = True, preprocess: Preprocess | None = None) -> Prepared:
@@ -52,24 +82,23 @@ def prepare(model: str, *, weights: str | None = None, model_args: dict[str, Any
         model_args = parse_model_args(list(model_args))
     info: dict[str, Any] = {}
     calib_dir = None
-    if model.startswith(ZOO_PREFIX):
-        from edgeconv import zoo
-
-        name = model[len(ZOO_PREFIX):]
-        if name not in zoo.BUNDLED:
-            raise ConfigError(f"no bundled model '{name}'", hint=f"bundled: {', '.join(zoo.BUNDLED)}")
-        b = zoo.BUNDLED[name]
-        model, weights = b.factory, weights or str(b.weights)
-        inputs = inputs or [TensorSpec(b.input_name, tuple(b.input_shape), "float32", "NCHW")]
-        output_names = output_names or list(b.output_names)
-        preprocess = preprocess or Preprocess.from_dict(b.preprocess)
-        calib_dir = Path(b.calibration_dir)
-        info = {"bundled": name, "task": b.task, "postprocess": b.postprocess}
+    zoo = resolve_zoo(model) if isinstance(model, str) else None
+    if zoo is not None:
+        model, weights = zoo["model"], weights or zoo["weights"]
+        inputs = inputs or zoo["inputs"]
+        output_names = output_names or zoo["output_names"]
+        preprocess = preprocess or zoo["preprocess"]
+        calib_dir, info = zoo["calib_dir"], zoo["info"]
     specs = [parse_input_spec(s) if isinstance(s, str) else s for s in inputs or []]
     with status("loading model"):
         source = load_source(model, weights=weights, model_args=model_args or {}, trust_checkpoint=trust_checkpoint)
-    ref = prepare_reference(source, specs or None, output_names=output_names, opset=opset, exporters=exporters,
-                            dynamic=dynamic, do_simplify=simplify, use_cache=use_cache)
+    # The source hash covers the code file, weights and args; the factory's name must be part of the identity too
+    # (two factories in one file are two models), and so must the kind of source.
+    factory = str(source.spec).rpartition(":")[2] if source.kind == "factory" else None
+    source.sha256 = sha256_json({"source": source.sha256, "kind": source.kind, "factory": factory})
+    with cache.disabled(not use_cache):
+        ref = prepare_reference(source, specs or None, output_names=output_names, opset=opset, exporters=exporters,
+                                dynamic=dynamic, do_simplify=simplify, use_cache=use_cache)
     log.info("reference ONNX ready (%s, %s; %d → %d nodes)", ref.record["export"]["route"],
              ref.record["simplify"].get("simplifier") or "not simplified", ref.record["simplify"]["nodes_before"],
              ref.record["simplify"]["nodes_after"])
@@ -83,6 +112,15 @@ def default_preprocess(ref: ReferenceModel) -> Preprocess:
         raise ConfigError("calibration from images needs a 4-D image input; give .npy/.npz tensors instead")
     _, c, h, w = spec.static_shape
     return Preprocess(size=(h, w), color="GRAY" if c == 1 else "RGB")
+
+
+def contract_for(prep: Prepared, profile: Profile | None = None, user: Preprocess | None = None) -> Preprocess | None:
+    """The preprocessing contract of one row: the user's, else the profile's own, else the model's."""
+    if user is not None:
+        return user
+    if profile is not None and profile.preprocess:
+        return Preprocess.from_dict(profile.preprocess)
+    return prep.preprocess
 
 
 def make_calibration(prep: Prepared, calib: str | Path | None, *, size: int = 512, seed: int = 0,
@@ -99,40 +137,61 @@ def make_calibration(prep: Prepared, calib: str | Path | None, *, size: int = 51
     return CalibrationSet(root, pp, spec.name, spec.static_shape, size=size, seed=seed)
 
 
-def verification_feeds(ref: ReferenceModel, calib: CalibrationSet | None, precision: str,
-                       n_real: int = 4) -> list[dict[str, np.ndarray]]:
-    """Random inputs (fp32) plus real ones from the calibration sample when there is one.
+def _synthetic_feeds(ref: ReferenceModel, pp: Preprocess | None, n: int) -> list[dict[str, np.ndarray]]:
+    """Inputs like the real ones, generated through the contract (when the contract can generate them)."""
+    gen = getattr(pp, "synthetic_feeds", None)
+    if gen is None or len(ref.inputs) != 1:
+        return []
+    try:
+        made = list(gen(ref.inputs[0], n, 0))
+    except EdgeconvError:
+        return []
+    name = ref.inputs[0].name
+    return [f if isinstance(f, dict) else {name: np.ascontiguousarray(f)} for f in made]
 
-    Reduced precisions (fp16, int8) are judged on real inputs only when any exist: uniform noise drives
-    activations far outside anything the model sees (and outside the calibrated ranges), so their drift there
-    measures the noise, not the conversion. fp32 must match everywhere, so it also gets random inputs.
+
+def verification_feeds(ref: ReferenceModel, calib: CalibrationSet | None, precision: str, n_real: int | None = None,
+                       preprocess: Preprocess | None = None) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """(kind, feeds) pairs: real inputs from the sample, inputs made through the contract, and uniform noise.
+
+    Reduced precisions are judged on realistic inputs only when any exist: uniform noise drives activations far
+    outside anything the model sees (and outside the calibrated ranges), so drift there measures the noise, not the
+    conversion. fp32 must match everywhere, so it also gets noise, reported as its own check.
     """
-    feeds: list[dict[str, np.ndarray]] = []
+    n_real = n_real if n_real is not None else (4 if precision == "fp32" else 16)
+    feeds: list[tuple[str, dict[str, np.ndarray]]] = []
     if calib is not None:
         for i, f in enumerate(calib.feeds()):
             if i >= n_real:
                 break
-            feeds.append(f)
+            feeds.append(("real", f))
+    if not feeds:
+        feeds += [("contract", f) for f in _synthetic_feeds(ref, preprocess or (calib.preprocess if calib else None),
+                                                             max(2, n_real // 2))]
     if precision == "fp32" or not feeds:
-        feeds = ref.random_feeds(2) + feeds
+        feeds = [("noise", f) for f in ref.random_feeds(2)] + feeds
     return feeds
 
 
-def _reference_outputs(ref: ReferenceModel, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
-    from edgeconv.targets.onnxruntime.runner import OrtRunner
+def reference_outputs(ref: ReferenceModel, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    from edgeconv.targets.base import OrtRunner
 
     with OrtRunner(ref.onnx_path) as r:
         return [r.infer(f) for f in feeds]
 
 
-def convert_reference(prep: Prepared, target: str | Profile, *, out: str | Path, precision: str | None = None,
-                      calibration: CalibrationSet | None = None, keep_fp32: tuple[str, ...] = (),
-                      options: dict[str, Any] | None = None, use_cache: bool = True) -> Artifact:
-    """Convert the reference to one target/precision, verify it against the reference, write the artifact."""
-    ref = prep.reference
-    profile = target if isinstance(target, Profile) else load_profile(target)
-    backend = get_target(profile.backend)
-    precision = precision or profile.precision
+def _verification_sample(prep: Prepared, pp: Preprocess | None) -> CalibrationSet | None:
+    """Real inputs for verification when no calibration set was asked for (bundled models have one)."""
+    if prep.calib_dir is None or pp is None or not prep.calib_dir.exists():
+        return None
+    spec = prep.reference.inputs[0]
+    try:
+        return CalibrationSet(prep.calib_dir, pp, spec.name, spec.static_shape, size=16, seed=0, warn_small=False)
+    except EdgeconvError:
+        return None
+
+
+def _check_backend(backend: Target, profile: Profile, precision: str, ref: ReferenceModel) -> None:
     if precision not in backend.precisions or precision not in profile.precisions:
         allowed = [p for p in backend.precisions if p in profile.precisions]
         raise ConfigError(f"target '{profile.name}' has no {precision} route", hint=f"precisions: {allowed}",
@@ -145,43 +204,96 @@ def convert_reference(prep: Prepared, target: str | Profile, *, out: str | Path,
         raise ConfigError(f"{backend.name} converts from the PyTorch model, but only ONNX was given",
                           hint="pass --model FILE.py:FACTORY --weights ... instead of an .onnx file",
                           target=profile.name)
-    options = dict(options or {})
+
+
+def build_context(prep: Prepared, profile: Profile, precision: str, *, calibration: CalibrationSet | None = None,
+                  keep_fp32: tuple[str, ...] = (), options: dict[str, Any] | None = None,
+                  preprocess: Preprocess | None = None, evaluator: TaskEvaluator | None = None,
+                  out_dir: Path | None = None) -> tuple[Target, ConvertContext]:
+    """The backend and the complete context of one conversion (options checked against the backend's schema)."""
+    ref = prep.reference
+    backend = get_target(profile.backend)
+    _check_backend(backend, profile, precision, ref)
+    backend.check_options(dict(profile.options), f"profile {profile.path or profile.name} [options]")
+    opts = backend.check_options({k: v for k, v in (options or {}).items() if v is not None}, "--option")
+    if precision in backend.calibrated and calibration is None:
+        raise ConfigError(f"{profile.name} {precision} needs calibration data", target=profile.name,
+                          hint="pass --calib DIR (images or .npy/.npz tensors)")
+    pp = (calibration.preprocess if calibration is not None else None) or preprocess or prep.preprocess
+    nodes = keep.resolve(ref.onnx_path, keep_fp32) if keep_fp32 else ()
+    ctx = ConvertContext(ref, profile, precision, out_dir or Path("."), calibration, tuple(keep_fp32), opts,
+                         task=dict(prep.info), preprocess=pp, keep_fp32_nodes=nodes, evaluator=evaluator,
+                         tools=backend.versions())
+    return backend, ctx
+
+
+def artifact_key(backend: Target, ctx: ConvertContext) -> str:
+    """The full sha256 of everything that determines the artifact: the context itself, the rules, edgeconv."""
+    return sha256_json({"edgeconv": __version__, "backend": backend.name, "verify_rules": VERIFY_RULES,
+                        "tolerance": ctx.profile.tol(ctx.precision), "context": ctx.fingerprint()})
+
+
+def convert_reference(prep: Prepared, target: str | Profile, *, out: str | Path, precision: str | None = None,
+                      calibration: CalibrationSet | None = None, keep_fp32: tuple[str, ...] = (),
+                      options: dict[str, Any] | None = None, use_cache: bool = True,
+                      preprocess: Preprocess | None = None, evaluator: TaskEvaluator | None = None) -> Artifact:
+    """Convert the reference to one target/precision, verify it against the reference, write the artifact."""
+    profile = target if isinstance(target, Profile) else load_profile(target)
+    precision = precision or profile.precision
+    backend, ctx = build_context(prep, profile, precision, calibration=calibration, keep_fp32=keep_fp32,
+                                 options=options, preprocess=preprocess, evaluator=evaluator)
     out = Path(out)
-    key = sha256_json({
-        "edgeconv": __version__, "reference": ref.sha256, "backend": backend.name, "versions": backend.versions(),
-        "profile": profile.to_dict(), "precision": precision, "calibration": calibration.key if calibration else None,
-        "calib_size": len(calibration) if calibration else None, "keep_fp32": list(keep_fp32),
-        "options": options, "inputs": [s.to_dict() for s in ref.inputs],
-    })
-    hit = cache.lookup("artifacts", key) if use_cache else None
-    if hit is not None:
-        with atomic_dir(out) as tmp:
-            cache.copy_out(hit, tmp)
-        log.info("cache hit: %s %s (key %s)", profile.name, precision, key)
-        art = Artifact.load(out)
-        art.manifest["cache"] = "hit"
-        return art
+    key = artifact_key(backend, ctx)
+    with cache.disabled(not use_cache):
+        hit = cache.lookup("artifacts", key)
+        if hit is not None:
+            art = _from_cache(hit, out, key, profile, precision)
+            if art is not None:
+                return art
+        art = _build(prep, backend, ctx, out, key)
+        if cache.store("artifacts", key, out) is None and use_cache:
+            log.debug("artifact %s %s not cached", profile.name, precision)
+    return art
+
+
+def _from_cache(hit: Path, out: Path, key: str, profile: Profile, precision: str) -> Artifact | None:
+    """Copy a verified cache entry out; an entry whose manifest does not parse or does not match is evicted."""
+    try:
+        cached = Artifact.load(hit)
+        if cached.manifest.get("cache_key") != key:
+            raise ConfigError("manifest names another key")
+    except (EdgeconvError, KeyError, TypeError) as e:
+        cache.evict(hit, getattr(e, "message", str(e)))
+        return None
+    with atomic_dir(out) as tmp:
+        cache.copy_out(hit, tmp)
+    log.info("cache hit: %s %s (key %s)", profile.name, precision, key)
+    art = Artifact.load(out)
+    art.manifest["cache"] = "hit"
+    return art
+
+
+def _build(prep: Prepared, backend: Target, ctx: ConvertContext, out: Path, key: str) -> Artifact:
+    ref, profile, precision = prep.reference, ctx.profile, ctx.precision
+    sample = ctx.calibration or _verification_sample(prep, ctx.preprocess)
+    tagged = verification_feeds(ref, sample, precision, preprocess=ctx.preprocess)
+    ctx.sample_feeds = [f for _, f in tagged]
+    ctx.sample_outputs = reference_outputs(ref, ctx.sample_feeds)
+    reference_score = _reference_score(ref, ctx.evaluator) if ctx.evaluator and precision != "fp32" else None
+    timeout = float(ctx.option("timeout_s", DEFAULT_TIMEOUT_S))
     t0 = time.perf_counter()
     with atomic_dir(out) as tmp:
-        ctx = ConvertContext(ref, profile, precision, tmp, calibration, tuple(keep_fp32), options,
-                             task=dict(prep.info),
-                             preprocess=calibration.preprocess if calibration else prep.preprocess)
-        with status(f"converting to {profile.name} {precision}"):
-            try:
-                result = backend.convert(ctx)
-            except EdgeconvError as e:
-                e.target = e.target or profile.name
-                e.stage = e.stage or "convert"
-                raise
-            except Exception as e:
-                raise ConversionError(f"{backend.name} conversion raised {type(e).__name__}: {e}", stage="convert",
-                                      target=profile.name) from e
-        missing = [f for f in result.files if not (tmp / f).is_file() or (tmp / f).stat().st_size == 0]
-        if missing:
-            raise ConversionError(f"{backend.name} produced no (or empty) {', '.join(missing)}", stage="convert",
-                                  target=profile.name)
+        ctx.out_dir = tmp
+        label = f"{backend.name} {precision} conversion"
+        with status(f"converting to {profile.name} {precision}" + (" (isolated)" if backend.isolate else "")):
+            if backend.isolate:
+                result, record = run_isolated(_convert_and_verify, backend, ctx, tagged, reference_score,
+                                              timeout=timeout, what=label, target=profile.name, stage="convert")
+            else:
+                result, record = _convert_and_verify(backend, ctx, tagged, reference_score)
         (tmp / REFERENCE_FILE).write_bytes(ref.onnx_path.read_bytes())
         convert_s = time.perf_counter() - t0
+        pp = ctx.preprocess
         manifest: dict[str, Any] = {
             "edgeconv": __version__, "target": backend.name, "profile_name": profile.name,
             "profile": profile.to_dict(), "precision": precision, "cache_key": key,
@@ -189,66 +301,120 @@ def convert_reference(prep: Prepared, target: str | Profile, *, out: str | Path,
             "reference": {"file": REFERENCE_FILE, "sha256": ref.sha256},
             "inputs": [s.to_dict() for s in ref.inputs], "outputs": [s.to_dict() for s in ref.outputs],
             "input_layout": result.input_layout, "dynamic_profiles": ref.dynamic_profiles,
-            "preprocess": (calibration.preprocess if calibration else prep.preprocess).to_dict()
-            if (calibration or prep.preprocess) else None,
-            "preprocess_sha256": (calibration.preprocess if calibration else prep.preprocess).sha256
-            if (calibration or prep.preprocess) else None,
-            "calibration": calibration.manifest() if calibration else None,
-            "keep_fp32": list(keep_fp32), "options": options, "tools": {**backend.versions()},
+            "preprocess": pp.to_dict() if pp else None, "preprocess_sha256": pp.sha256 if pp else None,
+            "calibration": ctx.calibration.manifest() if ctx.calibration else None,
+            "keep_fp32": list(ctx.keep_fp32), "keep_fp32_nodes": list(ctx.keep_fp32_nodes),
+            "options": ctx.options, "tools": dict(ctx.tools), "isolated": backend.isolate,
             "files": file_table(tmp, result.files), "roles": result.roles, "conversion": result.meta,
-            "convert_seconds": round(convert_s, 3), "task": prep.info or None,
+            "convert_seconds": round(convert_s, 3), "task": prep.info or None, "verification": record,
         }
         write_manifest(tmp, manifest)
-        art = Artifact(tmp, Artifact.load(tmp).manifest)
-        sample = calibration or _verification_sample(prep)
-        manifest["verification"] = verify(art, ref, profile, precision, sample, backend, result)
-        write_manifest(tmp, manifest)
     art = Artifact.load(out)
-    if use_cache:
-        try:
-            cache.store("artifacts", key, out)
-        except OSError as e:
-            log.warning("could not cache the artifact: %s", e)
     log.info("converted %s %s in %.1f s → %s", profile.name, precision, convert_s, out)
     return art
 
 
-def _verification_sample(prep: Prepared) -> CalibrationSet | None:
-    """A few real inputs for verification when no calibration set was asked for (bundled models have one)."""
-    if prep.calib_dir is None or prep.preprocess is None or not prep.calib_dir.exists():
-        return None
-    spec = prep.reference.inputs[0]
+def _reference_score(ref: ReferenceModel, ev: TaskEvaluator) -> float:
+    """The task metric of the reference on the evaluator's items (computed once per reference and data)."""
+    memo = ev.meta.setdefault("_reference_scores", {})
+    if ref.sha256 not in memo:
+        from edgeconv.targets.base import OrtRunner
+
+        with status(f"reference {ev.metric} on {len(ev.items)} held-out inputs"), OrtRunner(ref.onnx_path) as r:
+            memo[ref.sha256] = ev.evaluate(r.infer)
+    return float(memo[ref.sha256])
+
+
+def _convert_and_verify(backend: Target, ctx: ConvertContext, tagged: list[tuple[str, dict[str, np.ndarray]]],
+                        reference_score: float | None) -> tuple[ConversionResult, dict[str, Any]]:
+    """Convert into ``ctx.out_dir`` and verify the result (runs in the child process for native backends)."""
+    name = ctx.profile.name
     try:
-        return CalibrationSet(prep.calib_dir, prep.preprocess, spec.name, spec.static_shape, size=4, seed=0,
-                              warn_small=False)
-    except EdgeconvError:
-        return None
+        result = backend.convert(ctx)
+    except EdgeconvError as e:
+        e.target = e.target or name
+        e.stage = e.stage or "convert"
+        raise
+    except Exception as e:
+        raise ConversionError(f"{backend.name} conversion raised {type(e).__name__}: {e}", stage="convert",
+                              target=name) from e
+    missing = [f for f in result.files if not (ctx.out_dir / f).is_file() or (ctx.out_dir / f).stat().st_size == 0]
+    if missing:
+        raise ConversionError(f"{backend.name} produced no (or empty) {', '.join(missing)}", stage="convert",
+                              target=name)
+    write_manifest(ctx.out_dir, {"target": backend.name, "precision": ctx.precision, "roles": result.roles,
+                                 "inputs": [s.to_dict() for s in ctx.reference.inputs],
+                                 "outputs": [s.to_dict() for s in ctx.reference.outputs],
+                                 "input_layout": result.input_layout, "conversion": result.meta,
+                                 "profile": ctx.profile.to_dict(), "options": ctx.options,
+                                 "files": file_table(ctx.out_dir, result.files)})
+    art = Artifact.load(ctx.out_dir)
+    record = verify(art, ctx, backend, result, tagged, reference_score)
+    return result, record
 
 
-def verify(art: Artifact, ref: ReferenceModel, profile: Profile, precision: str, calib: CalibrationSet | None,
-           backend: Any, result: Any) -> dict[str, Any]:
-    """Compare the artifact with the reference on sample inputs; raise VerificationError beyond tolerance."""
+def verify(art: Artifact, ctx: ConvertContext, backend: Target, result: ConversionResult,
+           tagged: list[tuple[str, dict[str, np.ndarray]]], reference_score: float | None = None) -> dict[str, Any]:
+    """Compare the artifact with the reference on sample inputs (and on the task metric when an evaluator is
+    given); raise VerificationError beyond tolerance. Noise inputs are a separate, advisory check when realistic
+    inputs exist, because a correct model can amplify out-of-distribution noise far beyond its real drift."""
+    profile, precision = ctx.profile, ctx.precision
     ok_here, why = backend.runs_here()
-    feeds = verification_feeds(ref, calib, precision)
-    refs = _reference_outputs(ref, feeds)
+    refs = ctx.sample_outputs or []
     tol = {k: v for k, v in profile.tol(precision).items() if k in ("max_abs", "rel_l2", "cosine", "snr_db")}
     with status(f"verifying {profile.name} {precision} against the reference"):
         try:
             with backend.runner(art, threads=profile.threads or None) as runner:
-                gots = [runner.infer(f) for f in feeds]
+                gots = [runner.infer(f) for _, f in tagged]
                 proxy = getattr(runner, "proxy", False)
+                task = None
+                if reference_score is not None and ctx.evaluator is not None:
+                    value = ctx.evaluator.evaluate(runner.infer)
+                    task = {"metric": ctx.evaluator.metric, "reference": reference_score, "value": value,
+                            "delta": value - reference_score, "samples": len(ctx.evaluator.items),
+                            **{k: v for k, v in ctx.evaluator.meta.items() if not k.startswith("_")}}
         except EdgeconvError:
             raise
         except Exception as e:
             raise VerificationError(f"the converted model does not run: {type(e).__name__}: {e}", stage="verify",
                                     target=profile.name) from e
-    drift = compare_outputs(refs, gots)
-    passed, fails = within(drift, tol)
-    record = {"status": "ok" if passed else "failed", "samples": len(feeds), "tolerance": tol,
+    kinds = sorted({k for k, _ in tagged})
+    checks: dict[str, Any] = {}
+    for kind in kinds:
+        idx = [i for i, (k, _) in enumerate(tagged) if k == kind]
+        d = compare_outputs([refs[i] for i in idx], [gots[i] for i in idx])
+        ok, fails = within(d, tol)
+        checks[kind] = {"samples": len(idx), "passed": ok, "failures": fails,
+                        "drift": {k: v for k, v in d.items() if k != "per_output"}, "per_output": d["per_output"]}
+    blocking = [k for k in kinds if k != "noise"] or kinds
+    drift = compare_outputs([refs[i] for i, (k, _) in enumerate(tagged) if k in blocking],
+                            [gots[i] for i, (k, _) in enumerate(tagged) if k in blocking])
+    fails = [f"{f} (on {k} inputs)" for k in blocking for f in checks[k]["failures"]]
+    budget = _task_budget(ctx)
+    if task is not None and budget is not None:
+        task["budget"] = budget
+        if task["delta"] < -budget:
+            fails.append(f"task {task['metric']} drops {-task['delta']:.4f} > budget {budget:.4f} "
+                         f"on {task['samples']} held-out inputs")
+    record = {"status": "ok" if not fails else "failed", "samples": len(tagged), "tolerance": tol,
+              "inputs": {k: checks[k]["samples"] for k in kinds}, "checks": checks, "blocking": blocking,
               "drift": {k: v for k, v in drift.items() if k != "per_output"}, "per_output": drift["per_output"],
-              "proxy": proxy, "runs_here": ok_here, "note": result.verify_note or (why or None)}
-    if not passed:
+              "task": task, "task_checked": task is not None, "proxy": proxy, "runs_here": ok_here,
+              "note": result.verify_note or (why or None)}
+    if fails:
+        hint = ("the artifact's accuracy is below the budget: --keep-fp32 sensitive layers, another calibration "
+                "method (--calib-method), or a larger calibration sample" if task and task["delta"] < -(budget or 0)
+                else "the converter produced a model that differs; see --verbose, try --route or --opset")
         raise VerificationError(f"{profile.name} {precision} differs from the reference: {'; '.join(fails)}",
-                                hint="the converter produced a wrong model; see --verbose, try another route/opset",
-                                stage="verify", target=profile.name)
+                                hint=hint, stage="verify", target=profile.name)
     return record
+
+
+def _task_budget(ctx: ConvertContext) -> float | None:
+    """The allowed task-metric drop in points (evaluators score in percent): --max-drop (a fraction, 0.01 = 1 point,
+    as NNCF takes it), else the profile's ``task_delta`` (points, as the benchmark report shows them)."""
+    md = ctx.option("max_drop")
+    if md is not None:
+        return float(md) * 100.0
+    td = ctx.profile.tol(ctx.precision).get("task_delta")
+    return float(td) if td is not None else None

@@ -166,7 +166,7 @@ def reference_outputs(onnx_path: Path, feeds: list[dict[str, np.ndarray]], *, mo
             if kind == "torch":
                 raise ConfigError(f"torch reference failed: {type(e).__name__}: {e}") from e
             log.warning("torch reference failed (%s); using the reference ONNX", e)
-    from edgeconv.targets.onnxruntime.runner import OrtRunner
+    from edgeconv.targets.base import OrtRunner
 
     with OrtRunner(onnx_path) as r:
         return [r.infer(f) for f in feeds], "reference.onnx on onnxruntime fp32"

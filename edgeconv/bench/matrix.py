@@ -57,7 +57,8 @@ from edgeconv.export.onnx_export import EXPORTERS
 _SECTIONS = {"model", "data", "targets", "bench", "compare", "name"}
 _MODEL_KEYS = {"source", "model", "weights", "input", "inputs", "output_names", "model_args", "name", "opset",
                "trust_checkpoint", "simplify", "exporters"}
-_DATA_KEYS = {"eval", "calib", "calib_size", "preprocess", "task", "postprocess", "limit", "allow_overlap"}
+_DATA_KEYS = {"eval", "calib", "calib_size", "calib_seed", "preprocess", "task", "postprocess", "limit",
+              "allow_overlap", "budget_limit"}
 _TARGET_KEYS = {"profile", "precisions", "threads", "options", "keep_fp32"}
 
 
@@ -121,14 +122,35 @@ def _preprocess(v: Any) -> Preprocess | None:
 
 def run_matrix(config: dict[str, Any], out: str | Path, baseline: str | Path | dict[str, Any] | None = None, *,
                fail_on: tuple[str, ...] | str | None = None, use_cache: bool = True,
-               keep_artifacts: bool = True) -> dict[str, Any]:
+               keep_artifacts: bool = True, dry_run: bool = False,
+               tolerances: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
     """Convert and benchmark every target × precision of ``config``; write the four report files into ``out``.
 
     With ``baseline`` (a report dict or a report.json path) the report is compared and annotated; the returned
     report's ``comparison.failures`` lists the ``fail_on`` conditions that hold (the CLI exits non-zero on them).
     """
-    from edgeconv.pipeline import convert_reference, default_preprocess, make_calibration, prepare
+    from edgeconv.core import cache
+    from edgeconv.pipeline import default_preprocess, prepare
     from edgeconv.profiles import load_profile
+
+    with cache.disabled(not use_cache):
+        return _run_matrix(config, out, baseline, fail_on=fail_on, use_cache=use_cache, keep_artifacts=keep_artifacts,
+                           dry_run=dry_run, tolerances=tolerances, prepare=prepare, load_profile=load_profile,
+                           default_preprocess=default_preprocess)
+
+
+def _verification_summary(art: Any) -> dict[str, Any] | None:
+    """What conversion-time verification checked, for the report row (task budget included)."""
+    v = art.manifest.get("verification") or {}
+    if not v:
+        return None
+    return {"status": v.get("status"), "inputs": v.get("inputs"), "task": v.get("task"),
+            "task_checked": v.get("task_checked", False), "drift": v.get("drift")}
+
+
+def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_on: Any, use_cache: bool,
+                keep_artifacts: bool, dry_run: bool, tolerances: Any, prepare: Any, load_profile: Any,
+                default_preprocess: Any) -> dict[str, Any]:
 
     validate_config(config)
     base = Path(config.get("_base_dir", "."))
@@ -173,33 +195,44 @@ def run_matrix(config: dict[str, Any], out: str | Path, baseline: str | Path | d
     work.mkdir(exist_ok=True)
     feeds_npz = work / "feeds.npz"
     save_feeds(feeds_npz, data.feeds)
-    calibration = None
-    jobs = [(t, p) for t in config["targets"] for p in (t.get("precisions") or [None])]
+    checked: set[int] = set()
+    from edgeconv.api import default_evaluator
+    from edgeconv.plan import Planner, make_rows
+
+    budget = dcfg.get("budget_limit", 100)
+    planner = Planner(prep, _path(base, dcfg.get("calib")), int(dcfg.get("calib_size", 512)),
+                      int(dcfg.get("calib_seed", 0)), user_pp, use_cache,
+                      default_evaluator(data=eval_src if data.labels is not None and eval_src else None, task=task,
+                                        postprocess=post_spec, limit=int(budget)) if budget else None)
     rows: list[dict[str, Any]] = []
+    jobs = [(t, p) for t in config["targets"] for p in (t.get("precisions") or [None])]
     for t, precision in track(jobs, "benchmarking targets", total=len(jobs)):
         name = t["profile"]
         try:
             profile = load_profile(_path(base, name) if name.endswith(".toml") else name)
+            row = make_rows([profile], [precision] if precision else None, out / "artifacts",
+                            keep_fp32=tuple(t.get("keep_fp32", ())), options=t.get("options"),
+                            tolerances=tolerances)[0]
+        except MissingDependencyError as e:
+            rows.append(failed_row(name, precision or "?", None, e.one_line(), status="skipped", stage="config"))
+            continue
         except EdgeconvError as e:
             rows.append(failed_row(name, precision or "?", None, e.one_line(), stage="config"))
             continue
-        precision = precision or profile.precision
-        dest = out / "artifacts" / f"{profile.name}-{precision}"
+        precision = row.precision
+        if dry_run:
+            rows.append({"target": profile.backend, "profile": profile.name, "precision": precision,
+                         "status": "planned", "error": None, "plan": planner.describe(row)})
+            continue
         t0 = time.perf_counter()
         try:
-            cal = None
-            if precision == "int8":
-                if calibration is None:
-                    calibration = make_calibration(prep, _path(base, dcfg.get("calib")),
-                                                   size=int(dcfg.get("calib_size", 512)), preprocess=user_pp)
-                    if data.files:
-                        from edgeconv.calibration.dataset import check_disjoint
+            cal = planner.calibration(row)
+            if cal is not None and data.files and id(cal) not in checked:
+                from edgeconv.calibration.dataset import check_disjoint
 
-                        check_disjoint(calibration, data.files, allow_overlap=bool(dcfg.get("allow_overlap")))
-                cal = calibration
-            art = convert_reference(prep, profile, out=dest, precision=precision, calibration=cal,
-                                    keep_fp32=tuple(t.get("keep_fp32", ())), options=t.get("options"),
-                                    use_cache=use_cache)
+                check_disjoint(cal, data.files, allow_overlap=bool(dcfg.get("allow_overlap")))
+                checked.add(id(cal))
+            art = planner.convert(row)
         except MissingDependencyError as e:
             rows.append(failed_row(profile.name, precision, profile.backend, e.one_line(), status="skipped",
                                    stage="convert"))
@@ -218,13 +251,18 @@ def run_matrix(config: dict[str, Any], out: str | Path, baseline: str | Path | d
             opts = BenchOptions(options.latency, t["threads"] or None, options.limit, options.timeout,
                                 options.reference)
         t1 = time.perf_counter()
-        row = bench_artifact(art, data, refs, options=opts, work=work / f"{profile.name}-{precision}",
-                             feeds_npz=feeds_npz, post=post, reference_desc=ref_desc, eval_stats=eval_stats)
-        row["wall_seconds"] = {"convert": round(t1 - t0, 2), "bench": round(time.perf_counter() - t1, 2),
-                               "cache": art.manifest.get("cache", "miss")}
-        log.info("%s %s: %s%s", profile.name, precision, row["status"],
-                 f" p50 {row['latency_ms']['p50']:.3g} ms" if row.get("latency_ms") else "")
-        rows.append(row)
+        row_out = bench_artifact(art, data, refs, options=opts, work=work / f"{profile.name}-{precision}",
+                                 feeds_npz=feeds_npz, post=post, reference_desc=ref_desc, eval_stats=eval_stats)
+        row_out["wall_seconds"] = {"convert": round(t1 - t0, 2), "bench": round(time.perf_counter() - t1, 2),
+                                   "cache": art.manifest.get("cache", "miss")}
+        row_out["verification"] = _verification_summary(art)
+        log.info("%s %s: %s%s", profile.name, precision, row_out["status"],
+                 f" p50 {row_out['latency_ms']['p50']:.3g} ms" if row_out.get("latency_ms") else "")
+        rows.append(row_out)
+    if dry_run:
+        shutil.rmtree(work, ignore_errors=True)
+        return {"schema": "edgeconv.plan/1", "model": {"source": str(model_spec), "sha256": ref.sha256},
+                "plan": [r.get("plan") or {"profile": r.get("profile"), "error": r.get("error")} for r in rows]}
     if not keep_artifacts:
         shutil.rmtree(out / "artifacts", ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)

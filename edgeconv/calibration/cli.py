@@ -16,15 +16,16 @@ from edgeconv.cli import _kv, handle_errors
 
 
 def _write_trt_cache(ranges: dict[str, tuple[float, float]], path: Path) -> None:
-    """TensorRT's calibration cache from the shared ranges, via the TensorRT target's own writer."""
+    """A TensorRT calibration cache from the shared ranges, written by whichever registered target declares the
+    ``trt_calibration_cache`` capability (the TensorRT target), so this command names no backend."""
     from edgeconv.core.errors import ConfigError
+    from edgeconv.targets.registry import all_targets
 
-    try:
-        from edgeconv.targets.tensorrt.calib_cache import CalibrationCache
-    except ImportError as e:
-        raise ConfigError("the TensorRT calibration-cache writer is not part of this edgeconv",
-                          hint="use the JSON statistics") from e
-    CalibrationCache.from_ranges(ranges).write(path)
+    writers = [t for t in all_targets().values() if "trt_calibration_cache" in t.capabilities]
+    if not writers:
+        raise ConfigError("no installed target can write a TensorRT calibration cache",
+                          hint="install edgeconv with its tensorrt target, or use the JSON statistics")
+    writers[0].write_calibration_cache(ranges, path)  # type: ignore[attr-defined]
 
 
 @click.command()

@@ -18,6 +18,7 @@ quantizer, the TensorRT calibration-cache writer and the ncnn table writer alike
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import json
@@ -240,13 +241,12 @@ def compute_stats(onnx_path: Path, reference_sha256: str, calib: CalibrationSet,
     try:
         (work / "ranges.json").write_text(json.dumps(st.to_json(), indent=1))
         _write_ort_cache(work / "ort_calibration.json", method, ranges)
-        if use_cache:
-            try:
-                st.folder = cache.store("calib-stats", key, work)
-                return st
-            except OSError as e:
-                log.warning("could not cache calibration statistics: %s", e)
+        stored = cache.store("calib-stats", key, work) if use_cache else None
+        if stored is not None:
+            st.folder = stored
+            return st
         keep = Path(tempfile.mkdtemp(prefix="edgeconv-stats-keep-"))
+        atexit.register(shutil.rmtree, keep, True)  # uncached statistics live as long as this process
         shutil.copytree(work, keep, dirs_exist_ok=True)
         st.folder = keep
         return st

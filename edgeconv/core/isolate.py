@@ -1,12 +1,21 @@
 """Run code that can crash or hang (native converters, runtimes) in a child process with a time limit.
 
-A segfault in pnnx or a hung runtime then becomes that target's failure, not the whole run's.  The function must be
-importable at module level (spawn start method: the child does not inherit torch's threads or locks).
+A segfault in pnnx or a hung runtime then becomes that target's failure, not the whole run's.
+
+Two start methods:
+- ``fork`` (default where available): the child inherits the parent's memory — the torch module, the reference,
+  the calibration set — so nothing has to be pickled and nothing is re-imported (conversions start at once).
+  torch's OpenMP pool does not survive a fork (the child would hang in its first parallel region), so the child
+  runs torch on one thread; native runtimes (ONNX Runtime, OpenVINO, ncnn) start their own pools as usual.
+- ``spawn``: a fresh interpreter; ``func`` and its arguments must pickle.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
+import signal
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -14,50 +23,69 @@ from typing import Any
 from edgeconv.core import errors as E
 
 
-def _child(conn: Any, func: Callable[..., Any], args: tuple, kwargs: dict) -> None:
+def _child(conn: Any, func: Callable[..., Any], args: tuple, kwargs: dict, forked: bool) -> None:
+    if forked and "torch" in sys.modules:
+        with contextlib.suppress(Exception):  # best effort; a torch without the call still runs
+            sys.modules["torch"].set_num_threads(1)
     try:
-        conn.send(("ok", func(*args, **kwargs)))
-    except BaseException as e:
+        result = func(*args, **kwargs)
+        conn.send(("ok", result))
+    except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent with its kind
         conn.send(("err", type(e).__name__, str(getattr(e, "message", e)), getattr(e, "hint", None),
                    getattr(e, "stage", None), getattr(e, "target", None), traceback.format_exc()))
     finally:
         conn.close()
 
 
+def _signal_name(code: int | None) -> str:
+    if code is None or code >= 0:
+        return f"exit code {code}"
+    try:
+        return f"signal {signal.Signals(-code).name}"
+    except ValueError:
+        return f"signal {-code}"
+
+
 def run_isolated(func: Callable[..., Any], *args: Any, timeout: float, what: str, target: str | None = None,
-                 **kwargs: Any) -> Any:
-    """Call ``func(*args, **kwargs)`` in a spawned process; errors keep their edgeconv kind, crashes become
-    ConversionError naming ``what``."""
-    ctx = mp.get_context("spawn")
+                 start: str | None = None, error: type[E.EdgeconvError] = E.ConversionError,
+                 stage: str | None = None, **kwargs: Any) -> Any:
+    """Call ``func(*args, **kwargs)`` in a child process; errors keep their edgeconv kind, a crash or a hang
+    becomes ``error`` (ConversionError by default) naming ``what`` and the signal."""
+    method = start or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    ctx = mp.get_context(method)
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, func, args, kwargs), daemon=True)
+    proc = ctx.Process(target=_child, args=(child, func, args, kwargs, method == "fork"), daemon=True)
     proc.start()
     child.close()
     try:
         if not parent.poll(timeout):
             proc.kill()
             proc.join(5)
-            if proc.exitcode is not None and proc.exitcode != 0 and proc.exitcode != -9:
-                raise E.ConversionError(f"{what} crashed (exit code {proc.exitcode})", target=target)
-            raise E.ConversionError(f"{what} did not finish within {timeout:.0f} s and was stopped", target=target,
-                                    hint="raise the time limit or simplify the model")
+            if proc.exitcode is not None and proc.exitcode not in (0, -signal.SIGKILL):
+                raise error(f"{what} crashed ({_signal_name(proc.exitcode)})", target=target, stage=stage)
+            raise error(f"{what} did not finish within {timeout:.0f} s and was stopped", target=target, stage=stage,
+                        hint="raise the time limit (--option timeout_s=...) or simplify the model")
         try:
             msg = parent.recv()
-        except EOFError:
+        except (EOFError, OSError):
             proc.join(5)
-            raise E.ConversionError(f"{what} crashed (exit code {proc.exitcode})", target=target) from None
+            raise error(f"{what} crashed ({_signal_name(proc.exitcode)})", target=target, stage=stage,
+                        hint="a native library failed; --verbose shows the log, another route may work") from None
     finally:
         parent.close()
         proc.join(10)
         if proc.is_alive():
             proc.kill()
+            proc.join(5)
     if msg[0] == "ok":
         return msg[1]
-    _, name, message, hint, stage, tgt, tb = msg
+    _, name, message, hint, stg, tgt, tb = msg
+    if name == "KeyboardInterrupt":
+        raise KeyboardInterrupt
     cls = getattr(E, name, None)
     if isinstance(cls, type) and issubclass(cls, E.EdgeconvError):
-        err = cls(message, hint=hint, stage=stage, target=tgt or target)
+        err = cls(message, hint=hint, stage=stg or stage, target=tgt or target)
     else:
-        err = E.ConversionError(f"{what} failed: {name}: {message}", target=target)
+        err = error(f"{what} failed: {name}: {message}", target=target, stage=stage)
     err.child_traceback = tb  # type: ignore[attr-defined]
     raise err

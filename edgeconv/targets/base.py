@@ -8,7 +8,8 @@ I/O) converts inside its runner.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -69,28 +70,99 @@ COMMON_OPTIONS: dict[str, Option] = {
     "route": Option(str, None, "conversion route where the backend has several (see `edgeconv targets --json`)"),
     "calib_method": Option(str, None, "activation statistics for INT8", choices=("minmax", "entropy", "percentile")),
     "max_drop": Option(float, None, "accuracy budget for reduced precisions (task metric points, 0.01 = 1 point)"),
+    "timeout_s": Option(float, 1800.0, "time limit of one isolated conversion + verification, in seconds"),
 }
 
 
 @dataclass
+class TaskEvaluator:
+    """A task metric on held-out inputs, injected by the caller so targets never import bench or zoo.
+
+    ``items`` are ``(feeds, label)`` pairs (feeds in the reference's names and layout); ``score`` maps the outputs
+    of every item (reference names) and the labels to the metric, higher is better. ``fingerprint`` identifies
+    the data and metric, so an artifact built under accuracy control is cached under the data that controlled it.
+    """
+
+    metric: str
+    items: list[tuple[dict[str, np.ndarray], Any]]
+    score: Callable[[list[dict[str, np.ndarray]], list[Any]], float]
+    fingerprint: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def evaluate(self, infer: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]) -> float:
+        return float(self.score([infer(f) for f, _ in self.items], [label for _, label in self.items]))
+
+
+@dataclass
 class ConvertContext:
-    """Everything a backend's convert() may use. ``out_dir`` is a fresh temp folder that becomes the artifact."""
+    """Everything a backend's convert() may use, and nothing else: targets never reach into the pipeline.
+
+    ``out_dir`` is a fresh temp folder that becomes the artifact. The artifact's cache key is the hash of
+    ``fingerprint()``, computed from these fields themselves, so a field added here cannot be left out of it;
+    fields marked ``key: False`` are derived from the others (or are the output folder).
+    """
 
     reference: ReferenceModel
     profile: Profile
     precision: str
-    out_dir: Path
+    out_dir: Path = field(metadata={"key": False})
     calibration: CalibrationSet | None = None
     keep_fp32: tuple[str, ...] = ()
     options: dict[str, Any] = field(default_factory=dict)
-    task: dict[str, Any] = field(default_factory=dict)  # prep.info (bundled name, task, postprocess): task metrics
+    task: dict[str, Any] = field(default_factory=dict)  # bundled name, task, postprocess spec
     preprocess: Any = None  # the preprocessing contract (calibration's, else the model's); None when unknown
+    keep_fp32_nodes: tuple[str, ...] = ()  # reference ONNX node names the keep_fp32 patterns matched
+    evaluator: TaskEvaluator | None = None  # task metric on held-out data, when the caller has one
+    #: Derived from reference + calibration: a few real inputs and the reference's outputs on them.
+    sample_feeds: list[dict[str, np.ndarray]] | None = field(default=None, metadata={"key": False})
+    sample_outputs: list[dict[str, np.ndarray]] | None = field(default=None, metadata={"key": False})
+    tools: dict[str, str | None] = field(default_factory=dict)  # backend tool versions (they change artifacts)
 
     def option(self, name: str, default: Any = None) -> Any:
         """A conversion option: the call's own first, then the profile's [options], then ``default``."""
         if name in self.options and self.options[name] is not None:
             return self.options[name]
         return self.profile.options.get(name, default)
+
+    def statistics(self, method: str | None = None, params: dict[str, Any] | None = None) -> Any:
+        """Shared activation statistics of the reference on the calibration sample (computed once, cached)."""
+        from edgeconv.calibration.stats import compute_stats
+
+        if self.calibration is None:
+            raise ConfigError(f"{self.precision} needs calibration data", hint="pass --calib DIR")
+        return compute_stats(Path(self.reference.onnx_path), self.reference.sha256, self.calibration,
+                             method or self.option("calib_method", "minmax"), params)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything this context lets a target read, as plain data (the artifact cache key hashes it)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            if f.metadata.get("key", True):
+                out[f.name] = _plain(getattr(self, f.name), f.name)
+        return out
+
+
+def _plain(v: Any, where: str) -> Any:
+    """Plain, deterministic data for hashing; an object that cannot say what it is fails loudly."""
+    if v is None or isinstance(v, (str, int, float, bool)):
+        return v
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return [_plain(x, where) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _plain(x, f"{where}.{k}") for k, x in sorted(v.items(), key=lambda kv: str(kv[0]))}
+    for attr in ("fingerprint", "key", "sha256"):
+        x = getattr(v, attr, None)
+        if isinstance(x, str):
+            extra = {"len": len(v)} if attr == "key" and hasattr(v, "__len__") else {}
+            if attr == "sha256" and hasattr(v, "inputs") and hasattr(v, "outputs"):
+                extra = {"inputs": [s.to_dict() for s in v.inputs], "outputs": [s.to_dict() for s in v.outputs],
+                         "dynamic": _plain(getattr(v, "dynamic_profiles", {}), where)}
+            return {attr: x, **extra}
+    if hasattr(v, "to_dict"):
+        return _plain(v.to_dict(), where)
+    raise TypeError(f"ConvertContext.{where}: {type(v).__name__} has no fingerprint/key/sha256/to_dict")
 
 
 @dataclass
@@ -193,3 +265,37 @@ class Target(ABC):
             raise ConfigError(f"{where}: backend {cls.name} has no route '{out['route']}'",
                               hint=f"routes: {', '.join(cls.routes)}")
         return out
+
+
+class OrtRunner(Runner):
+    """ONNX Runtime on the CPU: the reference runtime every artifact is verified against, and the proxy for graphs
+    a device builds (TensorRT's Q/DQ ONNX). It lives here, beside ``Runner``, because the pipeline and several
+    targets need it and targets never import each other."""
+
+    def __init__(self, model: Path | str, *, threads: int | None = None, optimize: str = "all",
+                 providers: list[str] | None = None, **_: Any) -> None:
+        from edgeconv.core.lazy import require
+
+        ort = require("onnxruntime", "onnxruntime")
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if threads:
+            so.intra_op_num_threads = threads
+            so.inter_op_num_threads = 1
+        so.graph_optimization_level = {
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        }[optimize]
+        self.session = ort.InferenceSession(str(model), so, providers=providers or ["CPUExecutionProvider"])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self.session.run(self.output_names, {n: np.ascontiguousarray(feeds[n]) for n in self.input_names})
+        return dict(zip(self.output_names, outs, strict=True))
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]
+

@@ -241,7 +241,7 @@ def test_runner_batches_and_restores_nchw(tiny_prepared, tmp_path: Path) -> None
     from edgeconv.core.artifact import Artifact
     from edgeconv.pipeline import convert_reference
     from edgeconv.targets.ncnn import NcnnTarget
-    from edgeconv.targets.onnxruntime.runner import OrtRunner
+    from edgeconv.targets.base import OrtRunner
 
     convert_reference(tiny_prepared, "ncnn", out=tmp_path / "a", precision="fp32", use_cache=False)
     art = Artifact.load(tmp_path / "a")

@@ -13,7 +13,7 @@ pytest.importorskip("nncf", reason="NNCF not installed (pip install 'edgeconv[op
 
 from edgeconv.core.errors import ConfigError  # noqa: E402
 from edgeconv.pipeline import convert_reference, make_calibration  # noqa: E402
-from edgeconv.targets.onnxruntime.runner import OrtRunner  # noqa: E402
+from edgeconv.targets.base import OrtRunner  # noqa: E402
 from edgeconv.targets.registry import get_target  # noqa: E402
 
 

@@ -69,7 +69,7 @@ def test_fp32_converts_and_verifies(fp32_art, tiny_prepared):
 
 
 def test_fp32_runner_matches_reference(fp32_art, tiny_prepared):
-    from edgeconv.targets.onnxruntime.runner import OrtRunner
+    from edgeconv.targets.base import OrtRunner
     from edgeconv.targets.registry import get_target
 
     feeds = tiny_prepared.reference.random_feeds(1, seed=7)[0]

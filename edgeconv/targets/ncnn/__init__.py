@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeconv.targets.base import ConversionResult, ConvertContext, Runner, Target
+from edgeconv.targets.base import ConversionResult, ConvertContext, Option, Runner, Target
 
 
 class NcnnTarget(Target):
@@ -16,6 +16,17 @@ class NcnnTarget(Target):
     modules = ("ncnn", "pnnx")
     precisions = ("fp32", "fp16", "int8")
     description = "ncnn CPU runtime (ARM boards, phones), converted with pnnx"
+    routes = ("onnx", "torch")
+    options = {
+        "fp16_arithmetic": Option(bool, False, "fp16 arithmetic (ARM with fp16 units; does nothing on x86)"),
+        "light_mode": Option(bool, True, "free intermediate blobs as soon as possible"),
+        "int8_winograd": Option(bool, True, "6-bit weights for 3x3 stride-1 convs so ncnn's int8 Winograd applies"),
+        "keep_outputs_fp32": Option(bool, False, "keep the layers producing graph outputs in float (int8)"),
+        "pnnx_timeout": Option(float, 300.0, "time limit of one pnnx run, seconds"),
+        "rewrites": Option(bool, True, "rewrite Focus/strided slices exactly before pnnx"),
+        "torch_fallback": Option(bool, True, "try pnnx's torch route when the ONNX route fails"),
+        "threads_affinity": Option(int, 0, "ncnn CPU powersave/affinity mode (0 all, 1 little, 2 big)"),
+    }
 
     def convert(self, ctx: ConvertContext) -> ConversionResult:
         from edgeconv.targets.ncnn.convert import convert

@@ -61,9 +61,9 @@ def _torch_route(ref: Any, work: Path, fp16: bool, timeout: float) -> PnnxRun:
 
 def map_blobs(ref: Any, param: Path, bin_: Path) -> tuple[dict[str, dict[str, str]], dict[str, Any]]:
     """Match ncnn input/output blobs to reference names: inputs in order, outputs by size then by value."""
+    from edgeconv.targets.base import OrtRunner
     from edgeconv.targets.ncnn import ncnnfile
     from edgeconv.targets.ncnn.runner import NcnnRunner
-    from edgeconv.targets.onnxruntime.runner import OrtRunner
 
     layers, _ = ncnnfile.parse_param(param.read_text())
     model = ncnnfile.NcnnModel(layers, 0)

@@ -1,23 +1,38 @@
-"""ONNX Runtime conversion: fp32 is the reference graph itself; int8 is a QDQ model (see calibration.ort)."""
+"""ONNX Runtime conversion: fp32 is the reference graph itself; fp16 casts weights and arithmetic to half with
+float32 inputs/outputs kept (so applications feed the same tensors); int8 is a QDQ model (``int8.py``)."""
 
 from __future__ import annotations
 
 import shutil
 
-from edgeconv.core.errors import ConfigError
+from edgeconv.core.errors import ConfigError, ConversionError
+from edgeconv.core.lazy import require
 from edgeconv.targets.base import ConversionResult, ConvertContext
 
 
 def convert(ctx: ConvertContext) -> ConversionResult:
+    out = ctx.out_dir / "model.onnx"
     if ctx.precision == "fp32":
-        shutil.copyfile(ctx.reference.onnx_path, ctx.out_dir / "model.onnx")
+        shutil.copyfile(ctx.reference.onnx_path, out)
         return ConversionResult(["model.onnx"], {"model": "model.onnx"}, {"format": "onnx"})
+    if ctx.precision == "fp16":
+        onnx = require("onnx", "onnxruntime")
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        keep = list(ctx.keep_fp32_nodes)
+        try:
+            model = convert_float_to_float16(onnx.load(str(ctx.reference.onnx_path)), keep_io_types=True,
+                                             node_block_list=keep or None)
+        except Exception as e:
+            raise ConversionError(f"onnxruntime fp16 cast failed: {type(e).__name__}: {e}") from e
+        onnx.save(model, str(out))
+        return ConversionResult(["model.onnx"], {"model": "model.onnx"},
+                                {"format": "onnx-fp16", "io_types": "float32", "kept_fp32": keep})
     if ctx.precision == "int8":
         if ctx.calibration is None:
             raise ConfigError("int8 needs calibration data", hint="pass --calib DIR (or use the bundled sample)")
-        from edgeconv.calibration.ort_int8 import quantize_qdq
+        from edgeconv.targets.onnxruntime.int8 import quantize_qdq
 
-        meta = quantize_qdq(ctx.reference, ctx.calibration, ctx.out_dir / "model.onnx", keep_fp32=ctx.keep_fp32,
-                            options=ctx.options)
+        meta = quantize_qdq(ctx, out)
         return ConversionResult(["model.onnx"], {"model": "model.onnx"}, {"format": "onnx-qdq", **meta})
-    raise ConfigError(f"onnxruntime has no '{ctx.precision}' route", hint="use fp32 or int8")
+    raise ConfigError(f"onnxruntime has no '{ctx.precision}' route", hint="use fp32, fp16 or int8")

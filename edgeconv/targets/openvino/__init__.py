@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeconv.targets.base import ConversionResult, ConvertContext, Runner, Target
+from edgeconv.targets.base import ConversionResult, ConvertContext, Option, Runner, Target
 
 
 class OpenVinoTarget(Target):
@@ -17,6 +17,22 @@ class OpenVinoTarget(Target):
     modules = ("openvino", "nncf")
     precisions = ("fp32", "fp16", "int8")
     description = "OpenVINO IR (CPU/GPU/NPU/AUTO); INT8 by NNCF post-training quantization"
+    routes = ("onnx", "torch")
+    options = {
+        "performance_hint": Option(str, "LATENCY", "OpenVINO performance hint",
+                                   choices=("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")),
+        "streams": Option((int, str), None, "NUM_STREAMS (an integer or AUTO)"),
+        "inference_precision": Option(str, None, "INFERENCE_PRECISION_HINT override (f32, bf16, f16)"),
+        "preset": Option(str, "mixed", "NNCF preset", choices=("mixed", "performance")),
+        "subset_size": Option(int, 0, "NNCF calibration subset (0: the whole calibration sample)"),
+        "fast_bias_correction": Option(bool, True, "NNCF fast bias correction"),
+        "model_type": Option(str, None, "NNCF model type", choices=("transformer",)),
+        "embed_preprocess": Option(bool, False, "embed the preprocessing contract (raw u8 NHWC input)"),
+        "embed_color": Option(str, None, "colour order of the raw input when preprocessing is embedded",
+                              choices=("RGB", "BGR")),
+        "validation_fn": Option(str, None, "module:callable validation function for --max-drop"),
+        "validation_data": Option(str, None, "module:callable returning validation items for --max-drop"),
+    }
 
     def convert(self, ctx: ConvertContext) -> ConversionResult:
         from edgeconv.targets.openvino.convert import convert

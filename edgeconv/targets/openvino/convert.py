@@ -72,12 +72,10 @@ def convert(ctx: ConvertContext) -> ConversionResult:
     if ctx.option("embed_preprocess"):
         from edgeconv.targets.openvino.preprocess import embed
 
-        pre = getattr(ctx, "preprocess", None) or (ctx.calibration.preprocess if ctx.calibration else None)
+        pre = ctx.preprocess or (ctx.calibration.preprocess if ctx.calibration else None)
         if pre is None:
-            from edgeconv.pipeline import default_preprocess
-
-            pre = default_preprocess(ctx.reference)
-            log.warning("--embed-preprocess without a contract: embedding the default %s", pre.to_dict())
+            raise ConfigError("--embed-preprocess needs a preprocessing contract",
+                              hint="pass --preprocess (e.g. size=320x320,color=BGR,scale=1/255)")
         if len(ctx.reference.inputs) != 1:
             raise ConfigError("--embed-preprocess supports single-input image models only")
         model, meta["embedded_preprocess"] = embed(model, pre, ctx.reference.inputs[0].name,

@@ -13,7 +13,7 @@ import functools
 from typing import Any
 
 from edgeconv.core.lazy import available
-from edgeconv.targets.base import ConversionResult, ConvertContext, Runner, Target
+from edgeconv.targets.base import ConversionResult, ConvertContext, Option, Runner, Target
 
 NOT_HERE = "tensorrt not installed (engine build is verified only on a device with TensorRT)"
 
@@ -48,6 +48,31 @@ class TensorRtTarget(Target):
     modules = ("onnx", "onnxruntime")  # what *conversion* needs; the engine build also needs tensorrt (optional)
     precisions = ("fp32", "fp16", "int8")
     description = "NVIDIA TensorRT 10/11 (engine built on the device; ONNX Runtime proxy elsewhere)"
+    tools = ("tensorrt", "polygraphy", "nvidia-modelopt")
+    isolate = True
+    capabilities = frozenset({"trt_calibration_cache"})
+    options = {
+        "trt_version": Option(str, "auto", "TensorRT generation(s) to write for", choices=("auto", "10", "11")),
+        "int8_mode": Option(str, "explicit", "INT8 as Q/DQ ONNX (explicit) or calibration cache (implicit, TRT 10)",
+                            choices=("explicit", "implicit")),
+        "workspace_mib": Option(int, 1024, "builder workspace in MiB (build_engine.sh and on-device builds)"),
+        "calib_params": Option(dict, {}, "parameters of the calibration method (percentile, num_bins, ...)"),
+        "quantizer": Option(str, "auto", "Q/DQ writer: auto (ModelOpt when importable), modelopt or onnxruntime",
+                            choices=("auto", "modelopt", "onnxruntime")),
+        "qdq_residual_add": Option(bool, True, "Q/DQ on residual Add inputs (lets TensorRT fuse them in int8)"),
+        "trt_cache_version": Option(str, None, "TensorRT version written into the calibration cache header"),
+        "opcheck": Option(str, "error", "unsupported-operator check: error, warn or off",
+                          choices=("error", "warn", "off")),
+    }
+
+    @staticmethod
+    def write_calibration_cache(ranges: dict[str, tuple[float, float]], path: Any, version: str | None = None) -> Any:
+        """The TensorRT 10 calibration cache for shared statistics (``edgeconv calibrate --trt-cache``)."""
+        from edgeconv.targets.tensorrt.calib_cache import JETPACK6_TRT, CalibrationCache, trt_version_number
+
+        cache = CalibrationCache.from_ranges(ranges, version=trt_version_number(version or JETPACK6_TRT))
+        cache.write(path)
+        return cache
 
     def runs_here(self) -> tuple[bool, str]:
         if not self.available():

@@ -96,7 +96,6 @@ def _plans(precision: str, generations: list[str], int8_mode: str, keep_nodes: l
 
 
 def _int8(ctx: ConvertContext, out: Path, generations: list[str], excluded: list[str]) -> dict[str, Any]:
-    from edgeconv.calibration.stats import activation_ranges
     from edgeconv.targets.tensorrt.qdq import explicit_qdq, quantized_tensors, save_scales
 
     if ctx.calibration is None:
@@ -104,14 +103,14 @@ def _int8(ctx: ConvertContext, out: Path, generations: list[str], excluded: list
     ref = ctx.reference
     method = str(ctx.option("calib_method", "minmax"))
     params = dict(ctx.option("calib_params", {}) or {})
-    ranges = activation_ranges(ref.onnx_path, ref.sha256, ctx.calibration, method=method, params=params)
+    ranges = ctx.statistics(method, params).ranges
     qmeta = explicit_qdq(ref, ctx.calibration, out / QDQ_MODEL, ranges, excluded=excluded,
                          quantizer=str(ctx.option("quantizer", "auto")),
                          residual_add=bool(ctx.option("qdq_residual_add", True)))
     q = quantized_tensors(out / QDQ_MODEL)
     save_scales(q, out / SCALES_FILE)
     meta: dict[str, Any] = {"statistics": {"method": method, "params": params, "tensors": len(ranges),
-                                           "source": "edgeconv.calibration.stats.activation_ranges"},
+                                           "source": "shared statistics (ctx.statistics)"},
                             "explicit": {"file": QDQ_MODEL, "scales_file": SCALES_FILE, **qmeta}}
     if "10" in generations:
         trt_v = version("tensorrt") or str(ctx.option("trt_cache_version", JETPACK6_TRT))
@@ -132,8 +131,6 @@ def _int8(ctx: ConvertContext, out: Path, generations: list[str], excluded: list
 
 
 def convert(ctx: ConvertContext, *, build: bool = False) -> ConversionResult:
-    from edgeconv.calibration.ort_int8 import match_nodes
-
     ref, out, precision = ctx.reference, ctx.out_dir, ctx.precision
     if precision not in ("fp32", "fp16", "int8"):
         raise ConfigError(f"tensorrt has no '{precision}' route", hint="use fp32, fp16 or int8")
@@ -146,7 +143,7 @@ def convert(ctx: ConvertContext, *, build: bool = False) -> ConversionResult:
                           hint="use int8_mode = explicit (Q/DQ), or trt_version = 10")
     workspace = int(ctx.option("workspace_mib", 1024))
     profiles = dict(ref.dynamic_profiles or {})
-    excluded = match_nodes(ref.onnx_path, ctx.keep_fp32)
+    excluded = list(ctx.keep_fp32_nodes)
     files, roles = [MODEL], {"onnx": MODEL}
     shutil.copyfile(ref.onnx_path, out / MODEL)
     meta: dict[str, Any] = {

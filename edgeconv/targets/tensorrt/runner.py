@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgeconv.core.lazy import require
-from edgeconv.targets.base import Runner
-from edgeconv.targets.onnxruntime.runner import OrtRunner
+from edgeconv.targets.base import OrtRunner, Runner
 
 PROXY_OPTIMIZE = "none"
 

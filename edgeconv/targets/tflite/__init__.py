@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgeconv.core.lazy import available
-from edgeconv.targets.base import ConversionResult, ConvertContext, Runner, Target
+from edgeconv.targets.base import ConversionResult, ConvertContext, Option, Runner, Target
 
 INTERPRETERS = ("ai_edge_litert", "tflite_runtime")
 
@@ -22,6 +22,16 @@ class TfliteTarget(Target):
     precisions = ("fp32", "fp16", "int8")
     needs_torch_module = True
     description = "TFLite / LiteRT with XNNPACK, converted from PyTorch by litert-torch"
+    routes = ("torch",)
+    tools = ("ai-edge-litert", "tflite-runtime")
+    options = {
+        "int8_io": Option(bool, False, "int8 model inputs/outputs (else float I/O around the int8 graph)"),
+        "int8_mode": Option(str, "static", "full-integer (static) or dynamic-range int8",
+                            choices=("static", "dynamic")),
+        "layout": Option(str, None, "input layout of the .tflite (NHWC for most phone apps)", choices=("NCHW", "NHWC")),
+        "observer": Option(str, "histogram", "PT2E activation observer", choices=("histogram", "minmax")),
+        "per_channel": Option(bool, True, "per-channel weight scales"),
+    }
 
     def runs_here(self) -> tuple[bool, str]:
         """Running needs only an interpreter, not the converter (tflite-runtime alone is enough)."""

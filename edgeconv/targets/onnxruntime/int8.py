@@ -1,8 +1,9 @@
 """ONNX Runtime INT8: a QDQ model from ``quantize_static`` (after ``quant_pre_process``), per-channel weights.
 
 This is the reference INT8 path other backends are compared with.  Activation ranges come from the shared
-statistics (``stats.compute_stats``) through ORT's own ``calibration_cache_path`` JSON, so ORT does not recalibrate
-and every backend quantizes with the same ranges.
+statistics (``ctx.statistics()``) through ORT's own ``calibration_cache_path`` JSON, so ORT does not recalibrate
+and every backend quantizes with the same ranges. Layers kept in float are the reference nodes the one
+``--keep-fp32`` matcher resolved (``ctx.keep_fp32_nodes``).
 
 Defaults (measured on the bundled models, see ``benchmarks/ort_int8_accuracy.py``): U8 asymmetric activations,
 S8 symmetric per-channel weights with ``reduce_range`` (7-bit weights).  On x86 CPUs without VNNI, ORT's U8S8 kernels
@@ -13,13 +14,11 @@ again could rename tensors and orphan their ranges.
 
 from __future__ import annotations
 
-import fnmatch
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from edgeconv.calibration.dataset import CalibrationSet
 from edgeconv.core.console import log, status
 from edgeconv.core.errors import ConfigError, ConversionError
 from edgeconv.core.lazy import require
@@ -39,22 +38,6 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def match_nodes(onnx_path: Path, patterns: tuple[str, ...]) -> list[str]:
-    """Node names matching ``--keep-fp32`` entries (exact names, fnmatch globs, or op types like ``op:Sigmoid``)."""
-    if not patterns:
-        return []
-    onnx = require("onnx", "onnx")
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    out = []
-    for node in model.graph.node:
-        for p in patterns:
-            if (p.startswith("op:") and node.op_type == p[3:]) or node.name == p or fnmatch.fnmatchcase(node.name, p) \
-                    or any(fnmatch.fnmatchcase(o, p) for o in node.output):
-                out.append(node.name)
-                break
-    return out
-
-
 def output_nodes(onnx_path: Path) -> list[str]:
     """Nodes whose outputs are graph outputs (a detector's head convs): the usual candidates to keep in float."""
     onnx = require("onnx", "onnx")
@@ -72,31 +55,28 @@ def _qtype(name: str) -> Any:
     return table[name]
 
 
-def quantize_qdq(reference: Any, calib: CalibrationSet, out_path: Path, *, keep_fp32: tuple[str, ...] = (),
-                 options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Quantize ``reference`` (a ReferenceModel: ``onnx_path``, ``sha256``) to a QDQ ONNX at ``out_path``.
+def quantize_qdq(ctx: Any, out_path: Path) -> dict[str, Any]:
+    """Quantize the context's reference to a QDQ ONNX at ``out_path``; returns the manifest record.
 
-    Options (profile ``[options]`` / ``--option``): ``calib_method`` (minmax|entropy|percentile), ``percentile``,
-    ``num_bins``, ``num_quantized_bins``, ``activation_type`` (uint8|int8), ``weight_type``, ``reduce_range``,
-    ``per_channel``, ``symmetric_activations``, ``keep_outputs_fp32``, ``op_types``,
-    ``use_cache``.  Returns the manifest record.
+    Options (profile ``[options]`` / ``--option``, declared in the target's schema): ``calib_method``
+    (minmax|entropy|percentile), ``percentile``, ``num_bins``, ``num_quantized_bins``, ``activation_type``
+    (uint8|int8), ``weight_type``, ``reduce_range``, ``per_channel``, ``symmetric_activations``,
+    ``keep_outputs_fp32``, ``op_types``.
     """
-    opts = {**DEFAULTS, **(options or {})}
+    reference, calib = ctx.reference, ctx.calibration
+    opts = {k: ctx.option(k, v) for k, v in DEFAULTS.items()}
+    extra = ("percentile", "num_bins", "num_quantized_bins")
+    opts.update({k: ctx.option(k) for k in extra if ctx.option(k) is not None})
     require("onnxruntime", "onnxruntime")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from edgeconv.calibration.stats import compute_stats
-
     method = str(opts["calib_method"])
     params = {k: opts[k] for k in ("percentile", "num_bins", "num_quantized_bins") if k in opts}
-    stats = compute_stats(Path(reference.onnx_path), reference.sha256, calib, method, params,
-                          use_cache=bool(opts.get("use_cache", True)))
-    excluded = match_nodes(Path(reference.onnx_path), tuple(keep_fp32))
+    stats = ctx.statistics(method, params)
+    excluded = list(ctx.keep_fp32_nodes)
     if opts["keep_outputs_fp32"]:
         excluded += [n for n in output_nodes(Path(reference.onnx_path)) if n not in excluded]
-    if keep_fp32 and not excluded:
-        log.warning("--keep-fp32 %s matched no node of the graph", ", ".join(keep_fp32))
     act, wt = str(opts["activation_type"]), str(opts["weight_type"])
     cm = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
           "percentile": CalibrationMethod.Percentile}[method]

@@ -11,7 +11,26 @@ import pytest
 pytest.importorskip("onnxruntime", reason="the reference INT8 path is ONNX Runtime's quantize_static")
 
 from edgeconv.calibration.dataset import CalibrationSet  # noqa: E402
-from edgeconv.calibration.ort_int8 import match_nodes, output_nodes, quantize_qdq  # noqa: E402
+from edgeconv.core.keep import graph_nodes, match  # noqa: E402
+from edgeconv.pipeline import build_context  # noqa: E402
+from edgeconv.profiles import load_profile  # noqa: E402
+from edgeconv.targets.onnxruntime.int8 import output_nodes  # noqa: E402
+from edgeconv.targets.onnxruntime.int8 import quantize_qdq as _quantize  # noqa: E402
+
+
+def quantize_qdq(prepared, cal, out, *, options=None, keep_fp32=()):
+    """Quantize through the target's own entry point, with a context built the way the pipeline builds it."""
+    from edgeconv.core import cache
+
+    opts = dict(options or {})
+    with cache.disabled(not opts.pop("use_cache", True)):
+        _, ctx = build_context(prepared, load_profile("onnxruntime"), "int8", calibration=cal, options=opts,
+                               keep_fp32=tuple(keep_fp32))
+        return _quantize(ctx, out)
+
+
+def match_nodes(onnx_path, patterns):
+    return [n for names in match(graph_nodes(onnx_path), patterns).values() for n in names]
 from edgeconv.calibration.preprocess import Preprocess  # noqa: E402
 
 
@@ -26,9 +45,9 @@ def sha(p: Path) -> str:
 
 def test_same_seed_same_int8_model_byte_for_byte(tiny_prepared, cal: CalibrationSet, tmp_path: Path) -> None:
     a, b = tmp_path / "a.onnx", tmp_path / "b.onnx"
-    ma = quantize_qdq(tiny_prepared.reference, cal, a, options={"use_cache": False})
+    ma = quantize_qdq(tiny_prepared, cal, a, options={"use_cache": False})
     cal2 = CalibrationSet(cal.root, cal.preprocess, "images", (1, 3, 64, 64), size=32)
-    mb = quantize_qdq(tiny_prepared.reference, cal2, b, options={"use_cache": False})
+    mb = quantize_qdq(tiny_prepared, cal2, b, options={"use_cache": False})
     assert sha(a) == sha(b)
     assert ma["stats_key"] == mb["stats_key"] and ma["calibration"]["sha256"] == mb["calibration"]["sha256"]
 
@@ -37,10 +56,10 @@ def test_qdq_model_runs_close_to_reference(tiny_prepared, cal: CalibrationSet, t
     import onnx
 
     from edgeconv.core.compare import compare_outputs
-    from edgeconv.targets.onnxruntime.runner import OrtRunner
+    from edgeconv.targets.base import OrtRunner
 
     out = tmp_path / "q.onnx"
-    meta = quantize_qdq(tiny_prepared.reference, cal, out)
+    meta = quantize_qdq(tiny_prepared, cal, out)
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert ops.count("QuantizeLinear") >= 2 and ops.count("DequantizeLinear") >= 4
     assert meta["reduce_range"] and meta["per_channel"] and meta["activation_type"] == "uint8"
@@ -60,7 +79,7 @@ def test_keep_fp32_and_output_nodes(tiny_prepared, cal: CalibrationSet, tmp_path
     assert len(heads) == 1
     assert match_nodes(ref, ("op:Conv",)) and match_nodes(ref, (heads[0],)) == heads
     out = tmp_path / "k.onnx"
-    meta = quantize_qdq(tiny_prepared.reference, cal, out, options={"keep_outputs_fp32": True})
+    meta = quantize_qdq(tiny_prepared, cal, out, options={"keep_outputs_fp32": True})
     assert meta["kept_fp32"] == heads
     g = onnx.load(str(out)).graph
     producers = {o: n for n in g.node for o in n.output}
@@ -70,7 +89,7 @@ def test_keep_fp32_and_output_nodes(tiny_prepared, cal: CalibrationSet, tmp_path
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
 def test_other_methods_quantize(tiny_prepared, cal: CalibrationSet, tmp_path: Path, method: str) -> None:
-    meta = quantize_qdq(tiny_prepared.reference, cal, tmp_path / "m.onnx", options={"calib_method": method})
+    meta = quantize_qdq(tiny_prepared, cal, tmp_path / "m.onnx", options={"calib_method": method})
     assert meta["calib_method"] == method and (tmp_path / "m.onnx").stat().st_size > 0
 
 

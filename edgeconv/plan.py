@@ -1,0 +1,170 @@
+"""One plan for ``convert``, ``run`` and ``demo``: model × targets × precisions, with calibration and preprocessing
+resolved per profile, validated before anything slow runs, executed through one path.
+
+Each ``PlanRow`` says what one artifact will be made from; ``Planner`` memoizes what rows share (calibration sets
+per data × contract × size × seed), so two rows with the same inputs get the same calibration, whichever command
+asked for them. ``--dry-run`` prints the rows and whether each would be a cache hit, converting nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeconv.calibration.dataset import CalibrationSet
+from edgeconv.calibration.preprocess import Preprocess
+from edgeconv.core import cache
+from edgeconv.core.artifact import Artifact
+from edgeconv.core.errors import ConfigError, EdgeconvError
+from edgeconv.pipeline import (
+    Prepared,
+    artifact_key,
+    build_context,
+    contract_for,
+    convert_reference,
+    make_calibration,
+)
+from edgeconv.profiles import PRECISIONS, Profile, load_profile
+from edgeconv.targets.base import TaskEvaluator
+from edgeconv.targets.registry import get_target
+
+EvaluatorFactory = Callable[[Prepared, Preprocess | None, CalibrationSet | None], TaskEvaluator | None]
+
+
+@dataclass
+class PlanRow:
+    """One artifact to make: a profile at a precision, into ``dest``, with its own options."""
+
+    profile: Profile
+    precision: str
+    dest: Path
+    keep_fp32: tuple[str, ...] = ()
+    options: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None  # benchmark override (run configs)
+
+    @property
+    def label(self) -> str:
+        return f"{self.profile.name}-{self.precision}"
+
+
+def with_tolerances(profile: Profile, tolerances: dict[str, dict[str, float]] | None) -> Profile:
+    """The profile with command-line tolerance overrides merged in (``--tol int8.cosine=0.98``)."""
+    if not tolerances:
+        return profile
+    merged = {p: dict(v) for p, v in profile.tolerance.items()}
+    for prec, table in tolerances.items():
+        if prec not in PRECISIONS or not isinstance(table, dict):
+            raise ConfigError(f"--tol: unknown precision '{prec}'", hint=f"use one of {list(PRECISIONS)}")
+        for k, v in table.items():
+            if k not in ("max_abs", "rel_l2", "cosine", "snr_db", "task_delta"):
+                raise ConfigError(f"--tol: unknown tolerance '{k}'",
+                                  hint="max_abs, rel_l2, cosine, snr_db or task_delta")
+            merged.setdefault(prec, {})[k] = float(v)
+    return dataclasses.replace(profile, tolerance=merged)
+
+
+def safe_name(name: str) -> str:
+    """A row's folder name must be one plain path component (a profile's name becomes a path)."""
+    ok = name and name not in (".", "..") and all(c.isalnum() or c in "-_." for c in name) and not name.startswith(".")
+    if not ok:
+        raise ConfigError(f"profile name {name!r} cannot be used as a folder name",
+                          hint="profile names use letters, digits, '-', '_' and '.' only")
+    return name
+
+
+def make_rows(targets: list[str | Profile], precisions: list[str] | None, out: str | Path, *,
+              keep_fp32: tuple[str, ...] = (), options: dict[str, Any] | None = None,
+              tolerances: dict[str, dict[str, float]] | None = None) -> list[PlanRow]:
+    """Validate every target, precision and option *before* the model is loaded; one row per artifact."""
+    if not targets:
+        raise ConfigError("no target given", hint="pass --target NAME (see `edgeconv targets`)")
+    rows: list[PlanRow] = []
+    out = Path(out)
+    for t in targets:
+        profile = with_tolerances(t if isinstance(t, Profile) else load_profile(str(t)), tolerances)
+        backend = get_target(profile.backend)
+        backend.check_options(dict(profile.options), f"profile {profile.path or profile.name} [options]")
+        backend.check_options({k: v for k, v in (options or {}).items() if v is not None}, "--option")
+        for precision in precisions or [profile.precision]:
+            if precision not in PRECISIONS:
+                raise ConfigError(f"unknown precision '{precision}'", hint=f"use one of {list(PRECISIONS)}")
+            if precision not in backend.precisions or precision not in profile.precisions:
+                allowed = [p for p in backend.precisions if p in profile.precisions]
+                raise ConfigError(f"target '{profile.name}' has no {precision} route", target=profile.name,
+                                  hint=f"precisions: {', '.join(allowed)}")
+            rows.append(PlanRow(profile, precision, out / safe_name(f"{profile.name}-{precision}"),
+                                tuple(keep_fp32), dict(options or {})))
+    labels = [r.label for r in rows]
+    dup = sorted({x for x in labels if labels.count(x) > 1})
+    if dup:
+        raise ConfigError(f"two rows would write the same folder: {', '.join(dup)}",
+                          hint="give each target once (or give copies of a profile different names)")
+    return rows
+
+
+@dataclass
+class Planner:
+    """Executes rows against one prepared reference; calibration sets are shared between rows that agree."""
+
+    prep: Prepared
+    calib: str | Path | None = None
+    calib_size: int = 512
+    calib_seed: int = 0
+    preprocess: Preprocess | None = None  # the user's contract (overrides profiles')
+    use_cache: bool = True
+    evaluator_factory: EvaluatorFactory | None = None
+    _calibrations: dict[tuple[Any, ...], CalibrationSet] = field(default_factory=dict)
+    _evaluators: dict[str, TaskEvaluator | None] = field(default_factory=dict)
+
+    def contract(self, row: PlanRow) -> Preprocess | None:
+        return contract_for(self.prep, row.profile, self.preprocess)
+
+    def calibration(self, row: PlanRow) -> CalibrationSet | None:
+        """The row's calibration set (None for precisions that need none); one per data × contract × size."""
+        backend = get_target(row.profile.backend)
+        if row.precision not in backend.calibrated:
+            return None
+        pp = self.contract(row)
+        key = (str(self.calib), pp.sha256 if pp else None, self.calib_size, self.calib_seed)
+        if key not in self._calibrations:
+            self._calibrations[key] = make_calibration(self.prep, self.calib, size=self.calib_size,
+                                                       seed=self.calib_seed, preprocess=pp)
+        return self._calibrations[key]
+
+    def evaluator(self, row: PlanRow, calibration: CalibrationSet | None) -> TaskEvaluator | None:
+        """The held-out task evaluator for reduced-precision rows (shared by rows with the same contract)."""
+        if self.evaluator_factory is None or row.precision == "fp32":
+            return None
+        pp = self.contract(row)
+        k = pp.sha256 if pp else ""
+        if k not in self._evaluators:
+            self._evaluators[k] = self.evaluator_factory(self.prep, pp, calibration)
+        return self._evaluators[k]
+
+    def convert(self, row: PlanRow) -> Artifact:
+        cal = self.calibration(row)
+        return convert_reference(self.prep, row.profile, out=row.dest, precision=row.precision, calibration=cal,
+                                 keep_fp32=row.keep_fp32, options=row.options, use_cache=self.use_cache,
+                                 preprocess=self.contract(row), evaluator=self.evaluator(row, cal))
+
+    def describe(self, row: PlanRow) -> dict[str, Any]:
+        """What the row would do, and whether the artifact cache already holds it (no conversion)."""
+        d: dict[str, Any] = {"profile": row.profile.name, "backend": row.profile.backend,
+                             "precision": row.precision, "out": str(row.dest)}
+        try:
+            cal = self.calibration(row)
+            pp = self.contract(row)
+            backend, ctx = build_context(self.prep, row.profile, row.precision, calibration=cal,
+                                         keep_fp32=row.keep_fp32, options=row.options, preprocess=pp,
+                                         evaluator=self.evaluator(row, cal))
+            key = artifact_key(backend, ctx)
+            with cache.disabled(not self.use_cache):
+                d.update(key=key, cache_hit=cache.lookup("artifacts", key) is not None,
+                         calibration=cal.manifest() if cal else None, preprocess=pp.to_dict() if pp else None,
+                         isolated=backend.isolate)
+        except EdgeconvError as e:
+            d.update(error=e.one_line(), cache_hit=False)
+        return d
