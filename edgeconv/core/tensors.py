@@ -11,6 +11,11 @@ import numpy as np
 from edgeconv.core.errors import ConfigError
 
 _DTYPES = {"float32", "float16", "int8", "uint8", "int32", "int64", "bool"}
+_ITEMSIZE = {"float32": 4, "float16": 2, "int8": 1, "uint8": 1, "int32": 4, "int64": 8, "bool": 1}
+# One input tensor larger than this is a typo (an extra digit), not a model: refusing it costs nothing, while
+# allocating it ends in the kernel's OOM killer or a MemoryError deep inside an exporter.
+MAX_INPUT_BYTES = 4 << 30
+MAX_RANK = 8
 
 
 @dataclass(frozen=True)
@@ -43,8 +48,36 @@ class TensorSpec:
 _INPUT_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.\-/]*):(?P<shape>\d+(?:x\d+)*)(?::(?P<dtype>\w+))?$")
 
 
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def check_shape(name: str, shape: tuple[Any, ...], dtype: str, what: str) -> None:
+    """Refuse shapes no model input has: zero-size axes, more than MAX_RANK axes, more than MAX_INPUT_BYTES."""
+    if len(shape) > MAX_RANK:
+        raise ConfigError(f"{what}: {len(shape)} axes; at most {MAX_RANK} are supported")
+    static = [d for d in shape if isinstance(d, int) and d > 0]
+    if any(isinstance(d, int) and d == 0 for d in shape):
+        raise ConfigError(f"{what}: input '{name}' has a zero-size axis {tuple(shape)}",
+                          hint="every axis of a model input needs at least one element")
+    n = 1
+    for d in static:
+        n *= d
+    size = n * _ITEMSIZE.get(dtype, 4)
+    if size > MAX_INPUT_BYTES:
+        raise ConfigError(f"{what}: input '{name}' {tuple(shape)} {dtype} would take {_human(size)} "
+                          f"(the largest accepted is {_human(MAX_INPUT_BYTES)})",
+                          hint="check the shape for a typo, e.g. --input images:1x3x224x224")
+
+
 def parse_input_spec(text: str) -> TensorSpec:
     """Parse ``name:1x3x320x320[:dtype]`` as given to ``--input``."""
+    if not isinstance(text, str):
+        raise ConfigError(f"--input {text!r} must be a string NAME:1x3xHxW[:dtype]")
     m = _INPUT_RE.match(text.strip())
     if not m:
         raise ConfigError(f"--input '{text}' is not of the form NAME:1x3xHxW[:dtype]",
@@ -52,9 +85,14 @@ def parse_input_spec(text: str) -> TensorSpec:
     dtype = m.group("dtype") or "float32"
     if dtype not in _DTYPES:
         raise ConfigError(f"--input '{text}': unknown dtype '{dtype}'", hint=f"one of {sorted(_DTYPES)}")
-    shape = tuple(int(s) for s in m.group("shape").split("x"))
+    dims = m.group("shape").split("x")
+    if len(dims) > MAX_RANK or any(len(d) > 12 for d in dims):
+        raise ConfigError(f"--input '{text}': shape is not a plausible tensor shape",
+                          hint="e.g. --input images:1x3x224x224")
+    shape = tuple(int(s) for s in dims)
     if any(s <= 0 for s in shape):
         raise ConfigError(f"--input '{text}': every dimension must be positive")
+    check_shape(m.group("name"), shape, dtype, f"--input '{text}'")
     return TensorSpec(m.group("name"), shape, dtype, "NCHW" if len(shape) == 4 else None)
 
 

@@ -1,9 +1,18 @@
-"""The reference model: the verified, simplified ONNX every target is converted from and compared with."""
+"""The reference model: the verified, simplified ONNX every target is converted from and compared with.
+
+Work happens in a private temp folder named ``edgeconv-ref-<pid>-*``; it is removed when the reference is cached,
+at interpreter exit when it is not (``use_cache=False``: the reference lives there for the run), and by the next
+run when a killed process could not remove its own. A reference whose own outputs are NaN/Inf is refused here
+(export stage, naming the user's file), so no target is ever blamed for it.
+"""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
+import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -14,13 +23,15 @@ import numpy as np
 
 from edgeconv.core import cache
 from edgeconv.core.console import log, status
-from edgeconv.core.errors import ConfigError, ExportError
+from edgeconv.core.errors import ConfigError, ModelLoadError
 from edgeconv.core.hashing import sha256_file, sha256_json
 from edgeconv.core.lazy import require, version
 from edgeconv.core.tensors import TensorSpec, random_feeds
-from edgeconv.export.onnx_export import EXPORTERS, DynamicSpec, export_verified
+from edgeconv.export.onnx_export import EXPORTERS, DynamicSpec, check_finite, check_opset, export_verified, onnx_outputs
 from edgeconv.export.simplify import simplify
+from edgeconv.intake.guard import describe
 from edgeconv.intake.loader import SourceModel
+from edgeconv.intake.onnx_file import load_user_onnx
 
 REFERENCE_FILE = "reference.onnx"
 _ONNX_DT = {1: "float32", 10: "float16", 3: "int8", 2: "uint8", 6: "int32", 7: "int64", 9: "bool", 11: "float64"}
@@ -68,6 +79,62 @@ def graph_specs(path: Path, layout_hint: str | None = "NCHW") -> tuple[list[Tens
     return ins, outs
 
 
+_WORK_PREFIX = "edgeconv-ref-"
+_WORK_RE = re.compile(r"^edgeconv-ref-(\d+)-")
+
+
+def _clean_stale_work() -> None:
+    """Remove work folders of edgeconv processes that died before they could (SIGKILL, power cut)."""
+    root = Path(tempfile.gettempdir())
+    try:
+        entries = [p for p in root.iterdir() if p.name.startswith(_WORK_PREFIX)]
+    except OSError:
+        return
+    for p in entries:
+        m = _WORK_RE.match(p.name)
+        if not m or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def _new_work() -> Path:
+    _clean_stale_work()
+    return Path(tempfile.mkdtemp(prefix=f"{_WORK_PREFIX}{os.getpid()}-"))
+
+
+def _onnx_source(source: SourceModel, inputs: list[TensorSpec] | None, raw: Path) -> list[TensorSpec]:
+    """Check the user's ONNX file and write it self-contained to ``raw``; the input specs to feed it with."""
+    onnx = require("onnx", "onnx")
+    model = load_user_onnx(source.onnx_path or source.spec)
+    onnx.save(model, str(raw))
+    g_in, _ = graph_specs(raw)
+    if not g_in:
+        raise ModelLoadError(f"{source.spec} has no graph inputs", hint="edgeconv converts models with inputs")
+    if inputs:
+        known = {s.name for s in g_in}
+        unknown = [s.name for s in inputs if s.name not in known]
+        if unknown:
+            raise ConfigError(f"--input names {unknown} are not inputs of {source.spec}",
+                              hint=f"graph inputs: {sorted(known)}")
+    specs = inputs or g_in
+    if any(not isinstance(d, int) or d <= 0 for s in specs for d in s.shape):
+        log.info("dynamic input dims in %s are fed with 1 for verification", source.spec)
+    feeds = [random_feeds(specs, seed=i) for i in range(2)]
+    try:
+        outs = [onnx_outputs(raw, f) for f in feeds]
+    except Exception as e:
+        raise ModelLoadError(f"ONNX Runtime cannot run {source.spec}: {describe(e)}",
+                             hint="check --input shapes against the graph; the graph may use ops ONNX Runtime lacks"
+                             ) from e
+    check_finite(outs, source.spec)
+    return specs
+
+
 def prepare_reference(source: SourceModel, inputs: list[TensorSpec] | None, *, output_names: list[str] | None = None,
                       opset: int = 17, exporters: tuple[str, ...] = EXPORTERS, dynamic: DynamicSpec | None = None,
                       do_simplify: bool = True, use_cache: bool = True,
@@ -76,9 +143,11 @@ def prepare_reference(source: SourceModel, inputs: list[TensorSpec] | None, *, o
     dynamic = dynamic or DynamicSpec()
     if source.kind != "onnx" and not inputs:
         raise ConfigError("a PyTorch model needs --input NAME:SHAPE (e.g. --input images:1x3x320x320)")
-    bad = [e for e in exporters if e not in EXPORTERS]
-    if bad:
-        raise ConfigError(f"unknown exporter(s) {bad}", hint=f"choose from {list(EXPORTERS)}")
+    if source.kind != "onnx":
+        check_opset(opset, tuple(exporters))
+    elif any(e not in EXPORTERS for e in exporters):
+        raise ConfigError(f"unknown exporter(s) {[e for e in exporters if e not in EXPORTERS]}",
+                          hint=f"choose from {list(EXPORTERS)}")
     key = sha256_json({
         "source": source.sha256, "inputs": [s.to_dict() for s in inputs or []], "outputs": output_names,
         "opset": opset, "exporters": list(exporters), "dynamic": dynamic.__dict__, "simplify": do_simplify,
@@ -92,44 +161,34 @@ def prepare_reference(source: SourceModel, inputs: list[TensorSpec] | None, *, o
         path = hit / REFERENCE_FILE
         return _make(path, source, inputs, record, dynamic)
 
-    work = Path(tempfile.mkdtemp(prefix="edgeconv-ref-"))
+    work = _new_work()
+    keep_work = False
     try:
         raw = work / "exported.onnx"
         record: dict[str, Any] = {"cache_key": key}
         if source.kind == "onnx":
-            shutil.copyfile(source.onnx_path, raw)
             record["export"] = {"route": "onnx-input", "attempts": []}
-            g_in, _ = graph_specs(raw)
-            if inputs:
-                known = {s.name for s in g_in}
-                unknown = [s.name for s in inputs if s.name not in known]
-                if unknown:
-                    raise ConfigError(f"--input names {unknown} are not inputs of {source.spec}",
-                                      hint=f"graph inputs: {sorted(known)}")
-            specs = inputs or g_in
-            if any(not isinstance(d, int) or d <= 0 for s in specs for d in s.shape):
-                log.info("dynamic input dims in %s are fed with 1 for verification", source.spec)
+            specs = _onnx_source(source, inputs, raw)
         else:
             specs = inputs
             feeds = [random_feeds(specs, seed=i) for i in range(2)] + list(extra_feeds or [])
             with status("exporting to ONNX"):
                 record["export"] = export_verified(source.module, specs, output_names, raw, opset=opset,
-                                                   exporters=exporters, dynamic=dynamic, sample_feeds=feeds)
+                                                   exporters=exporters, dynamic=dynamic, sample_feeds=feeds,
+                                                   model_name=source.spec)
         feeds = [random_feeds(specs, seed=i) for i in range(2)] + list(extra_feeds or [])
         final = work / REFERENCE_FILE
         with status("simplifying ONNX"):
             record["simplify"] = simplify(raw, final, feeds, enabled=do_simplify)
-        out = cache.store("reference", key, _only(work, [REFERENCE_FILE], record)) if use_cache else work
-        path = out / REFERENCE_FILE
-        if not use_cache:  # keep the temp folder alive for this process; it is tiny
-            record["cache"] = "disabled"
-        else:
-            record["cache"] = "miss"
-        return _make(path, source, inputs, record, dynamic)
-    except ExportError:
-        raise
+        out = cache.store("reference", key, _only(work, [REFERENCE_FILE], record)) if use_cache else None
+        record["cache"] = "miss" if out is not None else "disabled"
+        if out is None:  # not cached (disabled, or the cache is not writable): the work folder lives for the run
+            out = work
+            keep_work = True
+            atexit.register(shutil.rmtree, str(work), True)
+        return _make(out / REFERENCE_FILE, source, inputs, record, dynamic)
     finally:
-        if use_cache:
+        if not keep_work:
             shutil.rmtree(work, ignore_errors=True)
 
 

@@ -4,14 +4,23 @@ Checkpoints are loaded with ``torch.load(weights_only=True)``: a pickle that nee
 the user passes ``--trust-checkpoint`` (loading a checkpoint from the internet must not run its code silently).
 Mismatched weights are an error listing missing/unexpected keys and shape mismatches — ``strict=False`` loading
 that silently leaves layers random is the commonest way a "converted" model turns out useless.
+
+Everything the user's code does (importing the model file, calling the factory, trusted unpickling) runs behind
+``guard.user_code``: whatever it raises, ``SystemExit`` included, is a ModelLoadError naming the user's file.
+The factory's folder stays importable for the whole run (imports inside ``build()``, a trusted full-model pickle
+that refers to the user's classes), at the front of ``sys.path`` while the user's code is loaded and behind the
+installed packages afterwards, so a user's ``onnx.py`` cannot shadow the real onnx later in the run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib
 import importlib.util
 import inspect
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,15 +28,21 @@ from typing import Any
 from edgeconv.core.errors import ConfigError, ModelLoadError
 from edgeconv.core.hashing import sha256_file, sha256_json
 from edgeconv.core.lazy import require
+from edgeconv.intake.guard import describe, first_line, user_code
+from edgeconv.intake.modules import load_tensors, named_tensors, set_eval, walk_modules
+from edgeconv.intake.pt2 import TRUST_HINT, load_exported_program
 
 TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript", ".jit", ".pt", ".pth")
+
+__all__ = ["SourceModel", "apply_state_dict", "load_source", "load_state_dict", "parse_model_args", "set_eval",
+           "walk_modules"]
 
 
 @dataclass
 class SourceModel:
     """What the pipeline starts from: a torch module, or an ONNX file when the user gave one."""
 
-    kind: str  # "factory" | "torchscript" | "exported-program" | "onnx"
+    kind: str  # "factory" | "module" | "torchscript" | "exported-program" | "onnx"
     spec: str
     sha256: str  # hash of everything that determines the model (code file, weights, args)
     module: Any = None  # torch.nn.Module (eval mode) when kind != "onnx"
@@ -38,66 +53,91 @@ class SourceModel:
         return {"kind": self.kind, "spec": self.spec, "sha256": self.sha256, **self.details}
 
 
-def set_eval(module: Any) -> None:
-    """Inference mode without calling ``module.eval()``: real models have attributes that shadow nn.Module methods
-    (``self.train = cfg.train``, ``self.eval = ...``), which make ``.eval()`` crash. Setting ``training`` on every
-    submodule is exactly what ``eval()`` does (BatchNorm then uses its running statistics, Dropout is off)."""
-    for m in module.modules():
-        if hasattr(m, "training"):
-            object.__setattr__(m, "training", False)
-
-
 def parse_model_args(items: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
     """``key=value`` pairs; values are parsed as Python literals when they look like one (3, 0.5, True, [1,2])."""
     import ast
 
     out: dict[str, Any] = {}
     for item in items or ():
+        if not isinstance(item, str):
+            raise ConfigError(f"--model-arg {item!r} is not KEY=VALUE text", hint="e.g. --model-arg num_classes=5")
         key, sep, val = item.partition("=")
         if not sep or not key.isidentifier():
             raise ConfigError(f"--model-arg '{item}' is not KEY=VALUE", hint="e.g. --model-arg num_classes=5")
         try:
-            out[key] = ast.literal_eval(val)
-        except (ValueError, SyntaxError):
+            out[key] = ast.literal_eval(val) if len(val) < 10_000 else val
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             out[key] = val
     return out
 
 
-def _import_factory(spec: str) -> tuple[Any, str]:
-    """Resolve ``path/file.py:func`` or ``package.module:func``; returns (callable, hash of its code)."""
+@contextlib.contextmanager
+def _user_path(folder: Path) -> Iterator[None]:
+    """``folder`` first on ``sys.path`` inside the block (Python's own rule for a script's folder); afterwards it
+    stays reachable, but behind every installed package (see the module docstring)."""
+    entry = str(folder)
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(entry)
+        if entry not in sys.path:
+            sys.path.append(entry)
+
+
+def _import_factory(spec: str) -> tuple[Any, str, Path | None]:
+    """Resolve ``path/file.py:func`` or ``package.module:func``; returns (callable, code hash, the file's folder)."""
     target, sep, attr = spec.rpartition(":")
     if not sep or not target or not attr:
         raise ConfigError(f"--model '{spec}' is not FILE.py:FACTORY, MODULE:FACTORY or a model file",
                           hint="e.g. --model mymodels.py:build")
+    folder: Path | None = None
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
-            raise ModelLoadError(f"model file {target} does not exist")
-        name = f"edgeconv_user_{sha256_file(path)[:16]}"
+            raise ModelLoadError(f"model file {target} does not exist", hint="check the path before ':'")
+        code_hash = sha256_file(path)
+        name = f"edgeconv_user_{code_hash[:16]}"
         mod_spec = importlib.util.spec_from_file_location(name, path)
         if mod_spec is None or mod_spec.loader is None:
             raise ModelLoadError(f"cannot import {target}")
         module = importlib.util.module_from_spec(mod_spec)
         sys.modules[name] = module
-        sys.path.insert(0, str(path.resolve().parent))
-        try:
-            mod_spec.loader.exec_module(module)
-        except Exception as e:
-            raise ModelLoadError(f"importing {target} failed: {type(e).__name__}: {e}") from e
-        finally:
-            sys.path.pop(0)
-        code_hash = sha256_file(path)
+        folder = path.resolve().parent
+        with _user_path(folder), user_code(f"importing {target}",
+                                           hint="fix the error in your model file (--verbose shows where)"):
+            try:
+                mod_spec.loader.exec_module(module)
+            except BaseException:
+                sys.modules.pop(name, None)
+                raise
     else:
-        try:
+        with user_code(f"importing module '{target}'",
+                       hint="check the module is installed or on PYTHONPATH (--verbose shows where it failed)"):
             module = importlib.import_module(target)
-        except ImportError as e:
-            raise ModelLoadError(f"cannot import module '{target}': {e}") from e
         src = inspect.getsourcefile(module)
         code_hash = sha256_file(src) if src else sha256_json(target)
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
-        raise ModelLoadError(f"'{attr}' is not a callable in {target}")
-    return fn, code_hash
+        raise ModelLoadError(f"'{attr}' is not a callable in {target}",
+                             hint="the name after ':' must be a function or class that returns an nn.Module")
+    return fn, code_hash, folder
+
+
+def _safetensors(path: Path) -> dict[str, Any]:
+    try:
+        from safetensors.torch import load_file
+    except ImportError as e:
+        raise ModelLoadError("safetensors is not installed", hint="pip install 'edgeconv[torch]'") from e
+    try:
+        return load_file(str(path))
+    except MemoryError as e:
+        raise ModelLoadError(f"weights {path} do not fit in memory", hint="is this the right file?") from e
+    except Exception as e:  # SafetensorError (header too large, truncated data, bad JSON), OSError
+        raise ModelLoadError(f"weights {path} are not a valid safetensors file: {describe(e)}",
+                             hint="the file may be truncated or corrupt; re-save it with safetensors.torch."
+                                  "save_file") from e
 
 
 def load_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
@@ -105,34 +145,43 @@ def load_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
     torch = require("torch", "torch")
     path = Path(path)
     if not path.is_file():
-        raise ModelLoadError(f"weights file {path} does not exist")
+        raise ModelLoadError(f"weights file {path} {'is not a file' if path.exists() else 'does not exist'}",
+                             hint="--weights takes a .pt/.pth/.safetensors file")
     if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError as e:
-            raise ModelLoadError("safetensors is not installed", hint="pip install safetensors") from e
-        obj: Any = load_file(str(path))
+        obj: Any = _safetensors(path)
+    elif trust:
+        with user_code(f"unpickling the trusted checkpoint {path}",
+                       hint="the checkpoint's own code failed; is its model code importable from here?"):
+            obj = torch.load(path, map_location="cpu", weights_only=False)
     else:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=not trust)
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except MemoryError as e:
+            raise ModelLoadError(f"weights {path} do not fit in memory", hint="is this the right file?") from e
         except Exception as e:  # UnpicklingError and friends differ across torch versions
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            if not trust and ("weights_only" in str(e) or "Unpickl" in type(e).__name__ or "GLOBAL" in str(e)):
+            text = str(e)
+            if "weights_only" in text or "Unpickl" in type(e).__name__ or "GLOBAL" in text:
                 raise ModelLoadError(
                     f"{path} needs arbitrary unpickling to load (it stores Python objects, not only tensors)",
-                    hint="only if you trust its origin, pass --trust-checkpoint") from e
-            raise ModelLoadError(f"cannot read weights {path}: {msg}") from e
+                    hint=TRUST_HINT) from e
+            raise ModelLoadError(f"cannot read weights {path}: {first_line(e)}",
+                                 hint="the file may be truncated or not a PyTorch checkpoint") from e
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model", "ema"):
             if key in obj and obj[key] is not None and not isinstance(obj[key], (int, float, str)):
                 obj = obj[key]
                 break
-    if hasattr(obj, "state_dict") and callable(obj.state_dict):
-        obj = obj.state_dict()
-    if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
-        raise ModelLoadError(f"{path} does not hold a state_dict (a dict of tensors)")
+    if isinstance(obj, torch.nn.Module):
+        obj = named_tensors(obj)
+    elif hasattr(obj, "state_dict") and callable(obj.state_dict):
+        with user_code(f"reading the state_dict of {path}"):
+            obj = obj.state_dict()
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelLoadError(f"{path} does not hold a state_dict (a dict of tensors)",
+                             hint="save the weights with torch.save(model.state_dict(), path)")
     out = {}
     for k, v in obj.items():
+        k = str(k)
         while k.startswith("module."):
             k = k[len("module."):]
         out[k] = v
@@ -141,7 +190,7 @@ def load_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
 
 def apply_state_dict(module: Any, state: dict[str, Any], source: str) -> None:
     """Load ``state`` into ``module`` after checking keys and shapes; raise one clear error listing every mismatch."""
-    own = module.state_dict()
+    own = named_tensors(module)
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
@@ -160,13 +209,57 @@ def apply_state_dict(module: Any, state: dict[str, Any], source: str) -> None:
             parts.append(f"{len(shapes)} shape mismatch(es): {few(shapes)}")
         raise ModelLoadError(f"weights {source} do not match the model: " + "; ".join(parts),
                              hint="check --model/--model-arg (e.g. num_classes) against the checkpoint")
-    module.load_state_dict(state, strict=False)
+    with user_code(f"loading the weights {source} into the model"):
+        load_tensors(module, state)
 
 
-def load_source(model: str, *, weights: str | None = None, model_args: dict[str, Any] | None = None,
+def module_sha256(module: Any) -> str:
+    """Identity of an in-memory module: its class, the class's source file, its repr and every tensor's bytes."""
+    torch = require("torch", "torch")
+    cls = type(module)
+    try:
+        src = inspect.getsourcefile(cls)
+        code = sha256_file(src) if src else None
+    except (TypeError, OSError):
+        code = None
+    with user_code(f"describing {cls.__qualname__}"):
+        text = repr(module)
+    tensors = []
+    for name, t in sorted(named_tensors(module).items()):
+        flat = t.detach().cpu().contiguous().reshape(-1)
+        raw = flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+        tensors.append([name, str(t.dtype), list(t.shape), hashlib.sha256(raw).hexdigest()])
+    return sha256_json({"class": f"{cls.__module__}.{cls.__qualname__}", "code": code, "repr": text,
+                        "tensors": tensors})
+
+
+def _from_module(module: Any) -> SourceModel:
+    cls = type(module)
+    spec = f"{cls.__module__}.{cls.__qualname__} (module object)"
+    set_eval(module)
+    return SourceModel("module", spec, module_sha256(module), module=module)
+
+
+def load_source(model: Any, *, weights: str | None = None, model_args: dict[str, Any] | None = None,
                 trust_checkpoint: bool = False) -> SourceModel:
-    """Resolve ``--model`` (+ ``--weights``) into a SourceModel, with the module in eval mode."""
+    """Resolve ``--model`` (+ ``--weights``) into a SourceModel, with the module in eval mode.
+
+    ``model`` is a spec string (see the README) or, from Python, an ``nn.Module`` object (``weights`` are then
+    loaded into it when given).
+    """
     model_args = model_args or {}
+    torch_mod = sys.modules.get("torch")
+    if torch_mod is not None and isinstance(model, torch_mod.nn.Module):
+        if model_args:
+            raise ConfigError("model_args apply to a factory, not to a module object")
+        if weights:
+            apply_state_dict(model, load_state_dict(weights, trust=trust_checkpoint), weights)
+        return _from_module(model)
+    if isinstance(model, Path):
+        model = str(model)
+    if not isinstance(model, str) or not model.strip():
+        raise ConfigError(f"--model must be a spec string or an nn.Module, not {type(model).__name__}",
+                          hint="e.g. 'mymodels.py:build', 'net.onnx', 'model.pt2', or pass the module object")
     path = Path(model)
     if path.suffix == ".onnx":
         if not path.is_file():
@@ -176,11 +269,12 @@ def load_source(model: str, *, weights: str | None = None, model_args: dict[str,
         return SourceModel("onnx", str(path), sha256_file(path), onnx_path=path.resolve())
     torch = require("torch", "torch")
     if path.suffix == ".pt2" and path.is_file():
-        try:
-            ep = torch.export.load(str(path))
-        except Exception as e:
-            raise ModelLoadError(f"cannot load ExportedProgram {model}: {type(e).__name__}: {e}") from e
-        return SourceModel("exported-program", str(path), sha256_file(path), module=ep.module())
+        if weights:
+            raise ConfigError("--weights cannot be combined with a .pt2 model (the weights are in the archive)")
+        ep = load_exported_program(path, trust=trust_checkpoint)
+        with user_code(f"building the module of {model}"):
+            module = ep.module()
+        return SourceModel("exported-program", str(path), sha256_file(path), module=module)
     if path.suffix in TORCHSCRIPT_SUFFIXES and path.is_file() and ":" not in model:
         try:
             mod = torch.jit.load(str(path), map_location="cpu")
@@ -192,24 +286,33 @@ def load_source(model: str, *, weights: str | None = None, model_args: dict[str,
     if ":" not in model and not path.exists():
         raise ModelLoadError(f"model '{model}' does not exist", hint="give FILE.py:FACTORY, MODULE:FACTORY, "
                              "a TorchScript/.pt2 file or an .onnx file")
-    factory, code_hash = _import_factory(model)
+    factory, code_hash, folder = _import_factory(model)
     try:
-        module = factory(**model_args)
+        inspect.signature(factory).bind(**model_args)
     except TypeError as e:
-        raise ModelLoadError(f"calling {model}({', '.join(f'{k}={v!r}' for k, v in model_args.items())}) failed: {e}",
-                             hint="check --model-arg names against the factory's parameters") from e
-    except Exception as e:
-        raise ModelLoadError(f"factory {model} raised {type(e).__name__}: {e}") from e
-    if not isinstance(module, torch.nn.Module):
-        raise ModelLoadError(f"factory {model} returned {type(module).__name__}, not a torch.nn.Module")
-    details: dict[str, Any] = {"model_args": model_args}
-    wh = None
-    if weights:
-        state = load_state_dict(weights, trust=trust_checkpoint)
-        apply_state_dict(module, state, weights)
-        wh = sha256_file(weights)
-        details["weights"] = str(weights)
-        details["weights_sha256"] = wh
+        raise ModelLoadError(f"{model} does not accept {', '.join(f'{k}={v!r}' for k, v in model_args.items())}"
+                             f": {e}", hint="check --model-arg names against the factory's parameters") from e
+    except ValueError:  # no signature (a builtin): let the call decide
+        pass
+    with contextlib.ExitStack() as stack:
+        if folder is not None:
+            stack.enter_context(_user_path(folder))
+        call = f"calling {model}({', '.join(f'{k}={v!r}' for k, v in model_args.items())})"
+        with user_code(call, hint="the factory itself raised; --verbose shows where"):
+            module = factory(**model_args)
+        if not isinstance(module, torch.nn.Module):
+            raise ModelLoadError(f"factory {model} returned {type(module).__name__}, not a torch.nn.Module",
+                                 hint="the factory must return the model (an nn.Module instance)")
+        details: dict[str, Any] = {"model_args": model_args}
+        wh = None
+        if weights:
+            state = load_state_dict(weights, trust=trust_checkpoint)
+            apply_state_dict(module, state, weights)
+            wh = sha256_file(weights)
+            details["weights"] = str(weights)
+            details["weights_sha256"] = wh
     set_eval(module)
-    return SourceModel("factory", model, sha256_json({"code": code_hash, "weights": wh, "args": model_args}),
+    factory_name = model.rpartition(":")[2]
+    return SourceModel("factory", model, sha256_json({"code": code_hash, "factory": factory_name, "weights": wh,
+                                                      "args": model_args}),
                        module=module, details=details)
