@@ -38,8 +38,17 @@ def parse_fail_on(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, 
     return names
 
 
-def _key(r: dict[str, Any]) -> tuple[str, str, str]:
-    return (str(r.get("target")), str(r.get("profile")), str(r.get("precision")))
+def _keyed(results: list[dict[str, Any]]) -> list[tuple[tuple[str, str, str, int], dict[str, Any]]]:
+    """Rows with their match key: (target, profile, precision, n-th such row). The counter keeps two rows of one
+    profile × precision (e.g. at two thread counts) matched to their own counterparts, so a report compared with
+    itself always compares each row with itself."""
+    seen: dict[tuple[str, str, str], int] = {}
+    out = []
+    for r in results:
+        k = (str(r.get("target")), str(r.get("profile")), str(r.get("precision")))
+        seen[k] = seen.get(k, -1) + 1
+        out.append(((*k, seen[k]), r))
+    return out
 
 
 def noise_interval(lat: dict[str, Any]) -> tuple[float, float]:
@@ -61,7 +70,7 @@ def noise_interval(lat: dict[str, Any]) -> tuple[float, float]:
 class Comparison:
     """Per-row verdicts plus which conditions hold."""
 
-    rows: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)
+    rows: dict[tuple[str, str, str, int], dict[str, Any]] = field(default_factory=dict)
     conditions: dict[str, list[str]] = field(default_factory=lambda: {c: [] for c in CONDITIONS})
 
     def holds(self, fail_on: tuple[str, ...]) -> list[str]:
@@ -95,10 +104,9 @@ def compare_reports(new: dict[str, Any], base: dict[str, Any], *,
                     min_effect: float = DEFAULT_MIN_EFFECT) -> Comparison:
     """Compare every row of ``new`` with the matching (target, profile, precision) row of ``base``."""
     cmp_ = Comparison()
-    base_rows = {_key(r): r for r in base.get("results", [])}
+    base_rows = dict(_keyed(base.get("results", [])))
     new_keys = set()
-    for r in new.get("results", []):
-        k = _key(r)
+    for k, r in _keyed(new.get("results", [])):
         new_keys.add(k)
         name = f"{k[1]} {k[2]}"
         b = base_rows.get(k)
@@ -144,8 +152,8 @@ def compare_reports(new: dict[str, Any], base: dict[str, Any], *,
 
 def annotate(report: dict[str, Any], cmp_: Comparison, fail_on: tuple[str, ...], baseline: str | None) -> None:
     """Attach per-row verdicts and the summary to the report (so the md/html/junit writers show them)."""
-    for r in report.get("results", []):
-        v = cmp_.rows.get(_key(r))
+    for k, r in _keyed(report.get("results", [])):
+        v = cmp_.rows.get(k)
         if v is not None:
             r["comparison"] = v
     report["comparison"] = cmp_.to_dict(fail_on, baseline)

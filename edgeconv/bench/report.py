@@ -2,22 +2,114 @@
 inline SVG) and ``junit.xml`` (one testcase per target × precision × check).
 
 Everything is rendered from the report dict alone, so a report can be re-rendered later (or by another tool) from
-its JSON; the HTML carries no external JS or CSS, so it can be attached to a CI run and opened offline.
+its JSON; the HTML page (``edgeconv/templates/report.html.j2``) loads nothing (no JS, CSS, fonts or images from
+anywhere), so it can be attached to a CI run and opened offline. Status marks are words, not emoji, so they read
+the same without an emoji font.
+
+The contract is written down twice on purpose: as pydantic models here (``Report``: what ``load_report`` accepts,
+so a file of the wrong shape is a config error naming the key) and as the JSON Schema generated from them in
+``schemas/report.schema.json`` (what other tools validate against; a test keeps the two equal).
+
+Over 400 lines because the contract and every writer of it stay in one module: a field added here is added to
+the schema, the Markdown, the HTML's data and the JUnit file in one change.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import json
 import math
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-SCHEMA = "edgeconv.report/1"
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_FAMILY = "edgeconv.report"
+SCHEMA_VERSION = 1
+SCHEMA = f"{SCHEMA_FAMILY}/{SCHEMA_VERSION}"
 FILES = ("report.json", "report.md", "report.html", "junit.xml")
+
+
+class _Open(BaseModel):
+    """Known fields are typed; more fields are welcome (the contract grows by adding, not renaming)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class Check(_Open):
+    name: str
+    value: float | None = None
+    limit: float | None = None
+    pass_: bool | None = Field(None, alias="pass")
+
+
+class Latency(_Open):
+    p50: float
+    p90: float | None = None
+    p99: float | None = None
+    mean: float | None = None
+    min: float | None = None
+    n: int | None = None
+    p50_ci: list[float | None] | None = None
+    quantiles: list[float] | None = None
+
+
+class Drift(_Open):
+    max_abs: float | None = None
+    rel_l2: float | None = None
+    cosine: float | None = None
+    checks: list[Check] = []
+    pass_: bool | None = Field(None, alias="pass")
+
+
+class Task(_Open):
+    metric: str
+    reference: float | None = None
+    value: float | None = None
+    delta: float | None = None
+    tolerance: float | None = None
+    pass_: bool | None = Field(None, alias="pass")
+
+
+class ArtifactRef(_Open):
+    path: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+
+
+class Row(_Open):
+    target: str | None
+    profile: str | None = None
+    precision: str
+    status: Literal["ok", "failed", "skipped"]
+    error: str | None = None
+    artifact: ArtifactRef | None = None
+    latency_ms: Latency | None = None
+    drift: Drift | None = None
+    task: Task | None = None
+
+
+class ModelInfo(_Open):
+    name: str
+    sha256: str | None = None
+
+
+class Report(_Open):
+    """``report.json``: one row per target × precision (DESIGN.md, "Report contract")."""
+
+    schema_: str = Field(alias="schema", pattern=r"^edgeconv\.report/[0-9]+$")
+    created: str | None = None
+    model: ModelInfo
+    env: dict[str, Any] = {}
+    results: list[Row]
+
+
+def report_json_schema() -> dict[str, Any]:
+    """The JSON Schema of report.json (``schemas/report.schema.json`` is this, written out)."""
+    doc = Report.model_json_schema(by_alias=True)
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "edgeconv.report/1", **doc}
 
 
 def make_report(results: list[dict[str, Any]], *, model: dict[str, Any], env: dict[str, Any] | None = None,
@@ -62,18 +154,36 @@ def write_all(report: dict[str, Any], out: str | Path) -> dict[str, Path]:
 
 
 def load_report(path: str | Path) -> dict[str, Any]:
-    """Read a report.json (or the folder holding one), checking the schema family."""
-    from edgeconv.core.errors import ConfigError
+    """Read a report.json (or the folder holding one): the schema family and version, then the shape."""
+    from edgeconv.core.files import read_structured
 
     p = Path(path)
     if p.is_dir():
         p = p / "report.json"
-    from edgeconv.core.files import read_structured
-
     rep = read_structured(p, "report", fmt="json")
-    if not str(rep.get("schema", "")).startswith("edgeconv.report/"):
-        raise ConfigError(f"{p} is not an edgeconv report (schema {rep.get('schema')!r})")
+    check_report(rep, str(p))
     return rep
+
+
+def check_report(rep: Any, where: str = "report") -> None:
+    """ConfigError unless ``rep`` is a report this edgeconv reads: ``edgeconv.report/N`` with N <= 1, right shape."""
+    from edgeconv.core.errors import ConfigError
+
+    schema = rep.get("schema") if isinstance(rep, dict) else None
+    family, _, version = str(schema).partition("/")
+    if family != SCHEMA_FAMILY or not version.isdigit():
+        raise ConfigError(f"{where} is not an edgeconv report (schema {schema!r})",
+                          hint="pass a report.json written by `edgeconv run`, `bench` or `demo`")
+    if int(version) > SCHEMA_VERSION:
+        raise ConfigError(f"{where} has schema {schema}, newer than this edgeconv reads ({SCHEMA})",
+                          hint="upgrade edgeconv to read it (pip install -U edgeconv)")
+    try:
+        Report.model_validate(rep)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        raise ConfigError(f"{where}: {key}: {err['msg']} ({len(e.errors())} problem(s))",
+                          hint="the file is not a report of this schema; regenerate it") from e
 
 
 # --- formatting helpers -------------------------------------------------------------------------------------------
@@ -112,14 +222,14 @@ def row_key(r: dict[str, Any]) -> str:
     return f"{r.get('profile')}/{r.get('precision')}"
 
 
-def _status_icon(r: dict[str, Any]) -> str:
+def status_mark(r: dict[str, Any]) -> str:
+    """``ok``, ``ok, checks failed: drift`` / ``regression``, ``FAILED`` or ``skipped``: words, no emoji."""
     if r.get("status") != "ok":
-        return {"failed": "❌ failed", "skipped": "⏭️ skipped"}.get(r.get("status"), str(r.get("status")))
-    checks = [v for v in (r.get("checks") or {}).values() if v is not None]
-    cmp_ = r.get("comparison") or {}
-    if cmp_.get("regression") or not all(checks):
-        return "⚠️ ok (checks failed)"
-    return "✅ ok"
+        return {"failed": "FAILED", "skipped": "skipped"}.get(str(r.get("status")), str(r.get("status")))
+    bad = [k for k, v in (r.get("checks") or {}).items() if v is False]
+    if (r.get("comparison") or {}).get("regression"):
+        bad.append("regression")
+    return f"ok, checks failed: {', '.join(bad)}" if bad else "ok"
 
 
 def render_markdown(report: dict[str, Any]) -> str:
@@ -143,7 +253,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         else:
             p50, p99 = ("proxy: n/a" if r.get("proxy") else "–"), "–"
         art = r.get("artifact") or {}
-        cells = [r.get("profile", "?"), r.get("precision", "?"), _status_icon(r), p50, p99, _size(art.get("bytes")),
+        cells = [r.get("profile", "?"), r.get("precision", "?"), status_mark(r), p50, p99, _size(art.get("bytes")),
                  _drift_text(r.get("drift")), _task_text(r.get("task"))]
         if cmp_:
             c = r.get("comparison") or {}
@@ -164,7 +274,7 @@ def render_markdown(report: dict[str, Any]) -> str:
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both axes (lower latency, lower drift), by latency."""
+    """Indices of the points no other point beats on both axes (lower is better on both), by the first axis."""
     order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
     front, best = [], math.inf
     for i in order:
@@ -174,136 +284,123 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _drift_value(r: dict[str, Any]) -> float | None:
-    d = r.get("drift") or {}
-    if d.get("rel_l2") is None:
-        return None
-    return float(d["rel_l2"])
-
-
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
+_W, _H, _ML, _MR, _MT, _MB = 700, 360, 70, 90, 20, 45
 
 
-def _scatter_svg(rows: list[dict[str, Any]], w: int = 640, h: int = 360) -> str:
-    pts = [(r["latency_ms"]["p50"], _drift_value(r), r) for r in rows
-           if r.get("latency_ms") and _drift_value(r) is not None]
-    if not pts:
-        return "<p>No rows with both latency and drift.</p>"
-    ml, mr, mt, mb = 70, 20, 20, 45
-    xs = [p[0] for p in pts]
-    ys = [math.log10(max(p[1], 1e-9)) for p in pts]
-    x0, x1 = 0.0, max(xs) * 1.1
-    y0, y1 = min(ys) - 0.5, max(ys) + 0.5
+class _Axis:
+    """Maps data values to pixels, linear or log10, and gives readable ticks (1-2-5 per decade on a log axis)."""
 
-    def sx(v: float) -> float:
-        return ml + (v - x0) / (x1 - x0 or 1) * (w - ml - mr)
+    def __init__(self, values: list[float], p0: float, p1: float, *, log: bool, pad: float = 0.08) -> None:
+        self.log, self.p0, self.p1 = log, p0, p1
+        vs = [math.log10(max(v, 1e-12)) if log else v for v in values]
+        lo, hi = min(vs), max(vs)
+        span = hi - lo or (1.0 if log else abs(hi) or 1.0)
+        self.lo, self.hi = lo - span * pad, hi + span * pad
 
-    def sy(v: float) -> float:
-        return h - mb - (v - y0) / (y1 - y0 or 1) * (h - mt - mb)
+    def __call__(self, v: float) -> float:
+        t = math.log10(max(v, 1e-12)) if self.log else v
+        return round(self.p0 + (t - self.lo) / (self.hi - self.lo) * (self.p1 - self.p0), 1)
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
-           f'aria-label="latency vs drift">',
-           f'<rect x="{ml}" y="{mt}" width="{w - ml - mr}" height="{h - mt - mb}" fill="#fafafa" stroke="#ccc"/>']
-    for k in range(6):
-        xv = x0 + (x1 - x0) * k / 5
-        out.append(f'<text x="{sx(xv):.1f}" y="{h - mb + 16}" font-size="11" text-anchor="middle">{xv:.3g}</text>')
-    for e in range(math.floor(y0), math.ceil(y1) + 1):
-        if y0 <= e <= y1:
-            out.append(f'<line x1="{ml}" x2="{w - mr}" y1="{sy(e):.1f}" y2="{sy(e):.1f}" stroke="#e5e5e5"/>')
-            out.append(f'<text x="{ml - 6}" y="{sy(e) + 4:.1f}" font-size="11" text-anchor="end">1e{e}</text>')
-    out.append(f'<text x="{(ml + w - mr) / 2}" y="{h - 8}" font-size="12" text-anchor="middle">p50 latency (ms)</text>')
-    out.append(f'<text x="14" y="{(mt + h - mb) / 2}" font-size="12" text-anchor="middle" '
-               f'transform="rotate(-90 14 {(mt + h - mb) / 2})">relative L2 drift (log)</text>')
-    front = pareto_front([(x, y) for x, y in zip(xs, ys)])
-    if len(front) > 1:
-        path = " ".join(f"{sx(xs[i]):.1f},{sy(ys[i]):.1f}" for i in front)
-        out.append(f'<polyline points="{path}" fill="none" stroke="#444" stroke-dasharray="4 3"/>')
-    for i, (_, _, r) in enumerate(pts):
-        color = _PALETTE[i % len(_PALETTE)]
-        on = i in front
-        label = html.escape(row_key(r))
-        out.append(f'<circle cx="{sx(xs[i]):.1f}" cy="{sy(ys[i]):.1f}" r="{6 if on else 4}" fill="{color}" '
-                   f'stroke="{"#000" if on else "none"}"><title>{label}: p50 {xs[i]:.3g} ms, rel_l2 '
-                   f'{10 ** ys[i]:.2g}{" (Pareto)" if on else ""}</title></circle>')
-        out.append(f'<text x="{sx(xs[i]) + 8:.1f}" y="{sy(ys[i]) - 6:.1f}" font-size="11">{label}</text>')
-    out.append("</svg>")
-    return "".join(out)
+    def ticks(self) -> list[dict[str, Any]]:
+        if self.log:
+            vals = [m * 10.0 ** e for e in range(math.floor(self.lo), math.ceil(self.hi) + 1) for m in (1, 2, 5)]
+            vals = [v for v in vals if self.lo <= math.log10(v) <= self.hi]
+            if len(vals) > 8:
+                vals = [v for v in vals if str(v).lstrip("0.").startswith("1")]
+        else:
+            vals = [self.lo + (self.hi - self.lo) * k / 5 for k in range(6)]
+        return [{"pos": self(v), "label": f"{v:.3g}"} for v in vals]
 
 
-def _box_svg(rows: list[dict[str, Any]], w: int = 640) -> str:
-    rows = [r for r in rows if r.get("latency_ms") and r["latency_ms"].get("quantiles")]
+def _scatter(rows: list[tuple[int, dict[str, Any], float, float]], *, xlabel: str, ylabel: str, log_y: bool,
+             higher_is_better: bool, what: str) -> dict[str, Any] | None:
+    """A scatter of (row index, row, x, y) with its Pareto front; None when there is nothing to plot."""
     if not rows:
-        return "<p>No latency distributions.</p>"
-    ml, mr, rowh, mt = 150, 20, 28, 10
-    h = mt + rowh * len(rows) + 40
-    hi = max(r["latency_ms"]["quantiles"][-1] for r in rows) * 1.05
-    hi = max(min(hi, max(r["latency_ms"]["p99"] for r in rows) * 1.3), 1e-6)
+        return None
+    x = _Axis([r[2] for r in rows], _ML, _W - _MR, log=True)
+    y = _Axis([r[3] for r in rows], _H - _MB, _MT, log=log_y)
+    front = pareto_front([(r[2], -r[3] if higher_is_better else r[3]) for r in rows])
+    points = []
+    for k, (i, r, xv, yv) in enumerate(rows):
+        on = k in front
+        points.append({"cx": x(xv), "cy": y(yv), "r": 6 if on else 4, "color": _PALETTE[i % len(_PALETTE)],
+                       "pareto": on, "label": row_key(r), "row": i,
+                       "title": f"{row_key(r)}: p50 {xv:.3g} ms, {what} {yv:.4g}{' (Pareto)' if on else ''}"})
+    path = " ".join(f"{points[k]['cx']},{points[k]['cy']}" for k in front) if len(front) > 1 else ""
+    return {"w": _W, "h": _H, "ml": _ML, "mr": _MR, "mt": _MT, "mb": _MB, "xticks": x.ticks(), "yticks": y.ticks(),
+            "xlabel": xlabel, "ylabel": ylabel, "points": points, "front": path, "what": what}
 
-    def sx(v: float) -> float:
-        return ml + min(v, hi) / hi * (w - ml - mr)
 
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" '
-           f'aria-label="latency distributions">']
-    for i, r in enumerate(rows):
-        q = r["latency_ms"]["quantiles"]  # 0,5,...,100 %
-        y = mt + i * rowh + rowh / 2
-        color = _PALETTE[i % len(_PALETTE)]
-        p5, p25, p50, p75, p95 = q[1], q[5], q[10], q[15], q[19]
-        p99 = r["latency_ms"]["p99"]
-        out.append(f'<text x="{ml - 8}" y="{y + 4}" font-size="11" text-anchor="end">{html.escape(row_key(r))}</text>')
-        out.append(f'<line x1="{sx(p5):.1f}" x2="{sx(p95):.1f}" y1="{y}" y2="{y}" stroke="{color}"/>')
-        out.append(f'<rect x="{sx(p25):.1f}" y="{y - 8}" width="{max(sx(p75) - sx(p25), 1):.1f}" height="16" '
-                   f'fill="{color}" fill-opacity="0.3" stroke="{color}"><title>p25 {p25:.3g} · p50 {p50:.3g} · '
-                   f'p75 {p75:.3g} · p99 {p99:.3g} ms</title></rect>')
-        out.append(f'<line x1="{sx(p50):.1f}" x2="{sx(p50):.1f}" y1="{y - 8}" y2="{y + 8}" stroke="#000" '
-                   f'stroke-width="2"/>')
-        out.append(f'<circle cx="{sx(p99):.1f}" cy="{y}" r="2.5" fill="{color}"><title>p99 {p99:.3g} ms</title>'
-                   f'</circle>')
-    for k in range(6):
-        xv = hi * k / 5
-        out.append(f'<text x="{sx(xv):.1f}" y="{h - 20}" font-size="11" text-anchor="middle">{xv:.3g}</text>')
-    out.append(f'<text x="{(ml + w - mr) / 2}" y="{h - 4}" font-size="12" text-anchor="middle">latency (ms): '
-               f'whiskers p5–p95, box p25–p75, bar p50, dot p99</text></svg>')
-    return "".join(out)
+def _task_points(results: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any], float, float]]:
+    return [(i, r, r["latency_ms"]["p50"], r["task"]["value"]) for i, r in enumerate(results)
+            if (r.get("latency_ms") or {}).get("p50") and (r.get("task") or {}).get("value") is not None]
+
+
+def _drift_points(results: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any], float, float]]:
+    return [(i, r, r["latency_ms"]["p50"], max(float(r["drift"]["rel_l2"]), 1e-9)) for i, r in enumerate(results)
+            if (r.get("latency_ms") or {}).get("p50") and (r.get("drift") or {}).get("rel_l2") is not None]
+
+
+def _boxes(results: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Latency distributions on a log axis, so one slow row does not squash the others into a line."""
+    rows = [(i, r) for i, r in enumerate(results) if (r.get("latency_ms") or {}).get("quantiles")]
+    if not rows:
+        return None
+    ml, rowh = 150, 28
+    h = _MT + rowh * len(rows) + 40
+    qs = [r["latency_ms"]["quantiles"] for _, r in rows]
+    x = _Axis([q[1] for q in qs] + [max(r["latency_ms"].get("p99") or q[19], q[19]) for (_, r), q in zip(rows, qs)],
+              ml, _W - _MR, log=True, pad=0.03)
+    out = []
+    for k, ((i, r), q) in enumerate(zip(rows, qs)):
+        p99 = r["latency_ms"].get("p99") or q[19]
+        out.append({"y": _MT + k * rowh + rowh / 2, "label": row_key(r), "color": _PALETTE[i % len(_PALETTE)],
+                    "p5": x(q[1]), "p25": x(q[5]), "p50": x(q[10]), "p75": x(q[15]), "p95": x(q[19]), "p99": x(p99),
+                    "title": f"p25 {q[5]:.3g} · p50 {q[10]:.3g} · p75 {q[15]:.3g} · p99 {p99:.3g} ms"})
+    return {"w": _W, "h": h, "ml": ml, "rows": out, "xticks": x.ticks()}
+
+
+def _html_row(r: dict[str, Any]) -> dict[str, Any]:
+    lat = r.get("latency_ms") or {}
+    ci = lat.get("p50_ci") or [None, None]
+    c = r.get("comparison") or {}
+    mark = status_mark(r)
+    return {"target": r.get("profile") or r.get("target"), "precision": r.get("precision"), "status": mark,
+            "cls": "bad" if r.get("status") == "failed" else "warn" if mark != "ok" else "ok",
+            "p50": f"{_ms(lat.get('p50'))} [{_ms(ci[0])}, {_ms(ci[1])}]" if lat else
+            ("proxy: n/a" if r.get("proxy") else "–"),
+            "p99": _ms(lat.get("p99")), "cold": _ms((r.get("cold_start_ms") or {}).get("total")),
+            "rss": f"{r['peak_rss_mb']:.0f} MiB" if r.get("peak_rss_mb") else "–",
+            "size": _size((r.get("artifact") or {}).get("bytes")), "drift": _drift_text(r.get("drift")),
+            "task": _task_text(r.get("task")),
+            "vs": (c.get("verdict", "–") + (f" ({c['change']:+.1%})" if c.get("change") is not None else "")) if c
+            else None,
+            "note": r.get("error") or r.get("latency_note") or "; ".join(r.get("warnings") or [])}
 
 
 def render_html(report: dict[str, Any]) -> str:
-    """Self-contained HTML: the summary table, the latency-vs-drift scatter with its Pareto front, and the
-    latency distributions (inline SVG, no scripts)."""
-    rows = report.get("results", [])
+    """Self-contained HTML from the jinja2 template: the table, latency vs the task metric (Pareto front), latency
+    vs drift, and the latency distributions (inline SVG, no scripts, nothing fetched)."""
+    import jinja2
+
+    results = report.get("results", [])
     env = report.get("env", {})
-    md_rows = []
-    for r in rows:
-        lat = r.get("latency_ms") or {}
-        ci = lat.get("p50_ci") or [None, None]
-        art = r.get("artifact") or {}
-        cells = [r.get("profile"), r.get("precision"), _status_icon(r),
-                 f"{_ms(lat.get('p50'))} [{_ms(ci[0])}, {_ms(ci[1])}]" if lat else "–", _ms(lat.get("p99")),
-                 _ms((r.get("cold_start_ms") or {}).get("total")),
-                 f"{r['peak_rss_mb']:.0f} MiB" if r.get("peak_rss_mb") else "–", _size(art.get("bytes")),
-                 _drift_text(r.get("drift")), _task_text(r.get("task")),
-                 r.get("error") or r.get("latency_note") or "; ".join(r.get("warnings") or [])]
-        md_rows.append("<tr>" + "".join(f"<td>{html.escape(str(c if c is not None else '–'))}</td>" for c in cells)
-                       + "</tr>")
-    head = ("target", "precision", "status", "p50 ms [95% CI]", "p99 ms", "cold start ms", "peak RSS", "size",
-            "drift", "task (Δ)", "note")
-    versions = ", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items())
-    title = html.escape(str((report.get("model") or {}).get("name", "model")))
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>edgeconv report: {title}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:left}}th{{background:#f0f0f0}}
-.env{{color:#555;font-size:13px}}</style></head><body>
-<h1>edgeconv benchmark: {title}</h1>
-<p class="env">{html.escape(str(env.get('cpu', '?')))} · {env.get('cores', '?')} cores ·
-{html.escape(str(env.get('os', '')))} · created {html.escape(str(report.get('created', '')))}<br>
-{html.escape(versions)}</p>
-<table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{''.join(md_rows)}</table>
-<h2>Latency vs drift</h2><p>Dashed line: Pareto front (no other target is both faster and closer to the
-reference).</p>{_scatter_svg(rows)}
-<h2>Latency distributions</h2>{_box_svg(rows)}
-</body></html>
-"""
+    task = next((r["task"] for r in results if (r.get("task") or {}).get("value") is not None), None)
+    unit = f" ({task.get('unit', '')})" if task and task.get("unit") else ""
+    tpl = jinja2.Environment(loader=jinja2.PackageLoader("edgeconv", "templates"), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    return tpl.get_template("report.html.j2").render(
+        title=str((report.get("model") or {}).get("name", "model")), env=env, created=report.get("created", ""),
+        versions=", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items()),
+        rows=[_html_row(r) for r in results], has_vs=bool(report.get("comparison")),
+        comparison=report.get("comparison"),
+        task_plot=_scatter(_task_points(results), xlabel="p50 latency (ms, log)",
+                           ylabel=f"{task['metric'] if task else 'task metric'}{unit}", log_y=False,
+                           higher_is_better=True, what=task["metric"] if task else "task"),
+        drift_plot=_scatter(_drift_points(results), xlabel="p50 latency (ms, log)",
+                            ylabel="relative L2 drift (log)", log_y=True, higher_is_better=False, what="rel_l2"),
+        boxes=_boxes(results))
 
 
 # --- JUnit --------------------------------------------------------------------------------------------------------
@@ -364,3 +461,11 @@ def render_junit(report: dict[str, Any]) -> str:
         suites.set(k, str(v))
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
+
+
+if __name__ == "__main__":  # python -m edgeconv.bench.report --schema > schemas/report.schema.json
+    import sys
+
+    if sys.argv[1:] != ["--schema"]:
+        sys.exit("usage: python -m edgeconv.bench.report --schema")
+    print(json.dumps(report_json_schema(), indent=2))

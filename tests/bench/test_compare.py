@@ -108,3 +108,46 @@ def test_cli_compare_exit_codes(tmp_path: Path) -> None:
     bad = runner.invoke(main, ["compare", str(tmp_path / "new.json"), str(tmp_path / "base.json"),
                                "--fail-on", "speed"])
     assert bad.exit_code == 2
+
+
+def test_self_comparison_with_repeated_rows_is_never_a_regression() -> None:
+    """Two rows of one profile × precision (two thread counts): each is matched with its own counterpart."""
+    rep = _report({"a": 10.0})
+    slow = copy.deepcopy(rep["results"][0])
+    slow["latency_ms"] = _lat(40.0)
+    rep["results"].append(slow)
+    c = compare_reports(rep, copy.deepcopy(rep))
+    assert c.holds(("regression", "drift", "error")) == []
+    assert [v["verdict"] for v in c.rows.values()] == ["same", "same"]
+
+
+def test_cli_compare_refuses_future_schema_and_wrong_shape_with_config_errors(tmp_path: Path) -> None:
+    from edgeconv.cli import main
+
+    rep = _report({"a": 10.0})
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(rep))
+    cases = {"future": {**rep, "schema": "edgeconv.report/7"}, "list": [rep],
+             "shape": {**rep, "results": [{"status": "ok"}]}, "notjson": None}
+    runner = CliRunner()
+    for name, doc in cases.items():
+        p = tmp_path / f"{name}.json"
+        p.write_text("{not json" if doc is None else json.dumps(doc))
+        for args in ([str(p), str(good)], [str(good), str(p)]):
+            res = runner.invoke(main, ["compare", *args, "--fail-on", "all"])
+            assert res.exit_code == 2, (name, res.output)
+            assert "Traceback" not in res.output and "internal error" not in res.output
+    res = runner.invoke(main, ["compare", str(tmp_path / "future.json"), str(good)])
+    assert "newer than this edgeconv" in res.output
+
+
+def test_cli_compare_json(tmp_path: Path) -> None:
+    from edgeconv.cli import main
+
+    rep = _report({"a": 10.0})
+    (tmp_path / "r.json").write_text(json.dumps(rep))
+    res = CliRunner().invoke(main, ["compare", str(tmp_path / "r.json"), str(tmp_path / "r.json"), "--json",
+                                    "--fail-on", "all"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["failures"] == [] and doc["rows"][0]["verdict"] == "same"

@@ -1,16 +1,37 @@
-"""Report writers: the four files, the JUnit structure, the self-contained HTML, the Pareto front."""
+"""Report writers: the four files, the JUnit structure, the self-contained HTML and its plots, the Pareto front, the
+contract's validation (future schema versions, wrong shapes) and the checked-in JSON Schema."""
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
+
 from edgeconv.bench.latency import summarize
-from edgeconv.bench.report import FILES, SCHEMA, make_report, pareto_front, render_junit, write_all
+from edgeconv.bench.report import (
+    FILES,
+    SCHEMA,
+    _boxes,
+    check_report,
+    load_report,
+    make_report,
+    pareto_front,
+    render_html,
+    render_junit,
+    report_json_schema,
+    write_all,
+)
+from edgeconv.core.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def _row(profile: str, precision: str, p50: float, rel_l2: float, *, drift_ok: bool = True) -> dict:
+def _row(profile: str, precision: str, p50: float, rel_l2: float, *, drift_ok: bool = True,
+         value: float = 49.5) -> dict:
     import numpy as np
 
     lat = summarize(np.random.default_rng(0).normal(p50, p50 * 0.05, 200).clip(p50 * 0.5))
@@ -19,7 +40,7 @@ def _row(profile: str, precision: str, p50: float, rel_l2: float, *, drift_ok: b
             "drift": {"shape_ok": True, "max_abs": 0.01, "rel_l2": rel_l2, "cosine": 0.999,
                       "checks": [{"name": "cosine", "value": 0.999, "limit": 0.98, "pass": drift_ok}],
                       "pass": drift_ok},
-            "task": {"metric": "map50_95", "reference": 50.0, "value": 49.5, "delta": -0.5, "tolerance": 1.0,
+            "task": {"metric": "map50_95", "reference": 50.0, "value": value, "delta": value - 50.0, "tolerance": 1.0,
                      "pass": True},
             "checks": {"drift": drift_ok, "task": True}}
 
@@ -46,9 +67,11 @@ def test_write_all_produces_four_parseable_files(tmp_path: Path) -> None:
     assert rep["schema"] == SCHEMA
     assert [r["status"] for r in rep["results"]] == ["ok", "ok", "ok", "failed"]
     md = paths["report.md"].read_text()
-    assert md.count("\n| ") >= 5 and "tflite | int8 | ❌ failed" in md
+    assert md.count("\n| ") >= 5 and "tflite | int8 | FAILED" in md
+    assert "openvino | int8 | ok, checks failed: drift" in md
     html = paths["report.html"].read_text()
     assert "<svg" in html and "<script" not in html and "http" not in html.replace("http://www.w3.org", "")
+    assert not re.search(r"\b(src|href)=|url\(|@import|<link", html)  # nothing to fetch
     assert "&lt;boom&gt; &amp; co" in html  # escaped error text
     assert "Pareto" in html
 
@@ -77,3 +100,67 @@ def test_proxy_row_has_null_latency_and_note(tmp_path: Path) -> None:
     lat = next(c for c in root.iter("testcase") if c.get("classname") == "edgeconv.onnxruntime.fp32"
            and c.get("name") == "latency")
     assert lat.find("skipped") is not None
+
+
+def test_status_marks_are_words_not_emoji(tmp_path: Path) -> None:
+    write_all(_report(), tmp_path)
+    for name in ("report.md", "report.html"):
+        text = (tmp_path / name).read_text()
+        assert not [c for c in text if ord(c) >= 0x2600 and c not in "–Δ·"], name  # no emoji / dingbats
+
+
+def test_plots_latency_vs_task_metric_then_drift_one_point_per_row() -> None:
+    html = render_html(_report())
+    plots = re.findall(r'<svg class="plot".*?</svg>', html, re.S)
+    assert len(plots) == 2 and 'aria-label="latency vs task metric"' in plots[0]
+    for svg in plots:
+        assert svg.count('class="point') == 3  # the three ok rows; the failed row has no numbers
+    assert "map50_95" in html.split("Latency vs drift")[0]
+
+
+def test_pareto_front_of_the_task_plot_maximises_the_metric() -> None:
+    rows = [_row("fast-bad", "int8", 4.0, 1e-2, value=40.0), _row("slow-good", "fp32", 10.0, 1e-7, value=50.0),
+            _row("dominated", "fp16", 12.0, 1e-3, value=45.0)]
+    html = render_html(make_report(rows, model={"name": "m"}, env={}))
+    task_plot = re.findall(r'<svg class="plot".*?</svg>', html, re.S)[0]
+    pareto = re.findall(r'<circle class="point pareto" data-row="(\d)"', task_plot)
+    assert sorted(pareto) == ["0", "1"]
+
+
+def test_latency_boxes_survive_one_slow_row() -> None:
+    rows = [_row("a", "fp32", 5.0, 1e-7), _row("b", "int8", 4.0, 1e-2), _row("slow", "fp32", 400.0, 1e-7)]
+    boxes = _boxes(rows)["rows"]
+    widths = {b["label"]: b["p95"] - b["p5"] for b in boxes}
+    assert widths["a/fp32"] > 10 and widths["b/int8"] > 10  # a linear axis to 400 ms would squash these to ~2 px
+    assert boxes[0]["p50"] < boxes[2]["p50"]
+
+
+def test_future_schema_and_wrong_shape_are_config_errors(tmp_path: Path) -> None:
+    rep = json.loads(json.dumps(_report()))
+    check_report(rep)
+    future = {**copy.deepcopy(rep), "schema": "edgeconv.report/2"}
+    with pytest.raises(ConfigError, match="newer than this edgeconv"):
+        check_report(future)
+    bad = copy.deepcopy(rep)
+    bad["results"][0]["latency_ms"] = {"p50": "fast"}
+    with pytest.raises(ConfigError, match=r"results\.0\.latency_ms\.p50"):
+        check_report(bad)
+    for doc in ([1, 2], {"schema": "something/1"}, {**rep, "results": {"a": 1}}):
+        with pytest.raises(ConfigError):
+            check_report(doc)
+    (tmp_path / "future.json").write_text(json.dumps(future))
+    with pytest.raises(ConfigError) as ei:
+        load_report(tmp_path / "future.json")
+    assert "edgeconv.report/2" in ei.value.message and "upgrade" in (ei.value.hint or "")
+
+
+def test_checked_in_schema_is_the_generated_one_and_accepts_real_reports(tmp_path: Path) -> None:
+    jsonschema = pytest.importorskip("jsonschema", reason="validating against the JSON Schema needs jsonschema")
+    checked_in = json.loads((ROOT / "schemas" / "report.schema.json").read_text())
+    assert checked_in == report_json_schema(), "regenerate: python -m edgeconv.bench.report --schema"
+    write_all(_report(), tmp_path)
+    jsonschema.validate(json.loads((tmp_path / "report.json").read_text()), checked_in)
+    bad = json.loads((tmp_path / "report.json").read_text())
+    del bad["results"][0]["precision"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, checked_in)
