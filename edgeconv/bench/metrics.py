@@ -1,9 +1,10 @@
-"""Task metrics: COCO mAP (pycocotools, with an exact numpy fallback), label-free mAP, top-k accuracy.
+"""Task metrics: COCO mAP (pycocotools), a numpy fast path for it, label-free mAP, top-k accuracy.
 
-Why both implementations: pycocotools is the reference everyone quotes, so it is used whenever it
-is importable; ``map_numpy`` re-implements its exact algorithm (greedy matching, 101-point
-interpolated precision, area 'all', maxDets 100) so results stay comparable when it is missing (it
-is a compiled extension that not every target environment has).  A test checks they agree to 1e-6.
+The mAP a report shows is pycocotools' (a base dependency: the number everyone quotes); there is no silent
+fallback. ``map_numpy`` re-implements the same algorithm (greedy matching, 101-point interpolated precision, area
+'all', maxDets 100) for loops that score many candidates (accuracy-aware quantization, budget checks): it is 4-6x
+faster (500 images: 195 ms vs 818 ms on the project's 2-core CI machine under load) and a test checks it agrees
+with pycocotools to 1e-6. Ask for it explicitly with ``coco_map(..., use_pycocotools=False)``.
 
 All ground-truth boxes are treated as non-crowd, and an image list may contain images without
 objects (their detections count as false positives, as in pycocotools).  When there is no ground
@@ -52,17 +53,18 @@ def _xywh(b: np.ndarray) -> np.ndarray:
 
 
 def coco_map(preds: Sequence[Detections], gts: Sequence[GroundTruth], use_pycocotools: bool = True) -> dict[str, float]:
-    """COCO-style bbox mAP: ``{"map50": ..., "map50_95": ...}`` (pycocotools when available)."""
+    """COCO-style bbox mAP: ``{"map50": ..., "map50_95": ...}`` by pycocotools (``use_pycocotools=False``: the
+    numpy fast path, same numbers, for inner loops)."""
     if len(preds) != len(gts):
         raise ValueError(f"{len(preds)} predictions for {len(gts)} ground-truth images")
-    if use_pycocotools:
-        try:
-            from pycocotools.coco import COCO
-            from pycocotools.cocoeval import COCOeval
-        except ImportError:
-            use_pycocotools = False
     if not use_pycocotools:
         return map_numpy(preds, gts)
+    from edgeconv.core.lazy import require
+
+    require("pycocotools", "metrics")
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
     preds = [_as_det(p) for p in preds]
     gts = [_as_gt(g) for g in gts]
     cats = sorted({int(c) for _, cl in gts for c in cl} | {int(c) for p in preds for c in p.classes})
@@ -94,7 +96,7 @@ def coco_map(preds: Sequence[Detections], gts: Sequence[GroundTruth], use_pycoco
 
 
 # ----------------------------------------------------------------------------------------------
-# Pure numpy re-implementation of COCOeval (bbox, area 'all', maxDets 100, non-crowd GT)
+# The numpy fast path: COCOeval's bbox algorithm (area 'all', maxDets 100, non-crowd GT), vectorised
 # ----------------------------------------------------------------------------------------------
 
 
@@ -158,7 +160,7 @@ def _ap_101(tp: np.ndarray, fp: np.ndarray, npig: int) -> np.ndarray:
 
 
 def map_numpy(preds: Sequence[Detections], gts: Sequence[GroundTruth]) -> dict[str, float]:
-    """Dependency-free COCO bbox mAP, numerically matching pycocotools (see module docstring)."""
+    """COCO bbox mAP in numpy, numerically matching pycocotools: the fast path for loops (see module docstring)."""
     if len(preds) != len(gts):
         raise ValueError(f"{len(preds)} predictions for {len(gts)} ground-truth images")
     preds = [_as_det(p) for p in preds]

@@ -112,6 +112,21 @@ def test_map_numpy_max_dets_and_no_gt() -> None:
     assert map_numpy([Detections.empty()], [(np.zeros((0, 4)), np.zeros(0, int))])["map50"] == -1.0
 
 
+def test_coco_map_has_no_silent_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without pycocotools the reported mAP is an error naming the extra, not quietly the numpy copy."""
+    import sys
+
+    from edgeconv.core.errors import MissingDependencyError
+
+    preds, gts = _random_eval_set(np.random.default_rng(3), 8)
+    fast = coco_map(preds, gts, use_pycocotools=False)  # asked for explicitly: the fast path
+    assert fast == map_numpy(preds, gts)
+    for mod in ("pycocotools", "pycocotools.coco", "pycocotools.cocoeval"):
+        monkeypatch.setitem(sys.modules, mod, None)
+    with pytest.raises(MissingDependencyError, match="pycocotools"):
+        coco_map(preds, gts)
+
+
 def test_perfect_and_label_free_map() -> None:
     rng = np.random.default_rng(1)
     preds, gts = _random_eval_set(rng, 10)
