@@ -5,6 +5,11 @@ not grow with the sample size.  Corrupt files are skipped with a warning and cou
 file contents, the preprocessing contract and the input name/shape: statistics and INT8 models are cached under it.
 While streaming, per-channel mean/std of the inputs are accumulated (``input_stats``): they go into the manifest so
 evaluation can warn when its inputs clearly differ from what calibration saw (``stats.input_stats_warning``).
+
+A ``--calib-size`` larger than the data is a warning, not an error: every input is used and the manifest records
+``requested`` beside ``available`` (the default of 512 is larger than many users' folders, and refusing to run
+would punish them for not counting). Tensors holding NaN/Inf are an error naming the tensor and its file — they
+would poison every range computed from them.
 """
 
 from __future__ import annotations
@@ -100,8 +105,10 @@ class CalibrationSet:
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
-        if self.size is not None and self.size <= 0:
-            raise CalibrationError(f"--calib-size must be positive, not {self.size}")
+        if self.size is not None and (isinstance(self.size, bool) or not isinstance(self.size, int) or self.size <= 0):
+            raise CalibrationError(f"--calib-size must be a positive integer, not {self.size!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise CalibrationError(f"--calib-seed must be an integer, not {self.seed!r}")
         self.kind, all_samples = discover(self.root, sample_ndim=len(self.input_shape) if self.input_shape else None)
         self.available = len(all_samples)
         if self.size and self.size < len(all_samples):
@@ -114,6 +121,9 @@ class CalibrationSet:
             return
         log.info("calibration sample: %d of %d inputs from %s (%s, seed %d; NVIDIA advises >= 500)",
                  len(self.samples), self.available, self.root, self.kind, self.seed)
+        if self.size and self.size > self.available:
+            log.warning("--calib-size %d asked for, but %s holds only %d input(s): using all %d", self.size,
+                        self.root, self.available, self.available)
         if len(self.samples) < RECOMMENDED_MIN:
             log.warning("calibration sample has only %d inputs; a few hundred or more is advised (NVIDIA advises "
                         ">= 500): ranges from small samples are noisy", len(self.samples))
@@ -161,6 +171,23 @@ class CalibrationSet:
             x = x[None]
         return x
 
+    def _check_finite(self, sample: Sample, x: np.ndarray) -> None:
+        if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
+            kind = "NaN" if np.isnan(x).any() else "Inf"
+            name = sample.label
+            if sample.path.suffix.lower() == ".npz":
+                name = f"{sample.label} (array '{self._npz_key(sample.path)}')"
+            raise CalibrationError(f"calibration tensor {name} in {sample.path} holds {kind} values",
+                                   hint="remove or fix that file: non-finite inputs make every activation range "
+                                        "meaningless")
+
+    def _npz_key(self, path: Path) -> str:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return self.input_name if self.input_name in z.files else (z.files[0] if z.files else "?")
+        except Exception:  # noqa: BLE001 - only used to name the array in a message
+            return "?"
+
     def _check_shape(self, sample: Sample, x: np.ndarray) -> None:
         if not self.input_shape:
             return
@@ -194,6 +221,7 @@ class CalibrationSet:
                             " ".join(str(e).split())[:120])
                 self.skipped.append(sample.label if sample.row is not None else str(sample.path))
                 continue
+            self._check_finite(sample, x)
             self._check_shape(sample, x)
             acc.update(x)
             yield {self.input_name: x}
@@ -206,7 +234,7 @@ class CalibrationSet:
         self.input_stats = acc.result()
 
     def manifest(self) -> dict[str, Any]:
-        return {"root": str(self.root), "kind": self.kind, "size": len(self.samples), "requested": self.size,
+        return {"root": str(self.root.absolute()), "kind": self.kind, "size": len(self.samples), "requested": self.size,
                 "available": self.available, "seed": self.seed, "skipped": len(self.skipped),
                 "used": len(self.samples) - len(self.skipped), "preprocess": self.preprocess.to_dict(),
                 "preprocess_sha256": self.preprocess.sha256, "sha256": self.key, "input_stats": self.input_stats,

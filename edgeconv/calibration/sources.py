@@ -1,6 +1,6 @@
 """Calibration data sources: what a ``--calib`` path points at, turned into a list of *samples* (not tensors).
 
-Supported: an image folder (recursive; jpg/png/bmp/webp), ImageFolder-style class sub-folders, a YOLO split
+Supported: an image folder (recursive; jpg/png/bmp/webp/tiff), ImageFolder-style class sub-folders, a YOLO split
 (``images/`` + ``labels/``: only ``images/`` is read, labels are not needed to calibrate), a COCO JSON file (its
 ``images[].file_name`` entries), and ``.npy``/``.npz`` tensors (one sample per file, or one per row of a batched
 array).  Why a list of ``Sample`` references rather than arrays: only paths (and row indices) are held in memory;
@@ -19,7 +19,7 @@ import numpy as np
 
 from edgeconv.core.errors import CalibrationError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 TENSOR_SUFFIXES = (".npy", ".npz")
 KINDS = ("image-folder", "class-folders", "yolo", "coco", "tensors", "file")
 
@@ -41,18 +41,42 @@ class Sample:
 
 
 def _walk(root: Path, suffixes: tuple[str, ...]) -> list[Path]:
-    """Recursive, sorted listing; unreadable sub-folders are an error (a silently partial sample is worse)."""
+    """Recursive, sorted listing; unreadable sub-folders are an error (a silently partial sample is worse).
+
+    Symlinked folders are followed (datasets are often assembled from links) but each real folder is read once:
+    a link back up the tree (a loop) or two links to one folder must not count the same image many times.
+    """
     out: list[Path] = []
+    seen: set[tuple[int, int]] = set()
 
     def onerror(e: OSError) -> None:
         raise CalibrationError(f"calibration folder {e.filename} is not readable: {e.strerror}",
                                hint="fix the permissions or point --calib elsewhere") from e
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror, followlinks=True):
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        ident = (st.st_dev, st.st_ino)
+        if ident in seen:
+            dirnames[:] = []
+            continue
+        seen.add(ident)
         dirnames.sort()
         out.extend(Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(suffixes)
                    and not f.startswith("."))
-    return sorted(out)
+    # The same file reached through two names (a file symlink beside its target) is one sample.
+    unique: dict[tuple[int, int], Path] = {}
+    for f in sorted(out):
+        try:
+            st = os.stat(f)
+        except OSError:
+            unique[(-1, hash(f))] = f  # unreadable: kept, so it is counted as skipped when streamed
+            continue
+        unique.setdefault((st.st_dev, st.st_ino), f)
+    return sorted(unique.values())
 
 
 def _coco_images(json_path: Path) -> list[Path]:
