@@ -39,10 +39,10 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "edgeconv.cli.cache": ("cache",),
     "edgeconv.bench.cli": ("bench", "run", "compare"),
     "edgeconv.demo": ("demo",),
-    "edgeconv.calibration.cli": ("calibrate",),
+    "edgeconv.cli.calibrate": ("calibrate",),
     "edgeconv.devices.cli": ("devices",),
     "edgeconv.diagnose.cli": ("diagnose",),
-    "edgeconv.envs.cli": ("envs",),
+    "edgeconv.envs.cli": ("env",),
 }
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a C tool killed by `| head` reports
 _META = "edgeconv.global"
