@@ -110,32 +110,59 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
 
 
 def list_targets() -> list[dict[str, Any]]:
-    """Every profile with its backend's install state, how to install it and its precisions."""
+    """Every profile with its backend's install state, how to install it and its precisions, plus every
+    registered backend that cannot be loaded (marked broken with its import error, never silently dropped)."""
+    from edgeconv.targets.registry import broken_targets
+
     backends = all_targets()
+    broken = broken_targets()
     rows = []
     for name, prof in list_profiles().items():
         b = backends.get(prof.backend)
         installed = bool(b and b.available())
-        runs, why = (b.runs_here() if b else (False, "backend not registered"))
+        if b is not None:
+            runs, why = b.runs_here()
+        else:
+            runs, why = False, (f"backend broken: {broken[prof.backend]}" if prof.backend in broken
+                                else "backend not registered")
         rows.append({"profile": name, "backend": prof.backend, "installed": installed, "runs_here": runs,
                      "why_not": None if runs else why, "install": f"pip install 'edgeconv[{b.extra if b else '?'}]'",
                      "precisions": [p for p in prof.precisions if not b or p in b.precisions],
-                     "default_precision": prof.precision, "device": prof.device, "description": prof.description})
+                     "default_precision": prof.precision, "device": prof.device, "description": prof.description,
+                     "broken": prof.backend in broken,
+                     "routes": list(b.routes) if b else [], "isolated": bool(b and b.isolate),
+                     "options": {k: o.to_dict() for k, o in b.option_schema().items()} if b else {}})
+    for name, err in broken.items():
+        if not any(r["backend"] == name for r in rows):
+            rows.append({"profile": None, "backend": name, "installed": False, "runs_here": False,
+                         "why_not": f"backend broken: {err}", "install": "reinstall the package that provides it",
+                         "precisions": [], "default_precision": None, "device": None, "description": "",
+                         "broken": True, "routes": [], "isolated": False, "options": {}})
     return rows
 
 
 def doctor() -> dict[str, Any]:
-    """Versions, CPU flags and which backends convert and run here — read from this machine, not assumed."""
+    """Versions, CPU flags and which backends convert and run here — read from this machine, not assumed.
+    Backend versions come from each target's own declaration (modules + tools), so a plug-in reports its own."""
+    from edgeconv.targets.registry import broken_targets
+
     env = environment()
     info = cpu_info()
-    backends = {}
+    backends: dict[str, Any] = {}
     for name, b in all_targets().items():
         runs, why = b.runs_here()
         backends[name] = {"installed": b.available(), "missing": b.missing(), "runs_here": runs,
-                          "why_not": why or None, "versions": {k: v for k, v in b.versions().items() if v}}
+                          "why_not": why or None, "versions": {k: v for k, v in b.versions().items() if v},
+                          "broken": False, "isolated": b.isolate, "environment": b.environment}
+        env["versions"].update(backends[name]["versions"])
+    for name, err in broken_targets().items():
+        backends[name] = {"installed": False, "missing": [], "runs_here": False, "why_not": err, "versions": {},
+                          "broken": True, "error": err}
     notes = []
     flags = set(info["flags"])
     if info["arch"] in ("x86_64", "AMD64") and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
         notes.append("no VNNI/AMX: INT8 speed-ups on this CPU will be small; ORT int8 uses reduce_range")
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        notes.append("BF16 CPU: OpenVINO runs fp32 IRs in bf16 unless pinned (edgeconv's runner pins f32)")
     return {"environment": env, "backends": backends, "notes": notes,
             "profiles": sorted(list_profiles()), "log_level": log.level}

@@ -6,4 +6,5 @@ bash scripts/setup.sh
 . .venv/bin/activate
 export EDGECONV_CACHE="${EDGECONV_CACHE:-$PWD/.edgeconv-cache}"
 ruff check edgeconv tests benchmarks
+lint-imports  # the layer contracts in .importlinter
 python -m pytest -q -m "not slow" "$@"

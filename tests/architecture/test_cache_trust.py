@@ -1,0 +1,170 @@
+"""The cache hands back only what it re-verified, and keys are hashes of exactly what a stage receives."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeconv import api
+from edgeconv.core import cache
+from edgeconv.core.hashing import sha256_file
+
+FIX = Path(__file__).parent.parent / "fixtures" / "tiny_model.py"
+TWO = '''
+import torch
+from torch import nn
+
+
+def build():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+
+
+def other():
+    torch.manual_seed(1)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Sigmoid())
+'''
+
+
+@pytest.fixture
+def fresh_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "cache"
+    monkeypatch.setenv("EDGECONV_CACHE", str(root))
+    return root
+
+
+def _convert(model: str, out: Path, **kw) -> api.ConvertOutcome:
+    kw.setdefault("inputs", ["x:1x3x16x16"])
+    (oc,) = api.convert(model, targets=["onnxruntime"], out=out, **kw)
+    return oc
+
+
+def _entry(art) -> Path:
+    return cache.entry("artifacts", art.manifest["cache_key"])
+
+
+def test_two_factories_in_one_file_are_two_models(fresh_cache: Path, tmp_path: Path) -> None:
+    src = tmp_path / "models.py"
+    src.write_text(TWO)
+    a = _convert(f"{src}:build", tmp_path / "a").artifact
+    b = _convert(f"{src}:other", tmp_path / "b").artifact
+    assert b.manifest.get("cache") != "hit"
+    assert a.manifest["cache_key"] != b.manifest["cache_key"]
+    assert b.manifest["source"]["spec"].endswith(":other")
+    assert a.manifest["reference"]["sha256"] != b.manifest["reference"]["sha256"]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete", "garbage-manifest", "extra-file"])
+def test_damaged_cached_artifact_is_evicted_and_rebuilt(fresh_cache: Path, tmp_path: Path, tiny_weights: Path,
+                                                         damage: str, caplog: pytest.LogCaptureFixture) -> None:
+    args = {"weights": str(tiny_weights), "inputs": ["images:1x3x64x64"]}
+    first = _convert(f"{FIX}:build", tmp_path / "o1", **args).artifact
+    entry = _entry(first)
+    model = entry / "model.onnx"
+    if damage == "truncate":
+        model.write_bytes(model.read_bytes()[:200])
+    elif damage == "delete":
+        model.unlink()
+    elif damage == "garbage-manifest":
+        (entry / "manifest.json").write_text("{not json")
+    else:
+        (entry / "stray.bin").write_bytes(b"x")
+    with caplog.at_level(logging.WARNING, logger="edgeconv"):
+        again = _convert(f"{FIX}:build", tmp_path / "o2", **args).artifact
+    assert again.manifest.get("cache") != "hit"
+    assert "damaged" in caplog.text
+    out_model = tmp_path / "o2" / "onnxruntime-fp32" / "model.onnx"
+    assert sha256_file(out_model) == again.manifest["files"]["model.onnx"]["sha256"]
+    assert out_model.stat().st_size > 1000
+    assert cache.check_entry(_entry(again)) is None  # the rebuilt entry is whole again
+    third = _convert(f"{FIX}:build", tmp_path / "o3", **args).artifact
+    assert third.manifest.get("cache") == "hit"
+
+
+def test_overwritten_cached_reference_is_re_exported(fresh_cache: Path, tmp_path: Path, tiny_weights: Path) -> None:
+    import onnxruntime as ort
+    import torch
+
+    import tiny_model
+
+    args = {"weights": str(tiny_weights), "inputs": ["images:1x3x64x64"]}
+    _convert(f"{FIX}:build", tmp_path / "o1", **args)
+    refs = [e for e in cache.iter_entries() if e.kind == "reference"]
+    assert refs
+    other = tmp_path / "other"
+    _convert(f"{FIX}:build", other, inputs=["images:1x3x64x64"], model_args={"width": 4})
+    wrong = next(e for e in cache.iter_entries() if e.kind == "reference" and e.key != refs[0].key)
+    shutil.copyfile(wrong.path / "reference.onnx", refs[0].path / "reference.onnx")  # a tampered cached reference
+    art = _convert(f"{FIX}:build", tmp_path / "o2", **args).artifact
+    m = tiny_model.build()
+    m.load_state_dict(torch.load(tiny_weights, weights_only=True))
+    m.eval()
+    x = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
+    want = m(torch.from_numpy(x)).detach().numpy()
+    got = ort.InferenceSession(str(art.path / "model.onnx")).run(None, {"images": x})[0]
+    assert np.abs(want - got).max() < 1e-4
+
+
+def test_preprocess_change_is_a_different_artifact(fresh_cache: Path, tmp_path: Path, tiny_weights: Path) -> None:
+    args = {"weights": str(tiny_weights), "inputs": ["images:1x3x64x64"]}
+    a = _convert(f"{FIX}:build", tmp_path / "a", preprocess="size=64x64,color=RGB", **args).artifact
+    b = _convert(f"{FIX}:build", tmp_path / "b", preprocess="size=64x64,color=BGR", **args).artifact
+    assert a.manifest["cache_key"] != b.manifest["cache_key"]
+    assert b.manifest["preprocess"]["color"] == "BGR"
+
+
+def test_unwritable_cache_is_a_warning_not_a_failure(tmp_path: Path, tiny_weights: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "cache-is-a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("EDGECONV_CACHE", str(blocker))
+    with caplog.at_level(logging.WARNING, logger="edgeconv"):
+        oc = _convert(f"{FIX}:build", tmp_path / "o", weights=str(tiny_weights), inputs=["images:1x3x64x64"])
+    assert oc.ok and (tmp_path / "o" / "onnxruntime-fp32" / "model.onnx").is_file()
+    assert "could not write the cache" in caplog.text
+
+
+def test_no_cache_reads_and_writes_nothing(fresh_cache: Path, tmp_path: Path, tiny_weights: Path,
+                                           tiny_calib_dir: Path) -> None:
+    (oc,) = api.convert(f"{FIX}:build", targets=["onnxruntime"], precisions=["int8"], out=tmp_path / "o",
+                        weights=str(tiny_weights), inputs=["images:1x3x64x64"], calib=str(tiny_calib_dir),
+                        use_cache=False)
+    assert oc.ok
+    assert not fresh_cache.exists() or not any(fresh_cache.rglob("*.onnx"))
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["onnxruntime-int8"]  # no hidden temp folders
+
+
+def test_convert_and_run_make_byte_identical_artifacts(fresh_cache: Path, tmp_path: Path, tiny_weights: Path,
+                                                       tiny_calib_dir: Path) -> None:
+    from edgeconv.bench.matrix import run_matrix
+
+    common = {"weights": str(tiny_weights), "inputs": ["images:1x3x64x64"]}
+    outs = api.convert(f"{FIX}:build", targets=["onnxruntime"], precisions=["fp32", "int8"], out=tmp_path / "c",
+                       calib=str(tiny_calib_dir), use_cache=False, **common)
+    assert all(o.ok for o in outs)
+    cfg = {"model": {"model": f"{FIX}:build", "weights": str(tiny_weights), "input": ["images:1x3x64x64"]},
+           "data": {"calib": str(tiny_calib_dir), "limit": 2},
+           "targets": [{"profile": "onnxruntime", "precisions": ["fp32", "int8"]}],
+           "bench": {"min_iters": 3, "min_seconds": 0.05}}
+    report = run_matrix(cfg, tmp_path / "r", use_cache=False)
+    assert [r["status"] for r in report["results"]] == ["ok", "ok"]
+    for prec in ("fp32", "int8"):
+        a = json.loads((tmp_path / "c" / f"onnxruntime-{prec}" / "manifest.json").read_text())
+        b = json.loads((tmp_path / "r" / "artifacts" / f"onnxruntime-{prec}" / "manifest.json").read_text())
+        assert a["cache_key"] == b["cache_key"]
+        assert a["files"] == b["files"]  # same names, sizes and sha256s
+
+
+def test_dry_run_converts_nothing_and_reports_hits(fresh_cache: Path, tmp_path: Path, tiny_weights: Path) -> None:
+    common = {"weights": str(tiny_weights), "inputs": ["images:1x3x64x64"]}
+    (plan,) = api.convert(f"{FIX}:build", targets=["onnxruntime"], out=tmp_path / "o", dry_run=True, **common)
+    assert plan.planned and plan.cache_hit is False and not (tmp_path / "o").exists()
+    _convert(f"{FIX}:build", tmp_path / "o", **common)
+    (plan,) = api.convert(f"{FIX}:build", targets=["onnxruntime"], out=tmp_path / "o2", dry_run=True, **common)
+    assert plan.cache_hit is True and plan.plan["key"]
