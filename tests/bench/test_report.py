@@ -164,3 +164,113 @@ def test_checked_in_schema_is_the_generated_one_and_accepts_real_reports(tmp_pat
     del bad["results"][0]["precision"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, checked_in)
+
+
+# --- a real browser ------------------------------------------------------------------------------------------------
+
+
+class _Chromium:
+    """Headless Chromium driven over the DevTools protocol on a pipe (no websocket library needed)."""
+
+    def __init__(self, exe: str, profile: Path) -> None:
+        import fcntl
+        import os
+        import subprocess
+
+        def high(fd: int) -> int:  # above 4, so the 3</4> redirections cannot clobber it
+            new = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+            os.close(fd)
+            return new
+
+        to_r, self._to_w = (high(fd) for fd in os.pipe())
+        self._from_r, from_w = (high(fd) for fd in os.pipe())
+        cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--disable-default-apps", f"--user-data-dir={profile}", "about:blank"]
+        self.proc = subprocess.Popen(["bash", "-c", f'exec "$@" 3<&{to_r} 4>&{from_w}', "bash", *cmd],
+                                     pass_fds=(to_r, from_w), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_r)
+        os.close(from_w)
+        self._buf, self._id, self.events = b"", 0, []
+
+    def send(self, method: str, params: dict | None = None, session: str | None = None, timeout: float = 60) -> dict:
+        import os
+        import select
+        import time
+
+        self._id += 1
+        msg = {"id": self._id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self._to_w, json.dumps(msg).encode() + b"\0")
+        end = time.monotonic() + timeout
+        while True:
+            while b"\0" in self._buf:
+                raw, self._buf = self._buf.split(b"\0", 1)
+                m = json.loads(raw)
+                if m.get("id") == self._id:
+                    if "error" in m:
+                        raise RuntimeError(f"{method}: {m['error']}")
+                    return m.get("result", {})
+                self.events.append(m)
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self._from_r], [], [], left)[0]:
+                raise TimeoutError(method)
+            chunk = os.read(self._from_r, 1 << 20)
+            if not chunk:
+                raise RuntimeError("chromium exited")
+            self._buf += chunk
+
+    def close(self) -> None:
+        import contextlib
+        import os
+
+        with contextlib.suppress(Exception):
+            self.send("Browser.close", timeout=5)
+        self.proc.kill()
+        self.proc.wait(timeout=30)
+        os.close(self._to_w)
+        os.close(self._from_r)
+
+
+def test_html_report_in_a_real_browser(tmp_path: Path) -> None:
+    """Chromium renders the page, its task plot has one point per row with numbers, and it requests nothing but the
+    page itself (every request the page makes is recorded by the DevTools protocol)."""
+    import base64
+    import shutil
+    import time
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    write_all(_report(), tmp_path / "rep")
+    url = (tmp_path / "rep" / "report.html").as_uri()
+    browser = _Chromium(exe, tmp_path / "profile")
+    try:
+        target = browser.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = browser.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        for m in ("Network.enable", "Page.enable"):
+            browser.send(m, session=session)
+        browser.events.clear()
+        browser.send("Page.navigate", {"url": url}, session=session)
+        end = time.monotonic() + 60
+        while not any(e.get("method") == "Page.loadEventFired" for e in browser.events):
+            assert time.monotonic() < end, "the page did not load"
+            browser.send("Runtime.evaluate", {"expression": "1"}, session=session)
+
+        def js(expr: str):
+            return browser.send("Runtime.evaluate", {"expression": expr, "returnByValue": True},
+                                session=session)["result"]["value"]
+
+        assert js("document.title") == "edgeconv report: tiny"
+        assert js("document.querySelectorAll('svg.plot')[0].querySelectorAll('circle.point').length") == 3
+        assert js("document.querySelectorAll('svg.plot')[1].querySelectorAll('circle.point').length") == 3
+        assert js("document.querySelector('svg.plot').getBoundingClientRect().width") > 300  # laid out
+        assert js("document.querySelectorAll('#results tr').length") == 1 + 4
+        shot = browser.send("Page.captureScreenshot", {"format": "png"}, session=session)["data"]
+        assert base64.b64decode(shot)[:8] == b"\x89PNG\r\n\x1a\n"
+        requested = [e["params"]["request"]["url"] for e in browser.events
+                     if e.get("method") == "Network.requestWillBeSent"]
+        assert requested == [url], requested
+    finally:
+        browser.close()
