@@ -70,7 +70,9 @@ class Preprocess:
             raise ConfigError("preprocess std must not contain 0", hint=_HINT)
         for key in ("mean", "std"):
             v = getattr(self, key)
-            if len(v) not in (1, self.channels) and len(set(v)) > 1:
+            # 3 equal values on a grey contract are the RGB defaults (0,0,0)/(1,1,1): harmless, kept valid
+            grey_default = self.channels == 1 and len(v) == 3 and len(set(v)) == 1
+            if len(v) not in (1, self.channels) and not grey_default:
                 raise ConfigError(f"preprocess {key} has {len(v)} values but color={self.color} has "
                                   f"{self.channels} channel(s)", hint=f"give 1 or {self.channels} values, a/b/c")
         if not isinstance(self.extra, dict):

@@ -175,7 +175,8 @@ def torch_outputs(module: Any, feeds: dict[str, np.ndarray], inputs: list[Tensor
     flat = flatten_outputs(out)
     bad = [i for i, t in enumerate(flat) if not isinstance(t, torch.Tensor)]
     if not flat or bad:
-        what = "nothing" if not flat else f"{type(flat[bad[0]]).__name__} as output {bad[0]}"
+        what = ("None" if out is None else "nothing" if not flat
+                else f"{type(flat[bad[0]]).__name__} as output {bad[0]}")
         raise ModelLoadError(f"{model_name} returned {what}; edgeconv converts models whose forward returns tensors "
                              "(a tensor, or tuples/lists/dicts of them)",
                              hint="return the tensors from forward (wrap the model if it returns other objects)")
