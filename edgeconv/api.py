@@ -77,12 +77,33 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
     on. With ``dry_run`` nothing is converted: each outcome says what would be made and whether it is cached.
     """
     from edgeconv.pipeline import prepare
-    from edgeconv.plan import Planner, make_rows
+    from edgeconv.plan import Planner, fast_keys, fast_lookup, make_rows, remember, source_fingerprint
 
     pp = _as_preprocess(preprocess)
     rows = make_rows(list(targets), precisions, out, keep_fp32=tuple(keep_fp32), options=options,
                      tolerances=tolerances)
     with cache.disabled(not use_cache):
+        keys: dict[str, str] = {}
+        if use_cache:
+            args = sorted(model_args.items()) if isinstance(model_args, dict) else sorted(model_args or [])
+            settings = {"args": [list(a) if isinstance(a, tuple) else a for a in args],
+                        "inputs": [i.to_dict() if hasattr(i, "to_dict") else str(i) for i in inputs or []],
+                        "outputs": list(output_names or []), "opset": opset, "exporters": list(exporters),
+                        "dynamic": (dynamic or DynamicSpec()).__dict__, "simplify": simplify,
+                        "trust_checkpoint": trust_checkpoint}
+            src = source_fingerprint(model, weights, settings)
+            if src is not None:
+                zoo_calib = None
+                if isinstance(model, str) and model.startswith("zoo:"):
+                    from edgeconv.pipeline import resolve_zoo
+
+                    zoo_calib = resolve_zoo(model)["calib_dir"]  # type: ignore[index]
+                keys = fast_keys(src, rows, calib=calib, calib_size=calib_size, calib_seed=calib_seed,
+                                 preprocess=pp, evaluation={"data": eval_data, "task": task, "post": postprocess,
+                                                            "check": check_task}, zoo_calib=zoo_calib)
+                hits = fast_lookup(keys)
+                if hits is not None:
+                    return _fast_outcomes(rows, hits, dry_run)
         prep = prepare(model, weights=weights, model_args=model_args, inputs=inputs, output_names=output_names,
                        opset=opset, exporters=exporters, dynamic=dynamic, simplify=simplify,
                        trust_checkpoint=trust_checkpoint, use_cache=use_cache, preprocess=pp)
@@ -99,6 +120,8 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
                 continue
             try:
                 oc.artifact = planner.convert(row)
+                if row.label in keys:
+                    remember(keys[row.label], oc.artifact.manifest["cache_key"])
             except EdgeconvError as e:
                 if len(rows) == 1:  # one conversion asked for: its error is the command's error
                     raise
@@ -106,6 +129,28 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
                 log.error("%s", e.one_line())
                 oc.error = e
             outcomes.append(oc)
+    return outcomes
+
+
+def _fast_outcomes(rows: list[Any], hits: dict[str, Path], dry_run: bool) -> list[ConvertOutcome]:
+    """Every row known from file hashes alone: copy the verified entries out (or, for a dry run, say so)."""
+    from edgeconv.core.artifact import Artifact, atomic_dir
+
+    outcomes = []
+    for row in rows:
+        oc = ConvertOutcome(row.profile.name, row.precision, row.dest, cache_hit=True)
+        if dry_run:
+            oc.planned = True
+            oc.plan = {"profile": row.profile.name, "backend": row.profile.backend, "precision": row.precision,
+                       "out": str(row.dest), "cache_hit": True, "key": Artifact.load(hits[row.label]).manifest.get(
+                           "cache_key"), "fast_path": True}
+        else:
+            with atomic_dir(row.dest) as tmp:
+                cache.copy_out(hits[row.label], tmp)
+            oc.artifact = Artifact.load(row.dest)
+            oc.artifact.manifest["cache"] = "hit"
+            log.info("cache hit: %s %s (decided from file hashes, nothing loaded)", row.profile.name, row.precision)
+        outcomes.append(oc)
     return outcomes
 
 

@@ -88,9 +88,8 @@ def test_damaged_cached_artifact_is_evicted_and_rebuilt(fresh_cache: Path, tmp_p
 
 def test_overwritten_cached_reference_is_re_exported(fresh_cache: Path, tmp_path: Path, tiny_weights: Path) -> None:
     import onnxruntime as ort
-    import torch
-
     import tiny_model
+    import torch
 
     args = {"weights": str(tiny_weights), "inputs": ["images:1x3x64x64"]}
     _convert(f"{FIX}:build", tmp_path / "o1", **args)
@@ -168,3 +167,25 @@ def test_dry_run_converts_nothing_and_reports_hits(fresh_cache: Path, tmp_path: 
     _convert(f"{FIX}:build", tmp_path / "o", **common)
     (plan,) = api.convert(f"{FIX}:build", targets=["onnxruntime"], out=tmp_path / "o2", dry_run=True, **common)
     assert plan.cache_hit is True and plan.plan["key"]
+
+
+def test_repeated_convert_is_decided_from_file_hashes_without_torch(fresh_cache: Path, tmp_path: Path,
+                                                                    tiny_weights: Path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, json; from edgeconv import api; "
+            f"o = api.convert({str(FIX) + ':build'!r}, targets=['onnxruntime'], out={str(tmp_path / 'o')!r}, "
+            f"weights={str(tiny_weights)!r}, inputs=['images:1x3x64x64']); "
+            "print(json.dumps([o[0].ok, o[0].artifact.manifest.get('cache'), 'torch' in sys.modules]))")
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert json.loads(first.stdout.strip().splitlines()[-1]) == [True, None, True], first.stderr
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert json.loads(second.stdout.strip().splitlines()[-1]) == [True, "hit", False], second.stderr
+    # a changed helper file beside the factory is a different model: the fast path must not answer
+    (FIX.parent / "__edgeconv_probe.py").write_text("X = 1\n")
+    try:
+        third = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert json.loads(third.stdout.strip().splitlines()[-1])[2] is True, third.stderr
+    finally:
+        (FIX.parent / "__edgeconv_probe.py").unlink()
