@@ -1,0 +1,191 @@
+"""Reference ONNX → ``.mnn`` with MNNConvert (fp32, fp16 weights); INT8 with MNN's quantization tool.
+
+After conversion the model is opened once with MNN's session API and run on a random input next to the reference:
+input and output tensors are matched by name (MNNConvert keeps ONNX names) and checked by shape, so a renamed or
+mis-shaped tensor is a conversion error here rather than a confusing verification failure later.  The same probe
+lists MNN's operators (names and types), which is what ``keep_fp32`` patterns and ``head_fp32`` are matched on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgeconv.core.compare import tensor_drift
+from edgeconv.core.console import log, status
+from edgeconv.core.errors import ConfigError, ConversionError
+from edgeconv.targets.base import ConversionResult, ConvertContext
+from edgeconv.targets.mnn import calib as mcal
+from edgeconv.targets.mnn.tools import ToolRun, describe, mnnconvert, mnnquant
+
+MODEL_FILE = "model.mnn"
+# edgeconv's calib_method names → quantized.out's feature_quantize_method ("EMA" is its moving-average min/max).
+CALIB_METHODS = {"minmax": "EMA", "entropy": "KL"}
+# Chosen by measurement on the bundled detector (benchmarks/results/mnn_int8_*.json): see DEFAULT_* in __init__.
+QUANTIZED_OPS = ("Convolution", "ConvolutionDepthwise", "Deconvolution")
+
+
+def _tool_record(run: ToolRun) -> dict[str, Any]:
+    return {"ok": run.ok, "returncode": run.returncode, "log_tail": run.tail(8), "unsupported": run.unsupported}
+
+
+def probe(model: Path, ref: Any) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """Map MNN tensors to reference names (by name, confirmed by shape and value); list MNN's operators."""
+    from edgeconv.targets.base import OrtRunner
+    from edgeconv.targets.mnn.runner import MnnRunner
+
+    io = {"inputs": {s.name: s.name for s in ref.inputs}, "outputs": {s.name: s.name for s in ref.outputs}}
+    feeds = ref.random_feeds(1, seed=123)[0]
+    with OrtRunner(ref.onnx_path) as r:
+        want = r.infer(feeds)
+    try:
+        runner = MnnRunner(model, io=io, threads=1, precision_mode="normal")
+    except Exception as e:
+        raise ConversionError(f"MNN cannot open the converted model: {type(e).__name__}: {e}") from e
+    with runner:
+        names_in = set(runner.interpreter_inputs())
+        names_out = set(runner.interpreter_outputs())
+        missing = [n for n in io["inputs"] if n not in names_in] + [n for n in io["outputs"] if n not in names_out]
+        if missing:
+            raise ConversionError(f"the .mnn model lacks reference tensor(s) {missing} (it has inputs "
+                                  f"{sorted(names_in)}, outputs {sorted(names_out)})",
+                                  hint="MNNConvert renamed a tensor; give the ONNX outputs unique names")
+        got = runner.infer(feeds)
+        ops = runner.operators()
+    report = {}
+    for spec in ref.outputs:
+        a, b = want[spec.name], got[spec.name]
+        if a.shape != b.shape:
+            raise ConversionError(f"MNN output '{spec.name}' has shape {b.shape}, the reference {a.shape}")
+        d = tensor_drift(a.ravel(), b.ravel())
+        report[spec.name] = {"probe_max_abs": d["max_abs"], "probe_cosine": d["cosine"]}
+    return {**io, "probe": report}, ops
+
+
+def head_ops(onnx_path: Path) -> list[str]:
+    """MNN names of the layers that compute the model outputs (Conv/Gemm/MatMul reached from each output through
+    layout-only ops).  MNNConvert names an operator after its node's first output tensor."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    passthrough = {"Reshape", "Transpose", "Flatten", "Identity", "Squeeze", "Unsqueeze"}
+    heads = []
+    for out in graph.output:
+        node = producer.get(out.name)
+        while node is not None and node.op_type in passthrough:
+            node = producer.get(node.input[0])
+        if node is not None and node.op_type in ("Conv", "Gemm", "MatMul") and node.output[0] not in heads:
+            heads.append(node.output[0])
+    return heads
+
+
+def _match_ops(ops: list[dict[str, str]], patterns: tuple[str, ...]) -> list[str]:
+    """MNN operator names selected by keep_fp32 patterns: NAME, glob, or ``op:Type`` (an MNN operator type)."""
+    hits: list[str] = []
+    for pat in patterns:
+        if pat.startswith("op:"):
+            found = [o["name"] for o in ops if o["type"] == pat[3:]]
+        else:
+            found = [o["name"] for o in ops if fnmatch.fnmatchcase(o["name"], pat)]
+        if not found:
+            raise ConfigError(f"keep_fp32 pattern '{pat}' matches no MNN operator",
+                              hint="MNN operator names follow the ONNX node names; 'op:Convolution' selects a type")
+        hits += [h for h in found if h not in hits]
+    return hits
+
+
+def _int8(ctx: ConvertContext, fp32: Path, work: Path, ops: list[dict[str, str]], meta: dict[str, Any]) -> None:
+    from edgeconv.targets.mnn import DEFAULT_BATCH, DEFAULT_FEATURE, DEFAULT_WEIGHT
+
+    if ctx.calibration is None:
+        raise ConfigError("int8 needs calibration data", hint="pass --calib DIR (or use the bundled sample)")
+    feature = ctx.option("feature_method")
+    if feature is None:
+        method = ctx.option("calib_method")
+        if method is not None and method not in CALIB_METHODS:
+            raise ConfigError(f"MNN's quantization tool has no '{method}' activation method",
+                              hint="calib_method minmax (EMA) or entropy (KL); or feature_method EMA|KL|ADMM")
+        feature = CALIB_METHODS.get(method, DEFAULT_FEATURE)
+    weight = str(ctx.option("weight_method", DEFAULT_WEIGHT))
+    skip = _match_ops(ops, tuple(ctx.keep_fp32))
+    if ctx.option("head_fp32", False):
+        names = {o["name"] for o in ops}
+        skip += [h for h in head_ops(ctx.reference.onnx_path) if h in names and h not in skip]
+    if skip and feature == "EMA":
+        raise ConfigError("MNN's EMA quantization ignores skip_quant_op_names (keep_fp32 / head_fp32)",
+                          hint="use feature_method KL or ADMM with keep_fp32, or drop keep_fp32")
+    ref = ctx.reference
+    mode = str(ctx.option("calib_input", "auto"))
+    why = mcal.images_possible(ctx.calibration, tuple(ref.inputs[0].static_shape), len(ref.inputs))
+    if mode == "images" and why:
+        raise ConfigError(f"calib_input=images cannot reproduce this calibration set: {why}",
+                          hint="use calib_input=tensors (exact) or auto")
+    data_dir = work / "calib"
+    data = None
+    if mode in ("auto", "images") and why is None:
+        data = mcal.write_images(ctx.calibration, data_dir)
+        if data["contract_max_abs"] > mcal.EXACT:
+            if mode == "images":
+                raise ConversionError(f"MNN's image preprocessing differs from the contract by "
+                                      f"{data['contract_max_abs']:.3g}", hint="use calib_input=tensors")
+            log.warning("MNN's image preprocessing differs from the contract by %.3g; feeding tensors instead",
+                        data["contract_max_abs"])
+            shutil.rmtree(data_dir)
+            data = None
+    if data is None:
+        if feature == "ADMM":
+            raise ConfigError("MNN's ADMM calibration on tensor input uses only the last sample (quantized.out "
+                              "overwrites its inputs per file)", hint="use feature_method EMA or KL, or image data")
+        data = mcal.write_tensors(ctx.calibration, data_dir, [s.name for s in ref.inputs])
+    cfg = mcal.quant_config(data, data_dir, feature=str(feature), weight=weight,
+                            batch=int(ctx.option("calib_batch", DEFAULT_BATCH)), skip_ops=skip)
+    cfg_path = work / "quant.json"
+    cfg_path.write_text(json.dumps(cfg, indent=1))
+    with status(f"MNN quantization tool ({feature} activations, {weight} weights, {data['written']} samples)"):
+        run = mnnquant(fp32, ctx.out_dir / MODEL_FILE, cfg_path, timeout=float(ctx.option("quant_timeout", 1800.0)))
+    if not run.ok:
+        raise ConversionError(describe(run, "MNN quantization tool"),
+                              hint="try feature_method=EMA|KL|ADMM or another calibration sample")
+    meta["quantization"] = {
+        "tool": "MNN quantized.out", "feature_method": feature, "weight_method": weight,
+        "samples": data["written"], "skipped_samples": data["skipped"], "calib_input": data["mode"],
+        "contract_max_abs": data["contract_max_abs"], "fp32_ops": skip,
+        "config": {k: v for k, v in cfg.items() if k != "path"}, "tool_log": run.tail(4)}
+
+
+def convert(ctx: ConvertContext) -> ConversionResult:
+    ref = ctx.reference
+    if ctx.precision not in ("fp32", "fp16", "int8"):
+        raise ConfigError(f"mnn has no '{ctx.precision}' route", hint="use fp32, fp16 or int8")
+    timeout = float(ctx.option("tool_timeout", 300.0))
+    work = Path(tempfile.mkdtemp(prefix="edgeconv-mnn-"))
+    meta: dict[str, Any] = {"format": "mnn", "converter": "MNNConvert"}
+    try:
+        fp16 = ctx.precision == "fp16"
+        first = work / "fp32.mnn" if ctx.precision == "int8" else ctx.out_dir / MODEL_FILE
+        with status("MNNConvert: ONNX → MNN" + (" (fp16 weights)" if fp16 else "")):
+            run = mnnconvert(ref.onnx_path, first, fp16=fp16, timeout=timeout)
+        meta["mnnconvert"] = _tool_record(run)
+        if not run.ok:
+            raise ConversionError(describe(run, "MNNConvert"),
+                                  hint="MNN lacks these operators: change the model, or pick another target"
+                                  if run.unsupported else "see the MNNConvert log with --verbose")
+        io, ops = probe(first, ref)
+        meta["io"] = {"inputs": io["inputs"], "outputs": io["outputs"]}
+        meta["probe"] = io["probe"]
+        meta["operators"] = {t: sum(1 for o in ops if o["type"] == t) for t in sorted({o["type"] for o in ops})}
+        if ctx.precision == "int8":
+            _int8(ctx, first, work, ops, meta)
+        meta["weights_storage"] = {"fp32": "fp32", "fp16": "fp16 (conv/matmul), computed in fp32 on CPUs without "
+                                   "fp16 arithmetic", "int8": "int8 (conv), fp32 rest"}[ctx.precision]
+        meta["runtime"] = {"precision_mode": ctx.option("precision_mode"), "memory_mode": ctx.option("memory_mode")}
+        meta["output_shapes"] = {s.name: list(s.static_shape) for s in ref.outputs}
+        return ConversionResult([MODEL_FILE], {"model": MODEL_FILE}, meta)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+

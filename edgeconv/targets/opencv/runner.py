@@ -1,0 +1,67 @@
+"""OpenCV DNN runner: ``cv2.dnn.Net`` behind the harness's reference-named NCHW interface.
+
+OpenCV takes NCHW blobs with the batch axis and names outputs as the ONNX graph does, so the runner only sets the
+inputs by name and asks ``forward`` for the reference's output names (never the net's own "unconnected" order).
+Thread count is OpenCV's process-wide ``cv2.setNumThreads``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeconv.core.lazy import require
+from edgeconv.targets.base import Runner
+
+ENGINES = ("auto", "new", "classic")
+BACKENDS = ("opencv", "openvino")
+TARGETS = ("cpu", "cpu_fp16")
+
+
+def open_net(cv2: Any, model: Path | str, engine: str, backend: str, target: str) -> Any:
+    """Read the ONNX file with the chosen engine and set backend/target explicitly."""
+    eng = {"auto": cv2.dnn.ENGINE_AUTO, "new": cv2.dnn.ENGINE_NEW, "classic": cv2.dnn.ENGINE_CLASSIC}[engine]
+    net = cv2.dnn.readNetFromONNX(str(model), eng)
+    if net.empty():
+        raise cv2.error(f"OpenCV read an empty network from {model} ({engine} engine)")
+    net.setPreferableBackend({"opencv": cv2.dnn.DNN_BACKEND_OPENCV,
+                              "openvino": cv2.dnn.DNN_BACKEND_INFERENCE_ENGINE}[backend])
+    net.setPreferableTarget({"cpu": cv2.dnn.DNN_TARGET_CPU, "cpu_fp16": cv2.dnn.DNN_TARGET_CPU_FP16}[target])
+    return net
+
+
+class OpenCvRunner(Runner):
+    def __init__(self, model: Path | str, *, inputs: list[str], outputs: list[str], threads: int | None = None,
+                 engine: str = "auto", backend: str = "opencv", target: str = "cpu", **_: Any) -> None:
+        self.cv2 = require("cv2", "opencv")
+        if threads:
+            self.cv2.setNumThreads(int(threads))
+        self.net = open_net(self.cv2, model, engine, backend, target)
+        self.inputs, self.outputs = list(inputs), list(outputs)
+
+    @classmethod
+    def from_artifact(cls, artifact: Any, threads: int | None = None, **kw: Any) -> OpenCvRunner:
+        conv = artifact.manifest["conversion"]
+        settings = {**conv.get("runtime", {}), **kw}
+        return cls(artifact.file("model"), inputs=conv["io"]["inputs"], outputs=conv["io"]["outputs"],
+                   threads=threads, **settings)
+
+    def layer_types(self) -> dict[str, int]:
+        """How many layers of each type OpenCV built (recorded in the manifest: what OpenCV made of the graph)."""
+        counts: dict[str, int] = {}
+        for name in self.net.getLayerNames():
+            layer = self.net.getLayer(name)
+            t = getattr(layer, "type", None) or "?"
+            counts[t] = counts.get(t, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for name in self.inputs:
+            self.net.setInput(np.ascontiguousarray(feeds[name], dtype=np.float32).copy(), name)
+        outs = self.net.forward(self.outputs)
+        return {n: np.array(o, dtype=np.float32, copy=True) for n, o in zip(self.outputs, outs, strict=True)}
+
+    def close(self) -> None:
+        self.net = None
