@@ -17,7 +17,7 @@ from typing import Any
 from edgeconv.calibration.dataset import CalibrationSet
 from edgeconv.calibration.preprocess import Preprocess
 from edgeconv.core import cache
-from edgeconv.core.artifact import Artifact
+from edgeconv.core.artifact import Artifact, check_out_dir, safe_child
 from edgeconv.core.errors import ConfigError, EdgeconvError
 from edgeconv.pipeline import (
     Prepared,
@@ -66,15 +66,6 @@ def with_tolerances(profile: Profile, tolerances: dict[str, dict[str, float]] | 
     return dataclasses.replace(profile, tolerance=merged)
 
 
-def safe_name(name: str) -> str:
-    """A row's folder name must be one plain path component (a profile's name becomes a path)."""
-    ok = name and name not in (".", "..") and all(c.isalnum() or c in "-_." for c in name) and not name.startswith(".")
-    if not ok:
-        raise ConfigError(f"profile name {name!r} cannot be used as a folder name",
-                          hint="profile names use letters, digits, '-', '_' and '.' only")
-    return name
-
-
 def make_rows(targets: list[str | Profile], precisions: list[str] | None, out: str | Path, *,
               keep_fp32: tuple[str, ...] = (), options: dict[str, Any] | None = None,
               tolerances: dict[str, dict[str, float]] | None = None) -> list[PlanRow]:
@@ -95,8 +86,9 @@ def make_rows(targets: list[str | Profile], precisions: list[str] | None, out: s
                 allowed = [p for p in backend.precisions if p in profile.precisions]
                 raise ConfigError(f"target '{profile.name}' has no {precision} route", target=profile.name,
                                   hint=f"precisions: {', '.join(allowed)}")
-            rows.append(PlanRow(profile, precision, out / safe_name(f"{profile.name}-{precision}"),
-                                tuple(keep_fp32), dict(options or {})))
+            dest = safe_child(out, f"{profile.name}-{precision}")
+            check_out_dir(out, replace=dest)
+            rows.append(PlanRow(profile, precision, dest, tuple(keep_fp32), dict(options or {})))
     labels = [r.label for r in rows]
     dup = sorted({x for x in labels if labels.count(x) > 1})
     if dup:
