@@ -165,19 +165,26 @@ def _output_form(d: dict[str, Any], outs: list[tuple[str, tuple[int, ...]]]) -> 
                 f"({len(d.get('strides', ()))} levels expected)", "pass outputs=NAME,NAME,... in level order")
 
 
+def _is_decoded(outs: list[tuple[str, tuple[int, ...]]], d: dict[str, Any]) -> bool:
+    """True when the graph gives one 3-D decoded tensor (anchors/strides are then already applied)."""
+    return not d.get("outputs") and any(len(s) == 3 for _, s in outs) and not any(len(s) == 4 for _, s in outs)
+
+
 def _finish(d: dict[str, Any], outs: list[tuple[str, tuple[int, ...]]],
             input_size: Sequence[int] | None) -> DecodeParams:
     if input_size is not None:
         d.setdefault("input_size", tuple(int(v) for v in input_size))
-    d = _output_form(d, outs)
-    need = {"head": "head", "num_classes": "num_classes", "input_size": "input_size", "outputs": "outputs"}
-    if d.get("head") in ("yolov5", "yolov8", "centernet"):
-        need["strides"] = "strides"
-    if d.get("head") == "yolov5":
-        need["anchors"] = "anchors"
-    missing = [v for k, v in need.items() if not d.get(k)]
+    need = ["head", "num_classes", "input_size"]
+    if d.get("head") in ("yolov8", "centernet") or (d.get("head") == "yolov5" and not _is_decoded(outs, d)):
+        need.append("strides")
+    if d.get("head") == "yolov5" and not _is_decoded(outs, d):
+        need.append("anchors")
+    missing = [k for k in need if not d.get(k)]
     if missing:
         raise _fail(f"decode parameters missing: {', '.join(missing)}")
+    d = _output_form(d, outs)
+    if not d.get("outputs"):
+        raise _fail("decode parameters missing: outputs", "pass outputs=NAME,NAME,... (the raw head outputs)")
     if "strides" in d:
         d["strides"] = tuple(int(s) for s in d["strides"])
     if "anchors" in d:
@@ -213,7 +220,8 @@ def decode_params_from_module(module: Any, bundled_info: Mapping[str, Any] | Non
     elif not dec_opts.get("head"):
         raise _fail("no PyTorch module and no head= option: the decode cannot be derived from an ONNX file alone")
     d.update(dec_opts)
-    return _finish(d, _named_shapes(outputs), input_size)
+    size = _parse_option("input_size", input_size) if input_size is not None else None
+    return _finish(d, _named_shapes(outputs), size)
 
 
 def spec_for(prepared: Any, **options: Any) -> PostprocessSpec:
