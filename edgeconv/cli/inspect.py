@@ -99,7 +99,7 @@ def _onnx_summary(path: Path) -> dict[str, Any]:
     return {"format": f"onnx (opset {opset}, producer {m.producer_name or '?'})",
             "inputs": [_tensor(v) for v in m.graph.input if v.name not in inits],
             "outputs": [_tensor(v) for v in m.graph.output], "ops": dict(Counter(n.op_type for n in m.graph.node)),
-            "weights": dict(weights)}
+            "weight_types": dict(weights)}
 
 
 def _native_ops(path: Path) -> dict[str, int] | None:
@@ -162,7 +162,7 @@ def _inspect_artifact(path: Path) -> dict[str, Any]:
                             "inputs": mf.get("inputs"), "outputs": mf.get("outputs")}
     if model_file is not None and model_file.suffix == ".onnx" and model_file.is_file():
         s = _onnx_summary(model_file)
-        info.update(format=s["format"], ops=s["ops"], weights=s["weights"])
+        info.update(format=s["format"], ops=s["ops"], weight_types=s["weight_types"])
     elif model_file is not None and model_file.is_file():
         info["format"] = model_file.suffix.lstrip(".")
         info["ops"] = _native_ops(model_file)
@@ -189,20 +189,23 @@ def _print_inspection(info: dict[str, Any]) -> None:
     click.echo(f"{info['kind']}: {info['path']}")
     for k in ("target", "profile", "precision", "format"):
         if info.get(k):
-            click.echo(f"  {k + ':':<13}{info[k]}")
+            click.echo(f"  {k + ':':<14}{info[k]}")
     for side in ("inputs", "outputs"):
         for s in info.get(side) or []:
-            click.echo(f"  {side[:-1] + ':':<13}{s['name']} {'x'.join(map(str, s.get('shape') or []))} "
+            click.echo(f"  {side[:-1] + ':':<14}{s['name']} {'x'.join(map(str, s.get('shape') or []))} "
                        f"{s.get('dtype', '')} {s.get('layout') or ''}".rstrip())
     ops = info.get("ops") or {}
     if ops:
-        click.echo(f"  {'ops:':<13}" + ", ".join(f"{k} {v}" for k, v in sorted(ops.items(), key=lambda kv: -kv[1])))
+        click.echo(f"  {'ops:':<14}" + ", ".join(f"{k} {v}" for k, v in sorted(ops.items(), key=lambda kv: -kv[1])))
+    wt = info.get("weight_types") or {}
+    if wt:
+        click.echo(f"  {'weight types:':<14}" + ", ".join(f"{k} ({v:,} values)" for k, v in wt.items()))
     for k, v in (info.get("made") or {}).items():
-        click.echo(f"  {k + ':':<13}{v}")
+        click.echo(f"  {k + ':':<14}{v}")
     ver = info.get("verification")
     if ver:
-        click.echo(f"  {'verified:':<13}{ver}")
-    click.echo(f"  {'size:':<13}{info.get('size_text', '')}")
+        click.echo(f"  {'verified:':<14}{ver}")
+    click.echo(f"  {'size:':<14}{info.get('size_text', '')}")
 
 
 COMMANDS = [inspect_cmd]

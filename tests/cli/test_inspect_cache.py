@@ -74,10 +74,10 @@ def test_inspect_artifact_and_onnx(converted: dict) -> None:
     assert info["verification"].startswith("ok on") and info["bytes"] > 0
     assert "16 inputs" in info["made"]["calibration"] and "onnxruntime" in info["made"]["tools"]
     code, stdout, _ = run("inspect", str(converted["out"] / "onnxruntime-fp32"))
-    assert code == 0 and "ops:" in stdout and "Conv" in stdout and "verified:" in stdout
+    assert code == 0 and "ops:" in stdout and "Conv" in stdout and "verified:" in stdout and "float32" in stdout
     code, stdout, _ = run("inspect", str(converted["out"] / "onnxruntime-fp32" / "model.onnx"), "--json")
     info = json.loads(stdout)
-    assert code == 0 and info["kind"] == "onnx" and info["weights"].get("float32", 0) > 0
+    assert code == 0 and info["kind"] == "onnx" and info["weight_types"].get("float32", 0) > 0
     code, _, stderr = run("inspect", str(FIX))
     assert code != 0 and "Traceback" not in stderr
 
