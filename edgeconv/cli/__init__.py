@@ -219,6 +219,11 @@ def targets(as_json: bool) -> None:
     from edgeconv.api import list_targets
 
     rows = list_targets()
+    if not rows:  # an install without its package data: say so instead of printing an empty table
+        from edgeconv.profiles import profile_dirs
+
+        raise ConfigError(f"no target profiles found (looked in {', '.join(map(str, profile_dirs()))})",
+                          hint="reinstall edgeconv, or point EDGECONV_PROFILES at a folder of profile .toml files")
     if as_json:
         emit_json(rows)
         return

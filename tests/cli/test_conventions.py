@@ -97,6 +97,14 @@ def test_user_strings_are_not_read_as_markup(monkeypatch: pytest.MonkeyPatch) ->
     assert "pip install 'edgeconv[ncnn]'" in res.stdout and "my[board]" in res.stdout
 
 
+def test_no_profiles_is_an_error_not_an_empty_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgeconv.api
+
+    monkeypatch.setattr(edgeconv.api, "list_targets", lambda: [])
+    res = CliRunner().invoke(main, ["targets"])
+    assert res.exit_code == 2 and "no target profiles found" in res.stderr and "EDGECONV_PROFILES" in res.stderr
+
+
 def test_parse_tolerances() -> None:
     assert parse_tolerances(["int8.cosine=0.98", "fp16.max_abs=5e-2", "int8.task_delta=1"]) == \
         {"int8": {"cosine": 0.98, "task_delta": 1.0}, "fp16": {"max_abs": 0.05}}
