@@ -118,7 +118,8 @@ def _outcome_dict(o: Any) -> dict[str, Any]:
             "status": "planned" if planned and o.ok else ("ok" if o.ok else "failed"),
             "cache_hit": getattr(o, "cache_hit", None) if planned else
             (o.artifact.manifest.get("cache") == "hit" if o.artifact is not None else None),
-            "verification": ver.get("drift"), "error": _error_dict(o.error)}
+            "verification": ver.get("drift"), "error": _error_dict(o.error),
+            "plan": getattr(o, "plan", None) if planned else None}
 
 
 COMMANDS = [convert]
