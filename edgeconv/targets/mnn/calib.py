@@ -29,7 +29,7 @@ from edgeconv.core.console import log, track
 from edgeconv.core.errors import CalibrationError
 
 MODES = ("auto", "images", "tensors")
-EXACT = 1e-6  # an image sample must reproduce the contract to this (the arithmetic differs by float rounding only)
+EXACT = 1e-6  # relative to max(1, |x|): image samples must reproduce the contract to float rounding
 
 
 def mnn_normalization(pp: Any) -> tuple[list[float], list[float]]:
@@ -117,13 +117,13 @@ def write_images(calib: Any, folder: Path, *, check: int = 8) -> dict[str, Any]:
         if written < check:
             want = pp.apply(img)
             got = mnn_image_tensor(png, pp, mean, normal)
-            worst = max(worst, float(np.abs(got - want).max()))
+            worst = max(worst, float(np.abs(got - want).max() / max(1.0, float(np.abs(want).max()))))
         written += 1
     if written == 0:
         raise CalibrationError(f"none of the {len(calib)} calibration inputs could be read")
     h, w = pp.size
     return {"mode": "images", "written": written, "skipped": skipped, "checked": min(check, written),
-            "contract_max_abs": worst,
+            "contract_max_rel": worst,
             "config": {"format": pp.color, "mean": mean, "normal": normal, "width": w, "height": h}}
 
 
@@ -140,7 +140,7 @@ def write_tensors(calib: Any, folder: Path, input_names: list[str]) -> dict[str,
         (d / "input.json").write_text(json.dumps({"inputs": [{"name": n, "shape": list(feed[n].shape)}
                                                              for n in input_names]}))
         written += 1
-    return {"mode": "tensors", "written": written, "skipped": len(calib.skipped), "contract_max_abs": 0.0,
+    return {"mode": "tensors", "written": written, "skipped": len(calib.skipped), "contract_max_rel": 0.0,
             "config": {"input_type": "sequence"}}
 
 

@@ -129,12 +129,12 @@ def _int8(ctx: ConvertContext, fp32: Path, work: Path, ops: list[dict[str, str]]
     data = None
     if mode in ("auto", "images") and why is None:
         data = mcal.write_images(ctx.calibration, data_dir)
-        if data["contract_max_abs"] > mcal.EXACT:
+        if data["contract_max_rel"] > mcal.EXACT:
             if mode == "images":
                 raise ConversionError(f"MNN's image preprocessing differs from the contract by "
-                                      f"{data['contract_max_abs']:.3g}", hint="use calib_input=tensors")
+                                      f"{data['contract_max_rel']:.3g}", hint="use calib_input=tensors")
             log.warning("MNN's image preprocessing differs from the contract by %.3g; feeding tensors instead",
-                        data["contract_max_abs"])
+                        data["contract_max_rel"])
             shutil.rmtree(data_dir)
             data = None
     if data is None:
@@ -154,7 +154,7 @@ def _int8(ctx: ConvertContext, fp32: Path, work: Path, ops: list[dict[str, str]]
     meta["quantization"] = {
         "tool": "MNN quantized.out", "feature_method": feature, "weight_method": weight,
         "samples": data["written"], "skipped_samples": data["skipped"], "calib_input": data["mode"],
-        "contract_max_abs": data["contract_max_abs"], "fp32_ops": skip,
+        "contract_max_rel": data["contract_max_rel"], "fp32_ops": skip,
         "config": {k: v for k, v in cfg.items() if k != "path"}, "tool_log": run.tail(4)}
 
 

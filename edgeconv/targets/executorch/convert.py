@@ -1,0 +1,165 @@
+"""PyTorch module → ``torch.export`` → ``to_edge_transform_and_lower`` (XNNPACK partitioner) → ``.pte``.
+
+INT8 is PT2E with ExecuTorch's ``XNNPACKQuantizer`` (symmetric int8, per-channel weights), calibrated on the shared
+calibration sample, then exported again and lowered the same way.  The conversion metadata records how much of the
+graph XNNPACK took (``delegation``): operators left outside the delegate run on ExecuTorch's portable kernels, which
+are slow on a device, so the fraction is worth reading.
+
+The module is wrapped so its outputs are a flat tuple in the reference ONNX's output order; the ``.pte`` is then run
+once on a random input next to the reference and each output is checked by shape, so a reordered or mis-shaped
+output is a conversion error, not a silent mismatch.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+
+from edgeconv.core.compare import tensor_drift
+from edgeconv.core.console import status, track
+from edgeconv.core.errors import CalibrationError, ConfigError, ConversionError
+from edgeconv.core.lazy import require
+from edgeconv.targets.base import ConversionResult, ConvertContext
+
+MODEL_FILE = "model.pte"
+OBSERVERS = ("histogram", "minmax")
+
+
+def flat_module(module: Any) -> Any:
+    """``module`` returning a flat tuple of tensors (dict/list outputs flattened in order, as the ONNX exporter
+    orders the reference outputs)."""
+    import torch
+    from torch.utils import _pytree
+
+    class FlatOutputs(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return tuple(_pytree.tree_leaves(self.inner(*args)))
+
+    return FlatOutputs(module)
+
+
+def quantize_pt2e(module: Any, sample: tuple[Any, ...], feeds: Any, *, names: list[str], per_channel: bool,
+                  observer: str, total: int | None) -> tuple[Any, int]:
+    """PT2E with the XNNPACK quantizer: export, insert observers, run the calibration feeds, convert to Q/DQ."""
+    import dataclasses
+
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    if observer not in OBSERVERS:
+        raise ConfigError(f"executorch int8 observer must be one of {OBSERVERS}, not {observer!r}")
+    config = get_symmetric_quantization_config(is_per_channel=per_channel)
+    if observer == "minmax":
+        from torchao.quantization.pt2e.observer import MinMaxObserver
+
+        act = dataclasses.replace(config.input_activation,
+                                  observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+        config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    quantizer = XNNPACKQuantizer().set_global(config)
+    graph = torch.export.export(module, sample).module()
+    graph = prepare_pt2e(graph, quantizer)
+    seen = 0
+    with torch.no_grad():
+        for feed in track(feeds, "calibrating (PT2E, XNNPACK quantizer)", total=total):
+            graph(*(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in names))
+            seen += 1
+    if seen == 0:
+        raise CalibrationError("int8 calibration saw no samples", hint="check --calib holds readable inputs")
+    return convert_pt2e(graph), seen
+
+
+def delegation(edge: Any) -> dict[str, Any]:
+    """How much of the lowered graph XNNPACK took, from ExecuTorch's own ``get_delegation_info``."""
+    from executorch.devtools.backend_debug import get_delegation_info
+
+    info = get_delegation_info(edge.exported_program().graph_module)
+    # getitem nodes only unpack a delegate call's tuple of outputs: not operators that run anywhere.
+    left = {k: int(v.non_delegated) for k, v in info.delegation_by_operator.items()
+            if v.non_delegated and k != "getitem"}
+    d, nd = int(info.num_delegated_nodes), sum(left.values())
+    return {"delegate": "XnnpackBackend", "subgraphs": int(info.num_delegated_subgraphs), "delegated_nodes": d,
+            "non_delegated_nodes": nd, "fraction": round(d / (d + nd), 4) if d + nd else 0.0,
+            "portable_ops": dict(sorted(left.items()))}
+
+
+def check_outputs(pte: bytes, ref: Any, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Run the .pte once beside the reference: output count and shapes must match, in the reference's order."""
+    from edgeconv.targets.executorch.runner import ExecuTorchRunner
+    from edgeconv.targets.onnxruntime.runner import OrtRunner
+
+    with OrtRunner(ref.onnx_path) as r:
+        want = r.infer(feeds)
+    with ExecuTorchRunner(pte, inputs=[s.name for s in ref.inputs], outputs=[s.name for s in ref.outputs],
+                          check_count=True) as r:
+        got = r.infer(feeds)
+    report = {}
+    for spec in ref.outputs:
+        a, b = want[spec.name], got[spec.name]
+        if a.shape != b.shape:
+            raise ConversionError(f"ExecuTorch output '{spec.name}' has shape {b.shape}, the reference {a.shape}",
+                                  hint="the module's forward must return what the reference ONNX outputs, in order")
+        d = tensor_drift(a.ravel(), b.ravel())
+        report[spec.name] = {"probe_max_abs": d["max_abs"], "probe_cosine": d["cosine"]}
+    return report
+
+
+def convert(ctx: ConvertContext) -> ConversionResult:
+    ref = ctx.reference
+    if ref.module is None:
+        raise ConfigError("executorch converts from the PyTorch model (torch.export), but only ONNX was given",
+                          hint="pass --model FILE.py:FACTORY --weights ... instead of an .onnx file")
+    if ctx.precision not in ("fp32", "int8"):
+        raise ConfigError(f"executorch has no '{ctx.precision}' route", hint="use fp32 or int8")
+    torch = require("torch", "torch")
+    require("executorch", "executorch")
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    names = [s.name for s in ref.inputs]
+    feeds0 = ref.random_feeds(1)[0]
+    sample = tuple(torch.from_numpy(np.ascontiguousarray(feeds0[n])) for n in names)
+    module = flat_module(copy.deepcopy(ref.module).eval()).eval()
+    meta: dict[str, Any] = {"format": "pte", "converter": "torch.export → to_edge_transform_and_lower (XNNPACK)"}
+    if ctx.keep_fp32:
+        raise ConfigError("executorch: keep_fp32 is not supported by the XNNPACK quantizer route",
+                          hint="drop --keep-fp32 for this target")
+    if ctx.precision == "int8":
+        if ctx.calibration is None:
+            raise ConfigError("int8 needs calibration data", hint="pass --calib DIR (or use the bundled sample)")
+        observer = str(ctx.option("observer", "histogram"))
+        per_channel = bool(ctx.option("per_channel", True))
+        with status("int8: PT2E calibration (XNNPACK quantizer)"):
+            module, seen = quantize_pt2e(module, sample, ctx.calibration.feeds(), names=names,
+                                         per_channel=per_channel, observer=observer, total=len(ctx.calibration))
+        meta["quantization"] = {"method": "pt2e", "quantizer": "XNNPACKQuantizer (symmetric int8)",
+                                "per_channel": per_channel, "observer": observer, "calibration_samples": seen}
+    with status(f"ExecuTorch: torch.export + XNNPACK lowering ({ctx.precision})"):
+        try:
+            with torch.no_grad():
+                ep = torch.export.export(module, sample)
+        except Exception as e:
+            raise ConversionError(f"torch.export cannot capture the model: {type(e).__name__}: "
+                                  f"{' '.join(str(e).split())[:300]}",
+                                  hint="make forward() exportable (no data-dependent control flow)") from e
+        try:
+            edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+            program = edge.to_executorch()
+        except Exception as e:
+            raise ConversionError(f"ExecuTorch lowering failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}",
+                                  hint="an operator has no ExecuTorch kernel; see --verbose") from e
+    pte = bytes(program.buffer)
+    (ctx.out_dir / MODEL_FILE).write_bytes(pte)
+    meta["delegation"] = delegation(edge)
+    meta["probe"] = check_outputs(pte, ref, feeds0)
+    meta["io"] = {"inputs": names, "outputs": [s.name for s in ref.outputs]}
+    return ConversionResult([MODEL_FILE], {"model": MODEL_FILE}, meta)

@@ -1,0 +1,58 @@
+"""ExecuTorch runner: ``executorch.runtime`` (the Python binding of the C++ runtime, XNNPACK delegate included)
+behind the harness's reference-named NCHW interface.
+
+The ``.pte`` takes and returns torch tensors in the exported module's positional order, which the converter made
+the reference ONNX's order; inputs are copied into contiguous tensors the runner owns, outputs are copied out.
+Threads: XNNPACK's thread pool is process-wide (``_unsafe_reset_threadpool``), set before the method is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeconv.core.errors import VerificationError
+from edgeconv.core.lazy import require
+from edgeconv.targets.base import Runner
+
+
+def set_threads(threads: int | None) -> None:
+    """Resize ExecuTorch's shared thread pool (XNNPACK runs on it); None keeps its default (all cores)."""
+    if not threads:
+        return
+    from executorch.extension.pybindings import portable_lib
+
+    if portable_lib._threadpool_get_thread_count() != int(threads):
+        portable_lib._unsafe_reset_threadpool(int(threads))
+
+
+class ExecuTorchRunner(Runner):
+    def __init__(self, model: Path | str | bytes, *, inputs: list[str], outputs: list[str],
+                 threads: int | None = None, check_count: bool = False, **_: Any) -> None:
+        self.torch = require("torch", "torch")
+        runtime = require("executorch.runtime", "executorch")
+        set_threads(threads)
+        self.program = runtime.Runtime.get().load_program(model if isinstance(model, bytes) else Path(model))
+        self.method = self.program.load_method("forward")
+        if self.method is None:
+            raise VerificationError("the .pte program has no 'forward' method")
+        self.inputs, self.outputs = list(inputs), list(outputs)
+        self.check_count = check_count
+
+    @classmethod
+    def from_artifact(cls, artifact: Any, threads: int | None = None, **kw: Any) -> ExecuTorchRunner:
+        io = artifact.manifest["conversion"]["io"]
+        return cls(artifact.file("model"), inputs=io["inputs"], outputs=io["outputs"], threads=threads, **kw)
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = [self.torch.from_numpy(np.ascontiguousarray(feeds[n], dtype=np.float32).copy()) for n in self.inputs]
+        outs = self.method.execute(args)
+        if len(outs) != len(self.outputs):
+            raise VerificationError(f"the .pte returned {len(outs)} outputs, the reference has {len(self.outputs)}")
+        return {n: o.detach().numpy().astype(np.float32, copy=True) for n, o in zip(self.outputs, outs, strict=True)}
+
+    def close(self) -> None:
+        self.method = None
+        self.program = None
