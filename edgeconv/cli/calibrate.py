@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from edgeconv.cli import _kv, handle_errors
+from edgeconv.core.console import emit_json
 
 
 def _write_trt_cache(ranges: dict[str, tuple[float, float]], path: Path) -> None:
@@ -50,11 +51,13 @@ def _write_trt_cache(ranges: dict[str, tuple[float, float]], path: Path) -> None
 @click.option("--trt-cache", type=click.Path(dir_okay=False), help="Also write a TensorRT calibration cache "
               "(an ncnn table needs the converted ncnn model: `edgeconv convert -t ncnn -p int8` writes it).")
 @click.option("--no-cache", is_flag=True, help="Recompute even when cached statistics exist.")
+@click.option("--json", "as_json", is_flag=True, help="Print one record per method (file, tensors, inputs, cache) on "
+              "stdout.")
 @handle_errors
 def calibrate(model: str, weights: str | None, model_arg: tuple[str, ...], inputs: tuple[str, ...],
               calib: str | None, calib_size: int, calib_seed: int, methods: tuple[str, ...], params: tuple[str, ...],
               preprocess: str | None, eval_data: str | None, allow_overlap: bool, out: str, trt_cache: str | None,
-              no_cache: bool) -> None:
+              no_cache: bool, as_json: bool) -> None:
     """Compute activation statistics (cached) for INT8 and write them as JSON."""
     from edgeconv.calibration.dataset import check_disjoint
     from edgeconv.calibration.preprocess import Preprocess
@@ -81,12 +84,20 @@ def calibrate(model: str, weights: str | None, model_arg: tuple[str, ...], input
         doc = {**st.to_json(), "reference_sha256": prep.reference.sha256, "cache": st.cache,
                "calibration": cal.manifest() if cal.input_stats else st.calibration}
         dest.write_text(json.dumps(doc, indent=1))
-        written.append(dest)
-        click.echo(f"{method:<10} {len(st.ranges)} tensors, {doc['calibration'].get('used', len(cal))} inputs "
-                   f"(skipped {doc['calibration'].get('skipped', 0)}), cache {st.cache} → {dest}")
+        rec = {"method": method, "file": str(dest), "tensors": len(st.ranges),
+               "inputs": doc["calibration"].get("used", len(cal)), "skipped": doc["calibration"].get("skipped", 0),
+               "cache": st.cache, "trt_cache": None}
         if trt_cache:
             _write_trt_cache(st.ranges, Path(trt_cache))
-            click.echo(f"{'':<10} TensorRT calibration cache → {trt_cache}")
+            rec["trt_cache"] = trt_cache
+        written.append(rec)
+        if not as_json:
+            click.echo(f"{method:<10} {rec['tensors']} tensors, {rec['inputs']} inputs (skipped {rec['skipped']}), "
+                       f"cache {st.cache} → {dest}")
+            if trt_cache:
+                click.echo(f"{'':<10} TensorRT calibration cache → {trt_cache}")
+    if as_json:
+        emit_json(written)
 
 
 COMMANDS = [calibrate]

@@ -20,7 +20,7 @@ from edgeconv.core.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 #: Commands that print results; each takes --json (the issue's list, where these commands exist here).
 RESULT_COMMANDS = (("targets",), ("doctor",), ("convert",), ("bench",), ("run",), ("compare",), ("demo",),
-                   ("inspect",), ("cache", "info"), ("cache", "verify"), ("cache", "clear"))
+                   ("calibrate",), ("inspect",), ("cache", "info"), ("cache", "verify"), ("cache", "clear"))
 
 
 def _walk(cmd: click.Command, path: tuple[str, ...] = ()):

@@ -120,3 +120,13 @@ def test_cache_info_verify_clear(converted: dict, monkeypatch: pytest.MonkeyPatc
     assert code == 0 and json.loads(stdout)["bytes_freed"] > 0
     code, stdout, _ = run("cache", "info", "--json")
     assert "artifacts" not in json.loads(stdout)["kinds"]
+
+
+def test_calibrate_json(tiny_weights: Path, tiny_calib_dir: Path, tmp_path: Path) -> None:
+    code, stdout, stderr = run("calibrate", "--model", f"{FIX}:build", "--weights", str(tiny_weights), "--input",
+                               "images:1x3x64x64", "--calib", str(tiny_calib_dir), "--calib-size", "8",
+                               "--preprocess", "size=64x64", "--out", str(tmp_path / "stats.json"), "--json")
+    assert code == 0, stderr
+    (rec,) = json.loads(stdout)
+    assert rec["method"] == "minmax" and rec["inputs"] == 8 and rec["tensors"] > 0
+    assert json.loads(Path(rec["file"]).read_text())["reference_sha256"]
