@@ -62,7 +62,8 @@ def test_import_and_help_everywhere_without_any_backend() -> None:
     doc = json.loads(res.stdout.strip().splitlines()[-1])
     assert doc["loaded"] == []
     results = doc["results"]
-    assert {"(root)", "convert", "targets", "doctor", "bench", "run", "compare", "demo"} <= set(results)
+    assert {"(root)", "convert", "targets", "doctor", "bench", "run", "compare", "demo", "calibrate", "inspect",
+            "cache", "cache info"} <= set(results)
     for name, r in results.items():
         assert r["code"] == 0 and r["usage"], (name, r)
         assert not r["broken"], f"{name} is listed broken without backends"
