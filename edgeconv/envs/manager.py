@@ -9,7 +9,8 @@ so two conversions starting together build it once.
 
 Offline or unusual machines: ``EDGECONV_WHEELHOUSE`` (folders, ``os.pathsep``-separated) is passed to pip as
 ``--find-links``; pip's own ``PIP_*`` settings (``PIP_NO_INDEX=1``, ``PIP_INDEX_URL``) apply as usual.
-``EDGECONV_ENV_PYTHON`` picks the interpreter the venv is made from; ``EDGECONV_ENV_AUTO=0`` refuses to create one
+``EDGECONV_ENVS`` moves the environments out of the cache; ``EDGECONV_ENV_PYTHON`` picks the interpreter the venv
+is made from; ``EDGECONV_ENV_AUTO=0`` refuses to create one
 implicitly during a conversion (then ``edgeconv env create NAME`` does it).
 """
 
@@ -59,7 +60,22 @@ print(json.dumps({"python": sys.version.split()[0], "failed": bad, "versions": v
 
 
 def envs_root() -> Path:
-    return cache_root() / "envs"
+    """``$EDGECONV_ENVS``, else ``<cache>/envs``: environments are large and slow to make, so they may live apart
+    from the artifact cache (and survive clearing it)."""
+    root = os.environ.get("EDGECONV_ENVS")
+    return Path(root).expanduser() if root else cache_root() / "envs"
+
+
+def wheelhouses(find_links: Sequence[str] = ()) -> list[str]:
+    return [*find_links, *[p for p in os.environ.get("EDGECONV_WHEELHOUSE", "").split(os.pathsep) if p]]
+
+
+def pip_argv(python: str, pip_log: Path, *, find_links: Sequence[str] = (), no_index: bool = False,
+             quiet: bool = False) -> list[str]:
+    """``pip install`` in the environment: its own interpreter, our log file, the wheelhouses, no prompts."""
+    return [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--log", str(pip_log),
+            *(["--no-index"] if no_index else []), *[a for f in wheelhouses(find_links) for a in ("--find-links", f)],
+            *(["-q"] if quiet else [])]
 
 
 def base_python(python: str | None = None) -> str:
@@ -194,12 +210,11 @@ def create(spec: EnvSpec, *, find_links: Sequence[str] = (), no_index: bool = Fa
                       markup=False, highlight=False, soft_wrap=True)
         t0 = time.perf_counter()
         try:
-            _run_step(spec, [py, "-m", "venv", str(path)], "python -m venv", quiet, pip_log)
+            bare = not spec.all_requirements()  # nothing to install: no pip needed either
+            _run_step(spec, [py, "-m", "venv", *(["--without-pip"] if bare else []), str(path)], "python -m venv",
+                      quiet, pip_log)
             exe = str(path / "bin" / "python")
-            links = [*find_links, *[p for p in os.environ.get("EDGECONV_WHEELHOUSE", "").split(os.pathsep) if p]]
-            pip = [exe, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--log", str(pip_log),
-                   *(["--no-index"] if no_index else []), *[a for f in links for a in ("--find-links", f)],
-                   *(["-q"] if quiet else [])]
+            pip = pip_argv(exe, pip_log, find_links=find_links, no_index=no_index, quiet=quiet)
             if spec.requirements:
                 _run_step(spec, [*pip, *spec.requirements], "pip install", quiet, pip_log)
             if spec.no_deps:

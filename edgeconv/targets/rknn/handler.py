@@ -53,7 +53,7 @@ def _graph_ops(onnx_path: str) -> tuple[list[tuple[str, str, str]], list[str]]:
 def _explain(stage: str, err: BaseException | int, onnx_path: str, log_text: str) -> ToolkitError:
     """One line naming the op the toolkit rejected, when its message (or the log) names one of the graph's ops."""
     nodes, foreign = _graph_ops(onnx_path)
-    text = str(err) if isinstance(err, BaseException) else ""
+    text = f"{type(err).__name__}: {err}" if isinstance(err, BaseException) else ""
     errors = [ln.strip() for ln in (text + "\n" + log_text).splitlines()
               if re.search(r"(Error|error|^E |\bE\b.*:)", ln) and "Traceback" not in ln and 'File "' not in ln]
     last = next((e for e in reversed(errors) if re.search(r"\w+Error: ", e)), errors[-1] if errors else "")
