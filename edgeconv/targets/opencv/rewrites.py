@@ -30,7 +30,7 @@ def function_body(op_type: str, opset: int) -> Any | None:
         return None  # not a function (or a context-dependent one, whose body needs input types): not expanded
     body = onnx.FunctionProto()
     body.ParseFromString(schema.get_function_with_opset_version(opset))
-    return body
+    return body if len(body.node) and len(body.input) else None  # empty: no body defined for this opset
 
 
 def expand_functions(model: Any, op_types: set[str]) -> tuple[Any, list[dict[str, Any]]]:
