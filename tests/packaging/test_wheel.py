@@ -87,7 +87,8 @@ def test_wheel_carries_profiles_calibration_license_and_types(installed: Install
     names = set(zipfile.ZipFile(installed.wheel).namelist())
     profiles = {n.rsplit("/", 1)[1] for n in names if n.startswith("edgeconv/_data/targets/")}
     assert profiles == {p.name for p in (ROOT / "targets").glob("*.toml")}
-    calib = {n.removeprefix("edgeconv/_data/calibration/") for n in names if n.startswith("edgeconv/_data/calibration/")}
+    prefix = "edgeconv/_data/calibration/"
+    calib = {n.removeprefix(prefix) for n in names if n.startswith(prefix)}
     assert calib == {str(p.relative_to(ROOT / "calibration")) for p in (ROOT / "calibration").rglob("*") if p.is_file()}
     assert "edgeconv/py.typed" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
