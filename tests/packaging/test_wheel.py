@@ -59,7 +59,7 @@ def _copy_tree(dest: Path) -> None:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    pytest.importorskip("setuptools", reason="building the wheel needs setuptools in this venv")
+    pytest.importorskip("setuptools", minversion="77", reason="building the wheel needs setuptools >= 77 here")
     base = tmp_path_factory.mktemp("wheel")
     src, dist, venv = base / "src", base / "dist", base / "venv"
     _copy_tree(src)
