@@ -57,8 +57,8 @@ def run_job(transport: Transport, handler: Path, call: str, args: dict[str, Any]
     """
     prepare_job(work, handler, call, args)
     remote = transport.push(work)
-    done: Completed = transport.run([transport.python, f"{remote}/worker.py", "run", remote], timeout=timeout,
-                                    cwd=remote)  # toolkits drop debug files into their working folder
+    # run inside the job folder (toolkits drop debug files into their working folder); paths relative to it
+    done: Completed = transport.run([transport.python, "worker.py", "run", "."], timeout=timeout, cwd=remote)
     transport.pull(remote, work)
     log_path = work / "worker.log"
     tail = log_path.read_text(errors="replace")[-4000:] if log_path.is_file() else ""
@@ -91,14 +91,13 @@ class WorkerSession:
         self.transport = transport
         self.remote = transport.push(self.work)
         self.log = self.work / "worker.log"
-        self.proc = transport.spawn([transport.python, f"{self.remote}/worker.py", "serve"],
-                                    log=f"{self.remote}/worker.log", cwd=self.remote)
+        self.proc = transport.spawn([transport.python, "worker.py", "serve"], log="worker.log", cwd=self.remote)
         self._n = 0
         self.last_ms: float | None = None
         try:
             self._read(open_timeout)  # the hello line
-            rec = self._request({"op": "open", "handler": f"{self.remote}/{handler.name}", "call": call,
-                                 "args": args, "dir": self.remote}, open_timeout)
+            rec = self._request({"op": "open", "handler": handler.name, "call": call, "args": args, "dir": "."},
+                                open_timeout)
             self.info = rec.get("info")
             self.open_ms = rec.get("ms")
         except BaseException:
@@ -141,8 +140,7 @@ class WorkerSession:
         src, dst = self.work / f"in{self._n % 2}.npz", self.work / f"out{self._n % 2}.npz"
         save_arrays(src, {k: np.ascontiguousarray(v) for k, v in feeds.items()})
         self.transport.push(self.work)
-        rec = self._request({"op": "infer", "inputs": f"{self.remote}/{src.name}",
-                             "outputs": f"{self.remote}/{dst.name}"}, self.infer_timeout)
+        rec = self._request({"op": "infer", "inputs": src.name, "outputs": dst.name}, self.infer_timeout)
         self.transport.pull(self.remote, self.work)
         self.last_ms = rec.get("ms")
         return load_arrays(dst)

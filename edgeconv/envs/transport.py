@@ -44,8 +44,8 @@ class Transport(Protocol):
     def run(self, argv: list[str], *, timeout: float, cwd: str | None = None) -> Completed: ...
 
     def spawn(self, argv: list[str], *, log: str, cwd: str | None = None) -> subprocess.Popen[str]:
-        """Start a session with stdin/stdout pipes; its stderr goes to the file ``log`` there (a pipe nobody
-        reads would fill and block a chatty toolkit)."""
+        """Start a session with stdin/stdout pipes; its stderr goes to the file ``log`` (relative to ``cwd``) there:
+        a pipe nobody reads would fill and block a chatty toolkit."""
         ...
 
     def push(self, local: Path) -> str:
@@ -83,7 +83,7 @@ class LocalTransport:
             return Completed(proc.returncode, out or "", err or "", timed_out=True)
 
     def spawn(self, argv: list[str], *, log: str, cwd: str | None = None) -> subprocess.Popen[str]:
-        with open(log, "ab") as err:
+        with open(os.path.join(cwd or ".", log), "ab") as err:
             return subprocess.Popen(argv, cwd=cwd, env=self._env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=err, text=True, bufsize=1, start_new_session=True)
 

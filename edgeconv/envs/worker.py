@@ -4,7 +4,7 @@ It needs only the standard library and numpy (it never imports edgeconv), so it 
 backend environment's venv, a board's system Python.  The host ships this file and a *handler* script (the
 toolkit-specific code, equally self-contained) and talks to it in one of two ways:
 
-``python worker.py run JOB_DIR``
+``python worker.py run JOB_DIR`` (the host runs it as ``run .`` inside the job folder)
     One job: ``JOB_DIR/job.json`` = ``{"handler": "handler.py", "call": "convert", "args": {...}}``; the worker
     calls ``handler.convert(args, job_dir)`` and writes ``JOB_DIR/result.json`` = ``{"ok": true, "result": ...,
     "seconds": ...}`` or ``{"ok": false, "error": {"type", "message", "kind", "hint", "traceback"}}``.  Everything

@@ -137,6 +137,12 @@ def convert(ctx: ConvertContext) -> ConversionResult:
     meta["checks"] = {k: checks[k] for k in ("ok", "opset", "specification_version", "unsupported_ops",
                                              "preprocessing")}
     meta["ops"] = checks["ops"]
+    if ctx.precision == "int8":
+        n = sum(v for k, v in checks["ops"].items() if k.startswith("constexpr_"))
+        meta["quantization"]["quantized_weights"] = n
+        if n == 0:
+            log.warning("coreml int8: no weight tensor has %d elements or more, so none was quantized "
+                        "(options.weight_threshold lowers the bar)", meta["quantization"]["weight_threshold"])
     meta["latency_note"] = NOT_HERE
     files = [*package_files(out, ctx.out_dir), CHECKS]
     return ConversionResult(files, {"model": MODEL, "checks": CHECKS}, meta, input_layout="NCHW",
