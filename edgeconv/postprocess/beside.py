@@ -9,6 +9,7 @@ so there is one implementation to trust.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from collections.abc import Callable, Mapping
@@ -56,10 +57,16 @@ def write_postprocessor(out_dir: str | Path, params: PostprocessSpec | Any, *, s
     return list(FILES)
 
 
+@functools.lru_cache(maxsize=32)
+def _record(spec: PostprocessSpec) -> dict[str, Any]:
+    return {"spec": spec.validate().to_dict()}
+
+
 def apply_postprocessor(raw_outputs: Mapping[str, np.ndarray], params: PostprocessSpec | Any) -> tuple[np.ndarray,
                                                                                                        np.ndarray]:
     """Raw outputs (or candidates, or the contract) -> ``(dets (N, K, 6) float32, count (N,) int32)``."""
-    return standalone.apply(raw_outputs, {"spec": as_spec(params).to_dict()})
+    record = _record(params) if isinstance(params, PostprocessSpec) else {"spec": as_spec(params).to_dict()}
+    return standalone.apply(raw_outputs, record)
 
 
 def read_postprocessor(artifact_dir: str | Path) -> dict[str, Any]:

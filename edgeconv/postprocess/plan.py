@@ -129,10 +129,24 @@ def end2end_reference(prepared: Any, spec: PostprocessSpec | Any, placement: Pla
     return dataclasses.replace(prepared, reference=new_ref)
 
 
-def int8_keep_fp32(onnx_path: str | Path) -> tuple[str, ...]:
-    """``keep_fp32`` entries that keep the decode/NMS in float on INT8 routes (node names; the glob for ORT)."""
+def int8_keep_fp32(onnx_path: str | Path, spec: PostprocessSpec | Any | None = None) -> tuple[str, ...]:
+    """``keep_fp32`` patterns for INT8 routes of an end2end graph: the decode/NMS glob (``ec_post/*``) and, given
+    ``spec``, the nodes producing the raw head outputs (what ``keep_outputs_fp32`` keeps on a raw graph: once the
+    decode is appended they are no longer graph outputs, so that default stops finding them).
+
+    A glob rather than every node name because backends fold some decode nodes (Shape, constants) away, and an
+    exact name that no longer exists is (rightly) a config error there.
+    """
     names = postprocess_node_names(onnx_path)
-    return tuple(names) if names else ()
+    out = [KEEP_FP32_PATTERN] if names else []
+    if spec is not None:
+        from edgeconv.core.lazy import require
+
+        raw = set(as_spec(spec).decode.outputs)
+        graph = require("onnx", "onnx").load(str(onnx_path), load_external_data=False).graph
+        out += [n.name for n in graph.node if not n.name.startswith(KEEP_FP32_PATTERN[:-1])
+                and any(o in raw for o in n.output)]
+    return tuple(out)
 
 
 __all__ = ["KEEP_FP32_PATTERN", "MODES", "Placement", "effective_spec", "end2end_reference", "int8_keep_fp32",
