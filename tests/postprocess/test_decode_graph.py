@@ -191,3 +191,21 @@ def test_graph_refusals_are_config_errors(heads, tmp_path: Path):
     other = PostprocessSpec(DecodeParams("yolov8", 3, (64, 64), ("a", "b", "c"), strides=(8, 16, 32)))
     with pytest.raises(ConfigError, match=r"outputs \['a', 'b', 'c'\] are not outputs"):
         make_end2end_onnx(ok, other, tmp_path / "x.onnx")
+
+
+def test_int8_keep_fp32_and_detection_level_verification(heads, tmp_path: Path):
+    from edgeconv.postprocess import int8_keep_fp32, verify_detection_outputs
+
+    dec, raw = _setup(heads, "yolov8", seed=6)
+    spec = PostprocessSpec(dec, max_det=20, score_threshold=0.05).validate()
+    e2e = make_end2end_onnx(heads.identity_onnx(tmp_path / "raw.onnx", {k: v.shape for k, v in raw.items()}), spec,
+                            tmp_path / "e2e.onnx")
+    keep = int8_keep_fp32(e2e, spec)
+    assert keep[0] == "ec_post/*" and sorted(keep[1:]) == ["id_p3", "id_p4", "id_p5"]  # decode + head producers
+    sess = ort.InferenceSession(str(e2e))
+    out = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {f"in_{k}": v for k, v in raw.items()})))
+    ok, fails, rec = verify_detection_outputs([raw], [out], spec)  # raw reference vs in-graph contract
+    assert ok and not fails and rec["matched_fraction"] == 1.0
+    moved = dict(out, detections=out["detections"] + np.array([1000, 1000, 1000, 1000, 0, 0], np.float32))
+    ok, fails, rec = verify_detection_outputs([out], [moved], spec)
+    assert not ok and "detections matched 0.0000" in fails[0]

@@ -40,7 +40,7 @@ def _stack(results):
 
 
 def test_in_graph_and_beside_post_processing_keep_the_reference_map(zoo, tmp_path: Path):
-    name, prep, data, raws, ref = zoo
+    _, prep, data, raws, ref = zoo
     spec = pp.spec_for(prep)
     ref_map = pp.contract_map(ref, data.labels, data.metas)
     assert ref_map["map50_95"] > 0.7  # the trained checkpoints
@@ -61,7 +61,7 @@ def test_cpp_header_agrees_on_zoo_outputs(zoo, tmp_path: Path):
     gxx = shutil.which("g++")
     if gxx is None:
         pytest.skip("g++ is not installed")
-    name, prep, _, raws, _ = zoo
+    _, prep, _, raws, _ = zoo
     spec = pp.spec_for(prep)
     pp.write_postprocessor(tmp_path, spec)
     main = tmp_path / "main.cpp"
@@ -96,7 +96,7 @@ def test_converted_end2end_artifact_and_the_readme_example(zoo, tmp_path: Path, 
         pytest.importorskip("openvino", reason="openvino backend not installed")
     from edgeconv.pipeline import convert_reference
 
-    name, prep, data, _, ref = zoo
+    _, prep, data, _, ref = zoo
     spec = pp.spec_for(prep)
     place = pp.plan_postprocess(backend, spec)
     assert place.stage == "detections"
