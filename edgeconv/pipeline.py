@@ -349,6 +349,9 @@ def _convert_and_verify(backend: Target, ctx: ConvertContext, tagged: list[tuple
                                  "profile": ctx.profile.to_dict(), "options": ctx.options,
                                  "files": file_table(ctx.out_dir, result.files)})
     art = Artifact.load(ctx.out_dir)
+    if not result.runnable_here:  # e.g. CoreML on Linux: structurally checked by the target, never "ok"
+        return result, {"status": "not-executed", "samples": 0, "note": result.verify_note, "runs_here": False,
+                        "proxy": False, "checks": result.meta.get("checks"), "task": None, "task_checked": False}
     record = verify(art, ctx, backend, result, tagged, reference_score)
     return result, record
 

@@ -246,6 +246,11 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
             rows.append(failed_row(profile.name, precision, profile.backend, f"internal error: {type(e).__name__}: {e}",
                                    stage="convert"))
             continue
+        vstatus = (art.manifest.get("verification") or {}).get("status")
+        if vstatus == "not-executed":
+            note = (art.manifest.get("verification") or {}).get("note") or "converted, not executed here"
+            rows.append(failed_row(profile.name, precision, profile.backend, note, status="skipped", stage="bench"))
+            continue
         opts = options
         if t.get("threads") is not None:
             opts = BenchOptions(options.latency, t["threads"] or None, options.limit, options.timeout,

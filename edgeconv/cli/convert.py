@@ -98,11 +98,23 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
                            f"({'cache hit' if r['cache_hit'] else 'convert'})")
             elif r["status"] == "ok":
                 d = r["verification"] or {}
+                t = r.get("task") or {}
+                task = (f", {t['metric']} {t['delta']:+.2f} pts (budget {t.get('budget', float('nan')):.2f})"
+                        if t.get("delta") is not None else "")
                 click.echo(f"ok      {r['profile']:<20} {r['precision']:<5} {r['out']}  "
-                           f"(max_abs {_num(d.get('max_abs'), '.2e')}, cosine {_num(d.get('cosine'), '.6f')})")
+                           f"(max_abs {_num(d.get('max_abs'), '.2e')}, cosine {_num(d.get('cosine'), '.6f')}{task})")
+            elif r["status"] == "not-executed":
+                click.echo(f"checked {r['profile']:<20} {r['precision']:<5} {r['out']}  ({r['note']})")
             else:
                 click.echo(f"failed  {r['profile']:<20} {r['precision']:<5} {r['error']['message']}")
     failed = [o for o in outcomes if not o.ok]
+    if len(outcomes) > 1 and not as_json:
+        kinds: dict[str, int] = {}
+        for o in failed:
+            kinds[o.error.kind] = kinds.get(o.error.kind, 0) + 1
+        detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} ok" + (f"; failed: {detail}" if failed else ""),
+                   err=True)
     if failed:
         sys.exit(max(o.error.exit_code for o in failed))
 
@@ -114,8 +126,11 @@ def _num(v: Any, fmt: str) -> str:
 def _outcome_dict(o: Any) -> dict[str, Any]:
     planned = bool(getattr(o, "planned", False))
     ver = (o.artifact.manifest.get("verification") or {}) if o.artifact is not None else {}
-    return {"profile": o.profile, "precision": o.precision, "out": str(o.out),
-            "status": "planned" if planned and o.ok else ("ok" if o.ok else "failed"),
+    status = "planned" if planned and o.ok else ("ok" if o.ok else "failed")
+    if status == "ok" and ver.get("status") == "not-executed":
+        status = "not-executed"
+    return {"profile": o.profile, "precision": o.precision, "out": str(o.out), "status": status,
+            "note": ver.get("note"), "task": ver.get("task"),
             "cache_hit": getattr(o, "cache_hit", None) if planned else
             (o.artifact.manifest.get("cache") == "hit" if o.artifact is not None else None),
             "verification": ver.get("drift"), "error": _error_dict(o.error),
