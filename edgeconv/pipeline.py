@@ -9,6 +9,7 @@ Orchestration over many targets lives in ``edgeconv.plan`` (one path for ``conve
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -285,8 +286,14 @@ def _build(prep: Prepared, backend: Target, ctx: ConvertContext, out: Path, key:
     with atomic_dir(out) as tmp:
         ctx.out_dir = tmp
         label = f"{backend.name} {precision} conversion"
-        with status(f"converting to {profile.name} {precision}" + (" (isolated)" if backend.isolate else "")):
-            if backend.isolate:
+        isolate = backend.isolate
+        loaded = [m for m in backend.fork_unsafe_modules if m in sys.modules]
+        if isolate and loaded:
+            log.debug("%s: %s already loaded in this process; converting in-process (a forked child would hang)",
+                      backend.name, ", ".join(loaded))
+            isolate = False
+        with status(f"converting to {profile.name} {precision}" + (" (isolated)" if isolate else "")):
+            if isolate:
                 result, record = run_isolated(_convert_and_verify, backend, ctx, tagged, reference_score,
                                               timeout=timeout, what=label, target=profile.name, stage="convert")
             else:
@@ -304,7 +311,7 @@ def _build(prep: Prepared, backend: Target, ctx: ConvertContext, out: Path, key:
             "preprocess": pp.to_dict() if pp else None, "preprocess_sha256": pp.sha256 if pp else None,
             "calibration": ctx.calibration.manifest() if ctx.calibration else None,
             "keep_fp32": list(ctx.keep_fp32), "keep_fp32_nodes": list(ctx.keep_fp32_nodes),
-            "options": ctx.options, "tools": dict(ctx.tools), "isolated": backend.isolate,
+            "options": ctx.options, "tools": dict(ctx.tools), "isolated": isolate,
             "files": file_table(tmp, result.files), "roles": result.roles, "conversion": result.meta,
             "convert_seconds": round(convert_s, 3), "task": prep.info or None, "verification": record,
         }

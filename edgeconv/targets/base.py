@@ -214,6 +214,10 @@ class Target(ABC):
     options: ClassVar[dict[str, Option]] = {}  # every key convert()/runner() read through ctx.option()
     tools: ClassVar[tuple[str, ...]] = ()  # distributions whose versions go into doctor and reports
     isolate: ClassVar[bool] = True  # convert + verify in a child process (native code can crash or hang)
+    #: Modules whose thread pools (OpenMP, TBB) do not survive a fork: when one is already loaded in this process,
+    #: a forked child would hang in its first parallel region, so the row runs in-process instead (the CLI never
+    #: loads a backend in the parent; library users who run backends in-process get no isolation for them).
+    fork_unsafe_modules: ClassVar[tuple[str, ...]] = ()
     capabilities: ClassVar[frozenset[str]] = frozenset()  # e.g. "trt_calibration_cache", "nms_in_graph"
     environment: ClassVar[str | None] = None  # name of a backend environment of its own (see edgeconv.envs)
     description: ClassVar[str] = ""

@@ -17,6 +17,7 @@ class NcnnTarget(Target):
     precisions = ("fp32", "fp16", "int8")
     description = "ncnn CPU runtime (ARM boards, phones), converted with pnnx"
     routes = ("onnx", "torch")
+    fork_unsafe_modules = ("ncnn",)  # OpenMP / TBB pools
     options = {
         "fp16_arithmetic": Option(bool, False, "fp16 arithmetic (ARM with fp16 units; does nothing on x86)"),
         "light_mode": Option(bool, True, "free intermediate blobs as soon as possible"),

@@ -18,6 +18,7 @@ class OpenVinoTarget(Target):
     precisions = ("fp32", "fp16", "int8")
     description = "OpenVINO IR (CPU/GPU/NPU/AUTO); INT8 by NNCF post-training quantization"
     routes = ("onnx", "torch")
+    fork_unsafe_modules = ("openvino", "nncf")  # OpenMP / TBB pools
     options = {
         "performance_hint": Option(str, "LATENCY", "OpenVINO performance hint",
                                    choices=("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")),
