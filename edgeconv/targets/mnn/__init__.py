@@ -14,7 +14,8 @@ from edgeconv.targets.base import ConversionResult, ConvertContext, Option, Runn
 # benchmarks/results/mnn_int8_<date>.json): quantized.out's own default is KL.
 DEFAULT_FEATURE = "EMA"
 DEFAULT_WEIGHT = "MAX_ABS"
-DEFAULT_BATCH = 1
+DEFAULT_BATCH = 32
+DEFAULT_WINOGRAD = True
 
 
 class MnnTarget(Target):
@@ -41,7 +42,9 @@ class MnnTarget(Target):
         "calib_input": Option(str, "auto", "how calibration data reaches quantized.out: images (contract-resized "
                               "PNGs + mean/normal from the contract, checked), tensors (exact text tensors), auto",
                               choices=("auto", "images", "tensors")),
-        "calib_batch": Option(int, DEFAULT_BATCH, "images per EMA step in quantized.out"),
+        "calib_batch": Option(int, DEFAULT_BATCH, "images per EMA step in quantized.out (its own default: 32)"),
+        "winograd": Option(bool, DEFAULT_WINOGRAD, "EMA only: quantize for MNN's int8 Winograd kernels "
+                           "(quantized.out's winogradOpt, on by default)"),
         "tool_timeout": Option(float, 300.0, "seconds MNNConvert may run before it is stopped"),
         "quant_timeout": Option(float, 1800.0, "seconds MNN's quantization tool may run before it is stopped"),
     }

@@ -151,7 +151,7 @@ def read_tensor(folder: Path, name: str, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def quant_config(data: dict[str, Any], folder: Path, *, feature: str, weight: str, batch: int,
-                 skip_ops: list[str]) -> dict[str, Any]:
+                 skip_ops: list[str], winograd: bool = True) -> dict[str, Any]:
     """The quantized.out JSON: data description from the contract (above) plus the quantization methods."""
     cfg: dict[str, Any] = dict(data["config"])
     cfg.update({"path": str(folder.resolve()) + "/", "used_sample_num": int(data["written"]),
@@ -160,4 +160,6 @@ def quant_config(data: dict[str, Any], folder: Path, *, feature: str, weight: st
                 "batch_size": 1 if data["mode"] == "tensors" else int(batch), "debug": False})
     if skip_ops:
         cfg["skip_quant_op_names"] = list(skip_ops)
+    if feature == "EMA":
+        cfg["winogradOpt"] = bool(winograd)
     return cfg

@@ -100,7 +100,7 @@ def _match_ops(ops: list[dict[str, str]], patterns: tuple[str, ...]) -> list[str
 
 
 def _int8(ctx: ConvertContext, fp32: Path, work: Path, ops: list[dict[str, str]], meta: dict[str, Any]) -> None:
-    from edgeconv.targets.mnn import DEFAULT_BATCH, DEFAULT_FEATURE, DEFAULT_WEIGHT
+    from edgeconv.targets.mnn import DEFAULT_BATCH, DEFAULT_FEATURE, DEFAULT_WEIGHT, DEFAULT_WINOGRAD
 
     if ctx.calibration is None:
         raise ConfigError("int8 needs calibration data", hint="pass --calib DIR (or use the bundled sample)")
@@ -143,7 +143,8 @@ def _int8(ctx: ConvertContext, fp32: Path, work: Path, ops: list[dict[str, str]]
                               "overwrites its inputs per file)", hint="use feature_method EMA or KL, or image data")
         data = mcal.write_tensors(ctx.calibration, data_dir, [s.name for s in ref.inputs])
     cfg = mcal.quant_config(data, data_dir, feature=str(feature), weight=weight,
-                            batch=int(ctx.option("calib_batch", DEFAULT_BATCH)), skip_ops=skip)
+                            batch=int(ctx.option("calib_batch", DEFAULT_BATCH)), skip_ops=skip,
+                            winograd=bool(ctx.option("winograd", DEFAULT_WINOGRAD)))
     cfg_path = work / "quant.json"
     cfg_path.write_text(json.dumps(cfg, indent=1))
     with status(f"MNN quantization tool ({feature} activations, {weight} weights, {data['written']} samples)"):
