@@ -77,8 +77,10 @@ def map_blobs(ref: Any, param: Path, bin_: Path) -> tuple[dict[str, dict[str, st
     ins = {s.name: (b, tuple(s.static_shape)) for s, b in zip(ref.inputs, in_blobs, strict=True)}
     probe = NcnnRunner(param, bin_, inputs=ins, outputs={}, runtime={})
     ex = probe.net.create_extractor()
-    for s in ref.inputs:
-        ex.input(ins[s.name][0], probe.ncnn.Mat(np.ascontiguousarray(feeds[s.name][0], np.float32)))
+    owned = [np.array(feeds[s.name][0], np.float32, order="C", copy=True) for s in ref.inputs]  # Mat does not own it
+    mats = [probe.ncnn.Mat(a) for a in owned]
+    for s, m in zip(ref.inputs, mats, strict=True):
+        ex.input(ins[s.name][0], m)
     got = {}
     for b in out_blobs:
         ret, mat = ex.extract(b)
@@ -86,7 +88,7 @@ def map_blobs(ref: Any, param: Path, bin_: Path) -> tuple[dict[str, dict[str, st
             raise ConversionError(f"the ncnn model cannot compute its output blob '{b}' (code {ret})")
         got[b] = np.array(mat, dtype=np.float32, copy=True)
         del mat
-    del ex  # Mats and extractors must die before the net: its pool allocator aborts the process otherwise
+    del ex, mats  # Mats and extractors must die before the net: its pool allocator aborts the process otherwise
     probe.close()
     outs, report, free = {}, {}, list(out_blobs)
     for spec in ref.outputs:

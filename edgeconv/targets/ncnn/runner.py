@@ -9,6 +9,7 @@ some CPUs) would otherwise change numerics behind the precision the artifact cla
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,19 @@ import numpy as np
 from edgeconv.core.errors import VerificationError
 from edgeconv.core.lazy import require
 from edgeconv.targets.base import Runner
+
+
+def in_forked_child() -> bool:
+    """Whether this process is a multiprocessing child made by fork (the pipeline's isolated convert + verify).
+
+    ncnn's x86/ARM kernels run OpenMP regions, and the pip wheel binds to whichever ``libgomp.so.1`` is loaded
+    first: torch's. When the parent had already run an OpenMP team (torch ran the export), a forked child inherits
+    libgomp's pool bookkeeping without its threads and hangs (measured: ``gomp_team_barrier_wait_end``) or
+    crashes in its first multi-threaded region; one thread never starts a team.
+    """
+    import multiprocessing as mp
+
+    return mp.parent_process() is not None and mp.get_start_method(allow_none=True) not in ("spawn", "forkserver")
 
 
 def make_option(ncnn: Any, runtime: dict[str, Any], threads: int | None) -> Any:
@@ -37,6 +51,8 @@ def make_option(ncnn: Any, runtime: dict[str, Any], threads: int | None) -> Any:
         opt.use_winograd43_convolution = False
         opt.use_winograd63_convolution = False
     opt.use_vulkan_compute = False
+    if in_forked_child() and "torch" in sys.modules:
+        threads = 1  # see in_forked_child(); verification numerics do not depend on the thread count
     if threads:
         opt.num_threads = int(threads)
     return opt
@@ -67,8 +83,13 @@ class NcnnRunner(Runner):
     def _one(self, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ex = self.net.create_extractor()
         ex.set_light_mode(self.light_mode)
+        # ncnn.Mat(array) wraps the array's buffer without holding a reference to it: a temporary from
+        # np.ascontiguousarray (a non-contiguous or Fortran-order input) was freed before extract() read it (max abs
+        # 1e15 on a correct model). So: an owned C-contiguous copy, kept alive in ``owned`` until extraction ends.
+        owned = {name: np.array(sample[name], dtype=np.float32, order="C", copy=True) for name in self.inputs}
+        mats = {name: self.ncnn.Mat(owned[name]) for name in self.inputs}
         for name, (blob, _) in self.inputs.items():
-            ex.input(blob, self.ncnn.Mat(np.ascontiguousarray(sample[name], dtype=np.float32)))
+            ex.input(blob, mats[name])
         out = {}
         for name, (blob, _) in self.outputs.items():
             ret, mat = ex.extract(blob)
@@ -76,7 +97,7 @@ class NcnnRunner(Runner):
                 raise VerificationError(f"ncnn could not compute output blob '{blob}' ({name}), code {ret}")
             out[name] = np.array(mat, dtype=np.float32, copy=True)
             del mat
-        del ex  # before the net can be cleared (ncnn aborts on a pool allocator destroyed while in use)
+        del ex, mats, owned  # before the net can be cleared (ncnn aborts on a pool allocator destroyed while in use)
         return out
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -35,6 +35,12 @@ def inference_precision(core: Any, device: str, precision: str, override: str | 
     return "f16" if "FP16" in caps else "f32"
 
 
+def owned(feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """C-contiguous copies the runner owns: requests (async ones above all) must never read a caller's buffer that
+    may be strided, Fortran-order, read-only or reused before the request completes."""
+    return {n: np.array(feeds[n], order="C", copy=True) for n in names}
+
+
 class OpenVinoRunner(Runner):
     def __init__(self, xml: Path | str, *, device: str = "CPU", threads: int | None = None,
                  performance_hint: str = "LATENCY", streams: int | str | None = None, precision: str = "fp32",
@@ -83,7 +89,7 @@ class OpenVinoRunner(Runner):
     def _prepare(self, feeds: dict[str, np.ndarray]) -> tuple[Any, dict[str, np.ndarray]]:
         if not self.embedded:
             self.last_route = "model"
-            return self.request, {n: np.ascontiguousarray(feeds[n]) for n in self.input_names}
+            return self.request, owned(feeds, self.input_names)
         name = self.embedded["input"]
         raw = pp.to_raw(np.asarray(feeds[name]), self.embedded)
         u8 = pp.as_u8(raw)
@@ -104,7 +110,7 @@ class OpenVinoRunner(Runner):
 
     def infer_raw(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Deployed path of an embedded-preprocess IR: raw u8 NHWC images in, reference-named outputs out."""
-        self.request.infer({self.input_names[0]: np.ascontiguousarray(images)})
+        self.request.infer({self.input_names[0]: np.array(images, order="C", copy=True)})
         return self._outputs(self.request)
 
     def infer_async(self, batch: list[dict[str, np.ndarray]], streams: int) -> list[dict[str, np.ndarray]]:
@@ -126,7 +132,7 @@ class OpenVinoRunner(Runner):
                     results[i] = self._outputs(request)
                     continue
             else:
-                inputs = {n: np.ascontiguousarray(feeds[n]) for n in self.input_names}
+                inputs = owned(feeds, self.input_names)
             queue.start_async(inputs, userdata=i)
         queue.wait_all()
         return [r for r in results if r is not None]

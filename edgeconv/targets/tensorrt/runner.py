@@ -46,7 +46,8 @@ class EngineRunner(Runner):
         self._runner.activate()
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        out = self._runner.infer(feeds)
+        # Owned C-contiguous copies: the host→device copy must not read a strided or Fortran-order view as if flat.
+        out = self._runner.infer({k: np.array(v, order="C", copy=True) for k, v in feeds.items()})
         return {k: np.asarray(v) for k, v in out.items()}
 
     def close(self) -> None:

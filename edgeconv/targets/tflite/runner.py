@@ -85,9 +85,8 @@ class TfliteRunner(Runner):
                 x = np.transpose(x, (0, 2, 3, 1))
             if np.issubdtype(np.dtype(r["dtype"]), np.integer) and r["scale"]:
                 x = quantize(x, r["dtype"], r["scale"], r["zero_point"])
-            else:
-                x = x.astype(r["dtype"], copy=False)
-            args[r["tflite"]] = np.ascontiguousarray(x)
+            # An owned C-contiguous copy: never the caller's (possibly strided, Fortran-order or read-only) buffer.
+            args[r["tflite"]] = np.array(x, dtype=r["dtype"], order="C", copy=True)
         res = self.sig_runner(**args)
         out: dict[str, np.ndarray] = {}
         for r in self.outputs:
