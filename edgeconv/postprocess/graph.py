@@ -196,15 +196,32 @@ def _class_scores(b: _Builder, spec: PostprocessSpec, scores: str, n_anchor: int
 
 
 def _cap(b: _Builder, spec: PostprocessSpec, scores: str, n_cls: int, n_anchor: int, tensorrt: bool) -> str:
-    """Zero the pairs below the ``max_candidates``-th score (only when more pairs than the cap exist)."""
+    """Zero the pairs below the ``max_candidates``-th score, only when more pairs than that pass the threshold.
+
+    The cap sits in an ``If``: a TopK over the cap size costs more than the whole NMS (2 ms of 2.9 ms on the
+    bundled YOLO with ONNX Runtime), and it only changes the result in the rare images that exceed it.
+    """
     size = n_cls * n_anchor
     if spec.max_candidates >= size:
         return scores
+    h = b.onnx.helper
     flat = b.op("Reshape", [scores, b.i64(0, size)])
+    above = b.op("Cast", [b.op("Greater", [flat, b.const(spec.score_threshold)])], to=b.onnx.TensorProto.INT64)
+    most = b.reduce("ReduceMax", b.reduce("ReduceSum", above, 1, 0), 0, 0)  # 0-D: the busiest image's count
+    cond = b.op("Greater", [most, b.const(spec.max_candidates, np.int64)])
+    outer = b.nodes
+    b.nodes = []
     vals, _, k = _topk(b, flat, spec.max_candidates, size, tensorrt, "the pre-NMS cap (max_candidates)")
-    kth = b.slice(vals, k - 1, k, 1)
-    capped = b.op("Where", [b.op("GreaterOrEqual", [flat, kth]), flat, b.const(0.0)])
-    return b.op("Reshape", [capped, b.i64(0, n_cls, n_anchor)])
+    capped = b.op("Where", [b.op("GreaterOrEqual", [flat, b.slice(vals, k - 1, k, 1)]), flat, b.const(0.0)])
+    then_g = h.make_graph(b.nodes, f"{PREFIX}cap_then", [], [h.make_tensor_value_info(capped, b.onnx.TensorProto.FLOAT,
+                                                                                      None)])
+    b.nodes = []
+    same = b.op("Identity", [flat])
+    else_g = h.make_graph(b.nodes, f"{PREFIX}cap_else", [], [h.make_tensor_value_info(same, b.onnx.TensorProto.FLOAT,
+                                                                                      None)])
+    b.nodes = outer
+    out = b.op("If", [cond], then_branch=then_g, else_branch=else_g)
+    return b.op("Reshape", [out, b.i64(0, n_cls, n_anchor)])
 
 
 def _nms_onnx(b: _Builder, spec: PostprocessSpec, boxes: str, scores: str, n_anchor: int,
