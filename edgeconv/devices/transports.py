@@ -272,10 +272,10 @@ class SshTransport(Transport):
             self._home = await self._sftp.realpath(".")
         return self._sftp
 
-    def _fs(self, op: str, *args: Any) -> Any:
+    def _fs(self, op: str, *args: Any, **kw: Any) -> Any:
         async def go() -> Any:
             sftp = await self._sftp_client()
-            return await getattr(sftp, op)(*args)
+            return await getattr(sftp, op)(*args, **kw)
 
         try:
             return self._call(go(), self.device.connect_timeout + 120)
@@ -300,7 +300,7 @@ class SshTransport(Transport):
             except (OSError, self.asyncssh.Error) as e:  # the connection dropped mid-command
                 self._conn = self._sftp = None
                 raise DeviceUnreachable(f"device {self.device.name}: connection lost ({type(e).__name__})") from e
-            rc = r.exit_status if r.exit_status is not None else (128 + 9 if r.exit_signal else -1)
+            rc = r.returncode if r.returncode is not None else -1  # asyncssh: -N when ended by signal N
             return Completed(rc, str(r.stdout or ""), str(r.stderr or ""))
 
         return self._call(go(), timeout + self.device.connect_timeout + 30)
@@ -315,7 +315,7 @@ class SshTransport(Transport):
         return bool(self._fs("exists", remote))
 
     def makedirs(self, remote: str) -> None:
-        self._fs("makedirs", remote, None, True)
+        self._fs("makedirs", remote, exist_ok=True)
 
     def rename(self, src: str, dst: str) -> bool:
         if self.exists(dst):
@@ -330,7 +330,7 @@ class SshTransport(Transport):
 
     def rmtree(self, remote: str) -> None:
         if self.exists(remote):
-            self._fs("rmtree", remote, True)
+            self._fs("rmtree", remote, ignore_errors=True)
 
     def close(self) -> None:
         async def go() -> None:
