@@ -122,7 +122,7 @@ def _model() -> Any:
                 try:
                     check_name(v, "profile name")
                 except ConfigError as e:
-                    raise ValueError(f"{e.message}; {e.hint}") from e
+                    raise ValueError(e.message) from e
             return v
 
         @field_validator("preprocess")
@@ -164,8 +164,9 @@ def _one_line(err: Any, source: str) -> ConfigError:
     got = f" (got {first.get('input')!r})" if loc else ""
     more = f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""
     where = f"key '{loc}': " if loc else ""
-    return ConfigError(f"profile {source}: {where}{msg}{got}{more}"[:400],
-                       hint="see `edgeconv targets` and the bundled profiles in targets/ for the expected types")
+    hint = ("a name is one folder: letters, digits, '.', '_', '+', '-'; not starting with '.', no '..'"
+            if loc == "name" else "see `edgeconv targets` and the bundled profiles in targets/ for the expected types")
+    return ConfigError(f"profile {source}: {where}{msg}{got}{more}"[:400], hint=hint)
 
 
 def _stem_name(stem: str) -> str:

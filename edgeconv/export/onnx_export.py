@@ -83,6 +83,16 @@ class DynamicSpec:
     min_hw: tuple[int, int] | None = None
     max_hw: tuple[int, int] | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or self.max_batch < 1:
+            raise ConfigError(f"--max-batch must be a positive integer, not {self.max_batch!r}",
+                              hint="e.g. --max-batch 8")
+        for key in ("min_hw", "max_hw"):
+            v = getattr(self, key)
+            if v is not None and (len(v) != 2 or any(isinstance(x, bool) or not isinstance(x, int) or x < 1
+                                                     for x in v)):
+                raise ConfigError(f"dynamic {key} must be two positive integers (H, W), not {v!r}")
+
     @property
     def enabled(self) -> bool:
         return self.batch or self.spatial

@@ -27,6 +27,14 @@ def test_out_of_range_opsets_name_every_exporters_range(opset: int) -> None:
         assert f"{name} {lo}-{hi}" in ei.value.message
 
 
+@pytest.mark.parametrize("max_batch", [0, -3, True, 2.5])
+def test_bad_max_batch_is_a_usage_error(max_batch: object) -> None:
+    from edgeconv.export.onnx_export import DynamicSpec
+
+    with pytest.raises(ConfigError, match="max-batch"):
+        DynamicSpec(batch=True, max_batch=max_batch)  # type: ignore[arg-type]
+
+
 def test_opset_plan_raises_and_skips_and_is_recorded(tmp_path: Path) -> None:
     assert check_opset(17) == {"dynamo": 18, "legacy": 17}
     assert check_opset(22)["legacy"] is None
