@@ -80,6 +80,14 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
     from edgeconv.plan import Planner, fast_keys, fast_lookup, make_rows, remember, source_fingerprint
 
     pp = _as_preprocess(preprocess)
+    if not (isinstance(model, str) and model.endswith(".onnx")):
+        from edgeconv.export.onnx_export import check_opset
+
+        check_opset(opset, tuple(exporters))
+    if calib:
+        from edgeconv.calibration.sources import discover
+
+        discover(calib)  # a missing or empty calibration folder fails now, not after the export
     rows = make_rows(list(targets), precisions, out, keep_fp32=tuple(keep_fp32), options=options,
                      tolerances=tolerances)
     with cache.disabled(not use_cache):

@@ -280,6 +280,10 @@ def _build(prep: Prepared, backend: Target, ctx: ConvertContext, out: Path, key:
     tagged = verification_feeds(ref, sample, precision, preprocess=ctx.preprocess)
     ctx.sample_feeds = [f for _, f in tagged]
     ctx.sample_outputs = reference_outputs(ref, ctx.sample_feeds)
+    from edgeconv.export.onnx_export import check_finite
+
+    kinds = ", ".join(sorted({k for k, _ in tagged}))
+    check_finite(ctx.sample_outputs, str(ref.source.spec), f"the verification inputs ({kinds})")
     reference_score = _reference_score(ref, ctx.evaluator) if ctx.evaluator and precision != "fp32" else None
     timeout = float(ctx.option("timeout_s", DEFAULT_TIMEOUT_S))
     t0 = time.perf_counter()

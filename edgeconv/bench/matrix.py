@@ -72,6 +72,20 @@ def load_config(path: str | Path) -> dict[str, Any]:
 
 
 def validate_config(cfg: dict[str, Any]) -> None:
+    if not isinstance(cfg, dict):
+        raise ConfigError("config: a run config is a table of sections ([model], [data], [[targets]], ...)")
+    for sec in ("model", "data", "bench", "compare"):
+        if sec in cfg and not isinstance(cfg[sec], dict):
+            raise ConfigError(f"config: [{sec}] must be a table, not {type(cfg[sec]).__name__}")
+    if "targets" in cfg and (not isinstance(cfg["targets"], list) or
+                             not all(isinstance(t, dict) for t in cfg["targets"])):
+        raise ConfigError("config: targets must be a list of [[targets]] tables")
+    for t in cfg.get("targets") or []:
+        if "profile" in t and not isinstance(t["profile"], str):
+            raise ConfigError("config: [[targets]] profile must be a string (a profile name or .toml path)")
+        if "precisions" in t and not (isinstance(t["precisions"], list)
+                                      and all(isinstance(x, str) for x in t["precisions"])):
+            raise ConfigError("config: [[targets]] precisions must be a list of strings, e.g. [\"fp32\", \"int8\"]")
     unknown = set(cfg) - _SECTIONS - {"_base_dir"}
     if unknown:
         raise ConfigError(f"config: unknown section(s) {sorted(unknown)}", hint=f"known: {sorted(_SECTIONS)}")
