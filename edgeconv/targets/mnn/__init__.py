@@ -10,11 +10,11 @@ from typing import Any
 
 from edgeconv.targets.base import ConversionResult, ConvertContext, Option, Runner, Target
 
-# INT8 defaults, chosen by measurement on the bundled detector (benchmarks/mnn_int8_compare.py →
+# INT8 defaults, chosen by measurement on the bundled detector (benchmarks/native_mnn_int8.toml →
 # benchmarks/results/mnn_int8_<date>.json): quantized.out's own default is KL.
 DEFAULT_FEATURE = "EMA"
 DEFAULT_WEIGHT = "MAX_ABS"
-DEFAULT_BATCH = 32
+DEFAULT_BATCH = 32  # quantized.out's own default; batch 1 loses 4.23 points, 32 loses 1.75
 DEFAULT_WINOGRAD = True
 
 
