@@ -34,12 +34,19 @@ from edgeconv.postprocess.spec import (
     PostprocessSpec,
 )
 from edgeconv.postprocess.torch_head import end2end_module
-from edgeconv.postprocess.verify import compare_detections, contract_map, to_detections, verify_detection_outputs
+from edgeconv.postprocess.verify import (
+    compare_detections,
+    contract_detections,
+    contract_map,
+    to_detections,
+    verify_detection_outputs,
+)
 
 __all__ = [
     "CANDIDATES", "CANDIDATE_COUNT", "COUNT", "DETECTIONS", "KEEP_FP32_PATTERN", "DecodeParams", "Placement",
-    "PostprocessSpec", "apply_postprocessor", "compare_detections", "contract_map", "decode_params_from_module",
-    "effective_spec", "end2end_module", "end2end_reference", "harness_postprocess", "int8_keep_fp32",
-    "load_postprocessor", "make_end2end_onnx", "plan_postprocess", "postprocess_node_names", "postprocess_record",
-    "read_postprocessor", "spec_for", "to_detections", "verify_detection_outputs", "write_postprocessor",
+    "PostprocessSpec", "apply_postprocessor", "compare_detections", "contract_detections", "contract_map",
+    "decode_params_from_module", "effective_spec", "end2end_module", "end2end_reference", "harness_postprocess",
+    "int8_keep_fp32", "load_postprocessor", "make_end2end_onnx", "plan_postprocess", "postprocess_node_names",
+    "postprocess_record", "read_postprocessor", "spec_for", "to_detections", "verify_detection_outputs",
+    "write_postprocessor",
 ]

@@ -119,3 +119,35 @@ def test_converted_end2end_artifact_and_the_readme_example(zoo, tmp_path: Path, 
     assert lines and all(line.startswith(images[0]) or line.startswith(images[1]) for line in lines)
     expect = sum(int((d.scores >= 0.25).sum()) for d in got[:2])
     assert len(lines) == expect
+
+
+@pytest.mark.parametrize("backend", ["tflite", "ncnn"])
+def test_torch_route_and_beside_backends_give_the_contract(zoo, tmp_path: Path, backend: str):
+    """TFLite: decode + TopK in the converted module (NMS beside); ncnn: raw graph, everything beside."""
+    pytest.importorskip({"tflite": "litert_torch", "ncnn": "ncnn"}[backend], reason=f"{backend} not installed")
+    from edgeconv.core.artifact import Artifact, file_table, write_manifest
+    from edgeconv.pipeline import build_context
+    from edgeconv.profiles import load_profile
+    from edgeconv.targets.registry import get_target
+
+    name, prep, data, _, ref = zoo
+    spec = pp.spec_for(prep)
+    place = pp.plan_postprocess(backend, spec)
+    assert place.stage == ("raw" if backend == "ncnn" else "detections" if name == "centernet" else "candidates")
+    e2e = pp.end2end_reference(prep, spec, place, tmp_path / "work")
+    out = tmp_path / "art"
+    out.mkdir()
+    target, ctx = build_context(e2e, load_profile(backend), "fp32", out_dir=out)
+    res = target.convert(ctx)  # the pipeline's tensor check does not apply to TopK outputs: judged on detections
+    write_manifest(out, {"target": backend, "precision": "fp32", "roles": res.roles, "conversion": res.meta,
+                         "inputs": [s.to_dict() for s in e2e.reference.inputs], "input_layout": res.input_layout,
+                         "outputs": [s.to_dict() for s in e2e.reference.outputs], "profile": ctx.profile.to_dict(),
+                         "options": ctx.options, "files": file_table(out, res.files)})
+    pp.write_postprocessor(out, spec, stage=place.stage)
+    post = pp.harness_postprocess(out)
+    with get_target(backend).runner(Artifact.load(out)) as r:
+        got = [post(r.infer(f))[0] for f in data.feeds[:100]]
+    m_ref = pp.contract_map(ref[:100], data.labels[:100], data.metas[:100])
+    m_got = pp.contract_map(got, data.labels[:100], data.metas[:100])
+    assert abs(m_got["map50_95"] - m_ref["map50_95"]) <= 0.001, (m_got, m_ref)
+    assert pp.compare_detections(ref[:100], got, min_score=0.05)["matched_fraction"] >= 0.999
