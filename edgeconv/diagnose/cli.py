@@ -26,10 +26,13 @@ def _fmt(v: Any, spec: str) -> str:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write an SVG plot of SNR per layer.")
 @click.option("--threads", type=int, help="Runtime threads.")
 @click.option("--no-reexport", is_flag=True, help="Do not re-export a bundled model to recover module names.")
+@click.option("--model", "model_spec", help="The model the reference came from (FILE.py:FACTORY), for module names.")
+@click.option("--weights", "-w", help="Its checkpoint (with --model).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable result on stdout.")
 @handle_errors
 def diagnose_cmd(artifact: str, artifact2: str | None, data: str | None, samples: int, top: int, all_rows: bool,
-                 plot_path: str | None, threads: int | None, no_reexport: bool, as_json: bool) -> None:
+                 plot_path: str | None, threads: int | None, no_reexport: bool, model_spec: str | None,
+                 weights: str | None, as_json: bool) -> None:
     """Where, layer by layer, ARTIFACT departs from its reference ONNX (or ARTIFACT2 from ARTIFACT): SNR per
     tensor, and the first layers where the drift jumps, named by ONNX node and PyTorch module."""
     from edgeconv.diagnose.core import diagnose
@@ -37,7 +40,13 @@ def diagnose_cmd(artifact: str, artifact2: str | None, data: str | None, samples
 
     if plot_path and not plot_path.lower().endswith(".svg"):
         raise ConfigError(f"--plot {plot_path}: only SVG plots are written", hint="use a .svg file name")
-    d = diagnose(artifact, artifact2, data=data, samples=samples, threads=threads, reexport=not no_reexport)
+    module = None
+    if model_spec:
+        from edgeconv.intake.loader import load_source
+
+        module = load_source(model_spec, weights=weights).module
+    d = diagnose(artifact, artifact2, data=data, samples=samples, threads=threads, reexport=not no_reexport,
+                 module=module)
     if plot_path:
         write_svg(d.rows, plot_path, f"{d.b} vs {d.a}: per-layer SNR ({d.samples} inputs)")
     if as_json:

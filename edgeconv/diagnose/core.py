@@ -154,35 +154,47 @@ def diagnose_feeds(side: Side, data: str | None, samples: int) -> list[dict[str,
         data = f"zoo:{task}"
     pp = Preprocess.from_dict(m["preprocess"]) if m.get("preprocess") else None
     ev = load_eval_data(data, input_spec=spec, preprocess=pp, task=task, limit=samples, labels=False)
-    return [{k: np.ascontiguousarray(v) for k, v in f.items()} for f in ev.feeds[:samples]]
+    batch = spec.static_shape[0] if spec.static_shape and spec.static_shape[0] else 1
+    out: list[dict[str, np.ndarray]] = []
+    for f in ev.feeds:  # a batched .npy is one feed of N rows: split it into the model's batch
+        x = f[spec.name]
+        for i in range(0, max(1, x.shape[0]) if x.ndim else 1, batch):
+            out.append({spec.name: np.ascontiguousarray(x[i:i + batch] if x.ndim else x)})
+    return out[:samples]
 
 
-def _modules_for(side: Side, reexport: bool) -> dict[str, ModuleName]:
-    module, shapes = None, None
+def _modules_for(side: Side, reexport: bool, module: Any = None) -> dict[str, ModuleName]:
     m = side.artifact.manifest if side.artifact else {}
+    shapes = [tuple(s["shape"]) for s in m.get("inputs", [])] or None
+    if shapes is None:
+        from edgeconv.export.reference import graph_specs
+
+        shapes = [tuple(s.static_shape) for s in graph_specs(side.reference)[0]]
     bundled = (m.get("task") or {}).get("bundled")
-    if reexport and bundled:
+    if reexport and module is None and bundled:
         from edgeconv import zoo
 
         module = zoo.load(bundled)
-        shapes = [tuple(s["shape"]) for s in m.get("inputs", [])]
     key = (m.get("reference") or {}).get("sha256")
     return module_map(side.reference, module=module, input_shapes=shapes, key=key, reexport=reexport)
 
 
 def diagnose(artifact: str | Path, other: str | Path | None = None, *, data: str | None = None, samples: int = 8,
              feeds: list[dict[str, np.ndarray]] | None = None, threads: int | None = None,
-             reexport: bool = True, min_added: float | None = None) -> Diagnosis:
+             reexport: bool = True, min_added: float | None = None, module: Any = None) -> Diagnosis:
     """Compare ``artifact`` with its reference (or ``other`` with ``artifact``) layer by layer.
 
     Two artifacts are compared tensor by tensor through their shared reference names (they must come from the
-    same reference ONNX); ``feeds`` overrides ``data``.
+    same reference ONNX); ``feeds`` overrides ``data``. ``module``: the torch module the reference was exported
+    from, to recover module names of nodes without weights (bundled models are found by name).
     """
     first = open_side(artifact)
     second = open_side(other) if other is not None else None
     if second is not None and second.reference.read_bytes() != first.reference.read_bytes():
         raise ConfigError("the two artifacts were converted from different reference ONNX graphs",
                           hint="diagnose two conversions of the same model")
+    if second is not None and second.label == first.label:
+        first.label, second.label = f"{first.label} ({Path(artifact).name})", f"{second.label} ({Path(other).name})"
     ref_path = first.reference
     feeds = feeds if feeds is not None else diagnose_feeds(first, data, samples)
     if not feeds:
@@ -198,7 +210,7 @@ def diagnose(artifact: str | Path, other: str | Path | None = None, *, data: str
         a_cap = capture(first, feeds, ref_cap, graph, threads)
         b_side, b_cap = second, capture(second, feeds, ref_cap, graph, threads)
         label_a = first.label
-    modules = _modules_for(first, reexport)
+    modules = _modules_for(first, reexport, module)
     kw = {"min_added": min_added} if min_added is not None else {}
     rows = layer_drift(graph, a_cap, b_cap, modules, **kw)
     sides = [(first, b_cap)] if second is None else [(first, a_cap), (second, b_cap)]

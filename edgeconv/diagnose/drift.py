@@ -1,16 +1,17 @@
 """Per-layer drift between two captures and where it jumps.
 
-Each tensor's drift is its noise-to-signal ratio ``NSR = ‖b − a‖² / ‖a‖²`` per sample and per channel, averaged over
-live channels and samples (SNR = −10·log10 NSR; see ``channel_nsr`` for why not pooled), plus the pooled SNR and the
+Each tensor's drift is its noise-to-signal ratio ``NSR = ‖b − a‖² / ‖a‖²``, the worse of its mean over samples and
+its mean over channels (SNR = −10·log10 NSR; see ``channel_nsr`` for why not pooled), plus the pooled SNR and the
 worst per-sample cosine. What a layer *adds* is ``NSR(out) − max NSR(nearest matched inputs)``: noise
 already present upstream is not the layer's fault, and relative noise roughly adds along a chain of well-conditioned
 layers. A layer whose inputs are already badly damaged (below ~10 dB) can amplify that damage a lot (x*x quadruples
-it) without being the cause, so its ``blame`` is the addition divided by ``1 + NSR_in / 0.1``; jumps and culprits
-are judged on blame.
+it) without being the cause, so its ``blame`` is the addition (capped at 1: past "destroyed" there is nothing more
+to lose) divided by ``1 + NSR_in / 0.1``; jumps and culprits are judged on blame.
 
 A layer is a jump when what it adds is both large in absolute terms (more than ``min_added``, i.e. the layer
-alone would leave the tensor below ~30 dB) and ``factor``× the median addition of all layers — an INT8 model adds
-~1e-4 per layer everywhere; a mis-quantized layer adds orders of magnitude more.
+alone would leave the tensor below ~30 dB) and either ``factor``× the median blame of all layers — an INT8 model
+adds ~1e-4 per layer everywhere; a mis-quantized layer adds orders of magnitude more — or above 0.1 (10 dB) outright,
+so a model where most layers are damaged still shows where the damage starts.
 
 When a backend fuses several ONNX nodes into one layer (ncnn's conv+activation), only the fused output is matched;
 the nodes between the nearest matched inputs and that output form the layer's ``span``, and the span's weighted node
@@ -31,6 +32,7 @@ from edgeconv.diagnose.capture import Capture
 from edgeconv.diagnose.modules import WEIGHTED, ModuleName
 
 MIN_ADDED = 1e-3
+ABS_JUMP = 0.1  # a layer that alone leaves its tensor below 10 dB is a jump however many others are
 BLAME_TAU = 0.1  # inputs below ~10 dB SNR: what the layer adds is mostly amplified upstream damage
 JUMP_FACTOR = 10.0
 SNR_CAP_DB = 120.0
@@ -48,7 +50,7 @@ class LayerDrift:
     module_source: str
     span: list[str]
     shape: list[int]
-    snr_db: float  # from the mean channel NSR (see channel_nsr)
+    snr_db: float  # from the sample/channel NSR (see channel_nsr)
     snr_pooled_db: float  # classic: all samples and channels pooled
     cosine_min: float
     cosine_mean: float
@@ -101,30 +103,39 @@ class Graph:
                    {name: i for i, name in enumerate(op)})
 
 
-def channel_nsr(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean noise-to-signal ratio over the live channels (axis 1) of one sample; near-empty channels are skipped.
-
-    Per channel and per sample, not pooled: a pooled ratio is dominated by the largest channel and the brightest
-    input, which is exactly how a destroyed score channel beside box channels, or a dim image, hides (issue 14).
-    """
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    if a64.ndim >= 3:
-        a64, b64 = a64.reshape(a64.shape[0], a64.shape[1], -1), b64.reshape(b64.shape[0], b64.shape[1], -1)
-        sig, err = (a64**2).sum(axis=(0, 2)), ((b64 - a64) ** 2).sum(axis=(0, 2))
-    else:
-        sig, err = np.array([float((a64**2).sum())]), np.array([float(((b64 - a64) ** 2).sum())])
-    if not np.all(np.isfinite(err)):
-        return math.inf
+def _mean_ratio(err: np.ndarray, sig: np.ndarray) -> float:
     live = sig > max(1e-12, 1e-6 * float(sig.mean()))
     if not live.any():
         return 0.0 if float(err.sum()) == 0 else math.inf
     return float(np.mean(err[live] / sig[live]))
 
 
+def channel_nsr(a: np.ndarray, b: np.ndarray) -> float:
+    """Noise-to-signal ratio of stacked samples ``(N, C, ...)``: the worse of the mean per-sample ratio and the mean
+    per-channel ratio (channels = axis 1, for tensors with 3+ axes); empty samples/channels are skipped.
+
+    Not pooled over everything: a pooled ratio is dominated by the largest channel and the brightest input, which
+    is exactly how a destroyed score channel beside box channels, or a dim image beside bright ones, hides
+    (issue 14). Per sample *and* per channel at once would be noise: one near-empty channel of one input decides it.
+    """
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    d2 = (b64 - a64) ** 2
+    if not np.all(np.isfinite(d2)):
+        return math.inf
+    a2 = a64**2
+    n = a64.shape[0] if a64.ndim else 1
+    per_sample = _mean_ratio(d2.reshape(n, -1).sum(1), a2.reshape(n, -1).sum(1))
+    if a64.ndim < 3:
+        return per_sample
+    c = a64.shape[1]
+    axes = tuple(i for i in range(a64.ndim) if i != 1)
+    return max(per_sample, _mean_ratio(d2.sum(axis=axes).reshape(c), a2.sum(axis=axes).reshape(c)))
+
+
 def _stats(a_vals: list[np.ndarray], b_vals: list[np.ndarray]) -> tuple[float, float, float, float, float]:
-    """(mean channel NSR, pooled NSR, worst cosine, mean cosine, max abs) over samples."""
+    """(sample/channel NSR, pooled NSR, worst cosine, mean cosine, max abs) over samples."""
     sig = err = 0.0
-    coss, nsrs, mx = [], [], 0.0
+    coss, mx = [], 0.0
     for a, b in zip(a_vals, b_vals, strict=True):
         a64, b64 = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
         d = b64 - a64
@@ -135,9 +146,9 @@ def _stats(a_vals: list[np.ndarray], b_vals: list[np.ndarray]) -> tuple[float, f
         na, nb = math.sqrt(float(np.dot(a64, a64))), math.sqrt(float(np.dot(b64, b64)))
         coss.append(float(np.dot(a64, b64) / (na * nb)) if na > 0 and nb > 0 else (1.0 if na == nb else 0.0))
         mx = max(mx, float(np.max(np.abs(d))) if d.size else 0.0)
-        nsrs.append(channel_nsr(a, b))
     pooled = err / sig if sig > 0 else (0.0 if err == 0 else math.inf)
-    return float(np.mean(nsrs)), pooled, min(coss), float(np.mean(coss)), mx
+    stacked = channel_nsr(np.concatenate(a_vals, 0), np.concatenate(b_vals, 0))
+    return stacked, pooled, min(coss), float(np.mean(coss)), mx
 
 
 def _db(nsr: float) -> float:
@@ -164,7 +175,7 @@ def layer_drift(graph: Graph, a: Capture, b: Capture, modules: dict[str, ModuleN
         ups, span = _upstream(graph, t, have)
         up_nsr = max((nsr.get(u, 0.0) for u in ups), default=0.0)
         added = max(0.0, s_nsr - up_nsr) if math.isfinite(s_nsr) else math.inf
-        blame = added / (1.0 + up_nsr / BLAME_TAU) if math.isfinite(up_nsr) else 0.0
+        blame = min(added, 1.0) / (1.0 + up_nsr / BLAME_TAU) if math.isfinite(up_nsr) else 0.0
         weighted = next((s for s in span if graph.op.get(s) in WEIGHTED), None)
         mn = modules.get(weighted or node) or ModuleName(None, "none")
         q = b.match_quality.get(t, a.match_quality.get(t))
@@ -203,7 +214,7 @@ def mark_jumps(rows: list[LayerDrift], *, min_added: float = MIN_ADDED, factor: 
     positive = [r.blame for r in rows if r.blame > 0 and math.isfinite(r.blame)]
     median = float(np.median(positive)) if positive else 0.0
     for r in rows:
-        r.jump = r.op != "input" and (r.blame >= max(min_added, factor * median))
+        r.jump = r.op != "input" and r.blame >= min_added and (r.blame >= factor * median or r.blame >= ABS_JUMP)
 
 
 def culprits(rows: list[LayerDrift], k: int = 5) -> list[LayerDrift]:

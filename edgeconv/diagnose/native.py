@@ -25,6 +25,7 @@ from edgeconv.diagnose.capture import Capture
 
 FLOAT_TWIN_MIN_COS = 0.98
 SELF_MIN_COS = 0.6
+SAME_VALUES = 1e-3  # cosines this close to a backend tensor's best match: the same values (reshapes, copies)
 
 
 def _layouts(ref: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -46,8 +47,8 @@ def match_by_value(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], order
     """reference tensor -> (backend tensor, layout, cosine): the best-matching backend tensor of the same size.
 
     ``order`` is the reference's topological order; near-constant tensors are not matched (any constant matches
-    any other constant), and a backend tensor already taken by an earlier reference tensor is used again only when
-    it matches better than every free one (a Reshape and its input hold the same values).
+    any other constant), and a backend tensor goes to the reference tensor it matches best (others sharing its
+    values, such as a Reshape's input, keep it too).
     """
     by_size: dict[int, list[str]] = {}
     flat = {k: np.asarray(v, np.float64).ravel() for k, v in got.items()}
@@ -67,7 +68,12 @@ def match_by_value(ref: dict[str, np.ndarray], got: dict[str, np.ndarray], order
                     best = (k, lay, c)
         if best[2] >= min_cos:
             out[name] = best
-    return out
+    # each backend tensor belongs to the reference tensor it matches best; another reference tensor keeps it only
+    # when it holds the same values (a Reshape of it): a fused conv+ReLU has no pre-ReLU tensor to match
+    top: dict[str, float] = {}
+    for k, _, c in out.values():
+        top[k] = max(top.get(k, -1.0), c)
+    return {n: m for n, m in out.items() if m[2] >= top[m[0]] - SAME_VALUES}
 
 
 def _to_reference(a: np.ndarray, ref_shape: tuple[int, ...], layout: str) -> np.ndarray:
