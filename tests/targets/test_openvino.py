@@ -35,7 +35,7 @@ def _reference(prep, feeds):
 def test_registered():
     t = get_target("openvino")
     assert t.name == "openvino" and t.extra == "openvino"
-    assert t.modules == ("openvino", "nncf") and t.precisions == ("fp32", "fp16", "int8")
+    assert t.modules == ("openvino", "nncf") and t.precisions == ("fp32", "fp16", "bf16", "int8")
 
 
 def test_fp32_ir_matches_reference(tiny_prepared, tmp_path):
@@ -72,11 +72,13 @@ def test_torch_route(tiny_prepared, tmp_path):
 
 
 def test_int8_keep_fp32_becomes_ignored_scope(tiny_prepared, calib, tmp_path):
-    art = _convert(tiny_prepared, tmp_path, "int8", calib, keep_fp32=("head", "op:Sigmoid"))
+    # ONNX node names are what the one --keep-fp32 matcher resolves (node_conv2d_2 is the dynamo name of the head)
+    art = _convert(tiny_prepared, tmp_path, "int8", calib, keep_fp32=("node_conv2d_2", "op:Sigmoid"))
     q = art.manifest["conversion"]["int8"]
     assert q["quantizer"] == "nncf.quantize" and q["calibration"]["size"] == 32
     assert q["ignored_scope"]["types"] == ["Swish"]  # ONNX Sigmoid(+Mul) is OpenVINO's fused Swish
-    assert len(q["ignored_scope"]["names"]) == 1 and q["keep_fp32_matches"]["head"] == q["ignored_scope"]["names"]
+    assert len(q["ignored_scope"]["names"]) == 1
+    assert q["keep_fp32_matches"]["node_conv2d_2"] == q["ignored_scope"]["names"]
     # the head conv really stayed float, the others were quantized
     assert q["float_layers"] == q["ignored_scope"]["names"]
     xml = (art.path / "model.xml").read_text()
@@ -149,3 +151,96 @@ def test_accuracy_control_with_pluggable_metric(tiny_prepared, calib, tmp_path):
     assert q["quantizer"] == "nncf.quantize_with_accuracy_control" and q["validation"]["metric"] == "cosine"
     assert q["accuracy"]["drop"] <= 0.0005 + 1e-6
     assert isinstance(q["reverted_by_accuracy_control"], list)
+
+
+def _bf16_here() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def test_fp32_ships_its_compile_config_and_a_deploy_snippet(tiny_prepared, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    art = _convert(tiny_prepared, tmp_path, "fp32")
+    cfg = json.loads(art.file("compile_config").read_text())
+    assert cfg["properties"]["INFERENCE_PRECISION_HINT"] == "f32" and cfg["device"] == "CPU"
+    assert "compile_config.json" in art.manifest["files"] and "deploy_openvino.py" in art.manifest["files"]
+    ip = art.manifest["conversion"]["inference_precision"]
+    assert ip["pinned"] == "f32" and ip["runtime"]["compute_layers"] == {"f32": 3}
+    # what a plain load runs is recorded, whatever this CPU's default is (bf16 where it has AVX-512-BF16/AMX)
+    assert ip["default_load"] == ("bf16" if _bf16_here() else "f32")
+    if ip["default_load"] != "f32":
+        assert ip["default_load_drift"]["max_abs"] > ip["pinned_drift"]["max_abs"]
+    # the snippet a user deploys with loads the pinned precision
+    run = subprocess.run([sys.executable, str(art.file("deploy"))], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "float32" in run.stdout.splitlines()[0]  # <Type: 'float32'>: the pinned precision, not the default
+
+
+def test_bf16_is_its_own_precision(tiny_prepared, tmp_path):
+    if not _bf16_here():
+        pytest.skip("this CPU has no native bf16 (AVX-512-BF16/AMX)")
+    art = _convert(tiny_prepared, tmp_path, "bf16")
+    conv = art.manifest["conversion"]
+    assert conv["compile_config"]["properties"]["INFERENCE_PRECISION_HINT"] == "bf16"
+    assert conv["inference_precision"]["runtime"]["bf16_layers"] == 3
+    v = art.manifest["verification"]
+    assert v["status"] == "ok" and v["tolerance"]["cosine"] == 0.999
+    assert 1e-6 < v["drift"]["max_abs"] < 1e-1  # really computed in bf16, and close
+    with get_target("openvino").runner(art) as r:
+        assert r.config["INFERENCE_PRECISION_HINT"] == "bf16"
+
+
+def test_bf16_refused_on_a_cpu_without_it(tiny_prepared, tmp_path, monkeypatch):
+    from edgeconv.targets.openvino import deploy
+
+    monkeypatch.setattr(deploy, "cpu_capabilities", lambda core, device="CPU": ("FP32", "INT8", "BIN"))
+    with pytest.raises(ConfigError, match="no native bf16"):
+        _convert(tiny_prepared, tmp_path, "bf16")
+    monkeypatch.setattr(deploy, "isa_features", lambda: {"AVX2": True, "BF16": False})
+    assert "no native bf16" in get_target("openvino").skip_reason("bf16")
+    assert get_target("openvino").skip_reason("fp32") is None
+
+
+def test_int8_says_whether_vnni_ran(tiny_prepared, calib, tmp_path):
+    from edgeconv.core.env import isa_features
+
+    art = _convert(tiny_prepared, tmp_path, "int8", calib)
+    q = art.manifest["conversion"]["int8"]
+    rt = art.manifest["conversion"]["inference_precision"]["runtime"]
+    assert q["int8_layers"] == rt["int8_layers"] >= 2
+    assert q["vnni"] is bool(isa_features()["VNNI"] or rt["amx"])
+    assert any("I8" in k or "i8" in k or "u8" in k for k in rt["kernels"])
+
+
+def test_onnx_route_that_differs_falls_back_to_torch(tiny_prepared, tmp_path, monkeypatch):
+    import openvino as ov
+
+    from edgeconv.targets.openvino import convert as ovc
+
+    real = ovc._from_onnx
+
+    def wrong(ctx):  # a converter bug: every output scaled by 1.5
+        model = real(ctx)
+        ops = ov.opset13
+        res = model.get_results()[0]
+        src = res.input(0).get_source_output()
+        scaled = ops.multiply(src, ops.constant(np.float32(1.5)))
+        res.input(0).replace_source_output(scaled.output(0))
+        model.validate_nodes_and_infer_types()
+        return model
+
+    monkeypatch.setattr(ovc, "_from_onnx", wrong)
+    art = _convert(tiny_prepared, tmp_path, "fp32")
+    conv = art.manifest["conversion"]
+    assert [a["route"] for a in conv["attempts"]] == ["onnx", "torch"]
+    assert conv["attempts"][0]["ok"] is False and conv["attempts"][0]["check"]["failures"]
+    assert conv["route"] == "torch" and art.manifest["verification"]["status"] == "ok"
+    # an explicit --route is honoured as given: no fallback, and verification names the failure
+    from edgeconv.core.errors import VerificationError
+
+    with pytest.raises(VerificationError):
+        _convert(tiny_prepared, tmp_path / "explicit", "fp32", options={"route": "onnx"})

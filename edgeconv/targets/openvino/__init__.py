@@ -1,4 +1,5 @@
-"""OpenVINO: IR (xml + bin) for Intel CPUs/GPUs/NPUs; FP32, FP16 (compressed weights) and INT8 by NNCF.
+"""OpenVINO: IR (xml + bin) for Intel CPUs/GPUs/NPUs; FP32, FP16 (compressed weights), BF16 (the fp32 IR compiled
+in bf16, on CPUs with AVX-512-BF16/AMX) and INT8 by NNCF. Every artifact ships its compile configuration.
 
 This module imports no backend: ``openvino``/``nncf`` are imported inside ``convert``/``runner`` only, so the
 registry can list this target (and say what to install) on machines without OpenVINO.
@@ -15,8 +16,8 @@ class OpenVinoTarget(Target):
     name = "openvino"
     extra = "openvino"
     modules = ("openvino", "nncf")
-    precisions = ("fp32", "fp16", "int8")
-    description = "OpenVINO IR (CPU/GPU/NPU/AUTO); INT8 by NNCF post-training quantization"
+    precisions = ("fp32", "fp16", "bf16", "int8")
+    description = "OpenVINO IR (CPU/GPU/NPU/AUTO); bf16 where the CPU has it; INT8 by NNCF post-training quantization"
     routes = ("onnx", "torch")
     fork_unsafe_modules = ("openvino", "nncf")  # OpenMP / TBB pools
     options = {
@@ -31,9 +32,20 @@ class OpenVinoTarget(Target):
         "embed_preprocess": Option(bool, False, "embed the preprocessing contract (raw u8 NHWC input)"),
         "embed_color": Option(str, None, "colour order of the raw input when preprocessing is embedded",
                               choices=("RGB", "BGR")),
-        "validation_fn": Option(str, None, "module:callable validation function for --max-drop"),
-        "validation_data": Option(str, None, "module:callable returning validation items for --max-drop"),
+        "validation_fn": Option((str, object), None, "module:callable (or, from Python, a callable) validation "
+                                "function for --max-drop"),
+        "validation_data": Option((str, object), None, "module:callable (or items) for --max-drop's validation"),
+        "validation_metric": Option(str, None, "name of validation_fn's metric, for the manifest"),
     }
+
+    def skip_reason(self, precision: str, device: str = "CPU") -> str | None:
+        """Why ``precision`` cannot be converted and verified on this machine (None when it can): bf16 needs a CPU
+        with AVX-512-BF16 or AMX-BF16. Reads /proc/cpuinfo only, so a plan can skip the row before converting."""
+        if precision != "bf16":
+            return None
+        from edgeconv.targets.openvino.deploy import bf16_unavailable
+
+        return bf16_unavailable(None, device)
 
     def convert(self, ctx: ConvertContext) -> ConversionResult:
         from edgeconv.targets.openvino.convert import convert

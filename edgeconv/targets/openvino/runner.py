@@ -1,11 +1,12 @@
 """OpenVINO runner: an ``ov.Core`` compiled model on the profile's device, addressed by reference tensor names.
 
-Device (CPU here; GPU/NPU/AUTO/HETERO:... from the profile), ``PERFORMANCE_HINT`` (LATENCY or THROUGHPUT, profile
-option ``performance_hint``), ``INFERENCE_NUM_THREADS`` (profile threads) and ``NUM_STREAMS`` (option ``streams``)
-are all OpenVINO properties.  ``INFERENCE_PRECISION_HINT`` is pinned to f32 for fp32/int8 artifacts: on CPUs with
-bf16/AMX the plugin would otherwise silently compute in bf16 and an "fp32" artifact would drift far beyond 1e-4.
-fp16 artifacts use f16 where the device lists FP16 among its capabilities, else f32 (this AVX2 CPU: f32 compute
-on fp16-stored weights).  ``infer_async`` keeps requests in flight with an ``AsyncInferQueue``.
+The compile properties come from the artifact's ``compile_config.json`` (see ``deploy.py``) — the same file a user's
+deployment loads — so what is verified is what is shipped: ``INFERENCE_PRECISION_HINT`` pinned (f32 for fp32/int8,
+bf16 for bf16, f16 for fp16 where the CPU computes in f16, else f32) because the CPU plugin's default is bf16 on CPUs
+with AVX-512-BF16/AMX and an "fp32" artifact would otherwise drift far beyond 1e-4. ``PERFORMANCE_HINT``,
+``NUM_STREAMS`` (options ``performance_hint``/``streams``) and ``INFERENCE_NUM_THREADS`` (profile threads) are
+OpenVINO properties too. Artifacts without the file (older ones) get the same pinning computed here.
+``infer_async`` keeps requests in flight with an ``AsyncInferQueue``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from edgeconv.core.lazy import require
 from edgeconv.targets.base import Runner
+from edgeconv.targets.openvino import deploy
 from edgeconv.targets.openvino import preprocess as pp
 
 HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
@@ -24,15 +26,7 @@ HINTS = ("LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT")
 
 def inference_precision(core: Any, device: str, precision: str, override: str | None = None) -> str:
     """The INFERENCE_PRECISION_HINT to request (see the module docstring for why it is pinned)."""
-    if override:
-        return override
-    if precision != "fp16":
-        return "f32"
-    try:
-        caps = core.get_property(device.split(":")[0].split(".")[0], "OPTIMIZATION_CAPABILITIES")
-    except Exception:  # noqa: BLE001 - virtual devices (AUTO) have no capabilities: let the plugin decide
-        return "f32"
-    return "f16" if "FP16" in caps else "f32"
+    return deploy.pinned_precision(core, device, precision, override)
 
 
 def owned(feeds: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
@@ -45,7 +39,8 @@ class OpenVinoRunner(Runner):
     def __init__(self, xml: Path | str, *, device: str = "CPU", threads: int | None = None,
                  performance_hint: str = "LATENCY", streams: int | str | None = None, precision: str = "fp32",
                  inference_precision_hint: str | None = None, output_names: list[str] | None = None,
-                 embedded: dict[str, Any] | None = None, **_: Any) -> None:
+                 embedded: dict[str, Any] | None = None, compile_config: dict[str, Any] | None = None,
+                 **_: Any) -> None:
         ov = require("openvino", "openvino", target="openvino")
         self.ov, self.core, self.device = ov, ov.Core(), device
         self.model = self.core.read_model(str(xml))
@@ -54,12 +49,18 @@ class OpenVinoRunner(Runner):
             from edgeconv.core.errors import ConfigError
 
             raise ConfigError(f"unknown performance_hint '{performance_hint}'", hint=f"one of {', '.join(HINTS)}")
-        self.config: dict[str, Any] = {"PERFORMANCE_HINT": hint}
+        shipped = dict((compile_config or {}).get("properties") or {})
+        if compile_config and compile_config.get("device") != device:
+            shipped.pop("INFERENCE_PRECISION_HINT", None)  # pinned for another device: decide for this one
+        self.config: dict[str, Any] = {**shipped, "PERFORMANCE_HINT": hint}
         if device.upper().startswith("CPU"):
-            self.config["INFERENCE_PRECISION_HINT"] = inference_precision(self.core, device, precision,
-                                                                          inference_precision_hint)
+            if inference_precision_hint or "INFERENCE_PRECISION_HINT" not in self.config:
+                self.config["INFERENCE_PRECISION_HINT"] = inference_precision(self.core, device, precision,
+                                                                              inference_precision_hint)
             if threads:
                 self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        else:
+            self.config.pop("INFERENCE_PRECISION_HINT", None)
         if streams not in (None, "", 0):
             self.config["NUM_STREAMS"] = str(streams)
         self.compiled = self.core.compile_model(self.model, device, self.config)
@@ -152,6 +153,14 @@ def runner_for_artifact(artifact: Any, *, threads: int | None = None, **kw: Any)
         "performance_hint": opts.get("performance_hint", "LATENCY"), "streams": opts.get("streams"),
         "precision": m.get("precision", "fp32"), "inference_precision_hint": opts.get("inference_precision"),
         "output_names": [o["name"] for o in m.get("outputs", [])], "embedded": conv.get("embedded_preprocess"),
+        "compile_config": _shipped_config(artifact),
     }
     args.update(kw)
     return OpenVinoRunner(artifact.file("model"), **args)
+
+
+def _shipped_config(artifact: Any) -> dict[str, Any] | None:
+    """The artifact's ``compile_config.json`` (None for artifacts made before it was shipped)."""
+    if "compile_config" not in (artifact.manifest.get("roles") or {}):
+        return None
+    return deploy.read_config(artifact.file("compile_config"))

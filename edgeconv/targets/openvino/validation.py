@@ -48,10 +48,12 @@ def resolve_validation(ctx: ConvertContext) -> Validation:
         fn = load_callable(fn) if isinstance(fn, str) else fn
         data = load_callable(data) if isinstance(data, str) else data
         items = list(data() if callable(data) else data)
-        return fn, items, {"metric": getattr(fn, "__name__", "custom"), "source": "option", "size": len(items)}
+        metric_name = ctx.option("validation_metric") or getattr(fn, "__name__", "custom")
+        return fn, items, {"metric": metric_name, "source": "option", "size": len(items)}
     ev = ctx.evaluator
     if ev is None:
-        raise ConfigError("--max-drop needs a task metric on held-out data, and none is known for this model",
+        raise ConfigError("--max-drop needs a validation function (a task metric on held-out data), and none is "
+                          "known for this model",
                           hint="use a bundled model (zoo:NAME), pass labelled --eval data with --task, or set the "
                                "validation_fn/validation_data options")
     names = [o.name for o in ctx.reference.outputs]
