@@ -14,9 +14,13 @@ Why this shape:
 - The wheels (PyPI's manylinux aarch64 builds, the versions installed on the host where they work under this
   qemu) are installed by the host's pip with ``--platform``/``--target`` into ``ROOT/opt/edgeconv/site``: the same
   files ``pip install`` on a Pi would fetch, without running pip under emulation.
-- onnxruntime >= 1.28's aarch64 wheel crashes at import under Debian 12's qemu-user 7.2 (SIGSEGV while its cpuinfo
-  library initialises; 1.27.0 and older import); the build smoke-imports every runtime and falls back to the newest
-  version known to work, and records which it used and why in ``board.json``.
+- ``/proc/cpuinfo`` under qemu-user is the *host's* (x86) text, and pytorch/cpuinfo (inside onnxruntime >= 1.28 and
+  LiteRT's XNNPACK) dereferences NULL on it: ORT 1.32 segfaults at import, LiteRT at ``allocate_tensors``.
+  debootstrap leaves ``ROOT/proc`` as a symlink to the host's ``/proc``; the build replaces it with a folder holding
+  a synthetic ARM ``cpuinfo`` (Cortex-A76 MIDR, one entry per host CPU, which is what ``-L`` serves to the guest).
+  The ISA features those libraries dispatch on still come from ``-cpu`` through AT_HWCAP, not from this text.
+  Should a runtime still not import, the build falls back to older versions listed in the spec and records which
+  it used and why in ``board.json``.
 
 Built once into ``$EDGECONV_BOARDS`` (default ``~/.cache/edgeconv-boards``; outside the artifact cache, which tests
 and users wipe, because the board is ~550 MB and independent of every model), atomically, reused afterwards.
@@ -119,6 +123,46 @@ class Board:
         """A clean environment: nothing of the host's Python (PYTHONPATH, venv) may leak into the board's."""
         return {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(self.root / "root"), "LANG": "C.UTF-8",
                 "PYTHONPATH": str(self.root / SITE), "PYTHONNOUSERSITE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+CPUINFO_FEATURES = "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp"
+
+
+def host_cpu_count() -> int:
+    """CPUs as the guest's libraries count them (/sys/devices/system/cpu/possible is the host's under qemu-user)."""
+    try:
+        n = 0
+        for part in Path("/sys/devices/system/cpu/possible").read_text().strip().split(","):
+            lo, _, hi = part.partition("-")
+            n += int(hi or lo) - int(lo) + 1
+        return n
+    except (OSError, ValueError):
+        return os.cpu_count() or 1
+
+
+def synthetic_cpuinfo(n: int) -> str:
+    """An aarch64 /proc/cpuinfo (Cortex-A76 r4p1, as on a Raspberry Pi 5) with ``n`` processors."""
+    entry = ("processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: " + CPUINFO_FEATURES + "\nCPU implementer\t: 0x41\n"
+             "CPU architecture: 8\nCPU variant\t: 0x4\nCPU part\t: 0xd0b\nCPU revision\t: 1\n\n")
+    return "".join(entry.format(i=i) for i in range(n))
+
+
+def ensure_cpuinfo(root: Path) -> None:
+    """Make ``ROOT/proc/cpuinfo`` the synthetic listing for this host's CPU count (atomic; a no-op when current)."""
+    proc = root / "proc"
+    if proc.is_symlink():
+        proc.unlink()
+    proc.mkdir(exist_ok=True)
+    text = synthetic_cpuinfo(host_cpu_count())
+    f = proc / "cpuinfo"
+    try:
+        if f.read_text() == text:
+            return
+    except OSError:
+        pass
+    tmp = proc / f".cpuinfo.{os.getpid()}"
+    tmp.write_text(text)
+    os.replace(tmp, f)
 
 
 def board_for(name: str) -> Board:
@@ -231,6 +275,7 @@ def create_board(name: str = "arm64", *, force: bool = False, mirror: str | None
                                capture_output=True, check=True)
                 deb.unlink()
         timings["unpack"] = time.perf_counter() - t0
+        ensure_cpuinfo(work.root)
         if not (work.root / spec.python.lstrip("/")).is_file():
             raise DeviceError(f"board build: {spec.python} is missing from the unpacked root")
         t0 = time.perf_counter()

@@ -192,9 +192,10 @@ class QemuTransport(LocalTransport):
 
     def __init__(self, device: Device) -> None:
         super().__init__(device)
-        from edgeconv.devices.board import board_for
+        from edgeconv.devices.board import board_for, ensure_cpuinfo
 
         self.board = board_for(device.board or "arm64")
+        ensure_cpuinfo(self.board.root)  # a board copied to a machine with another CPU count
 
     def workdir(self) -> str:
         return str(Path(self.device.workdir).expanduser()) if self.device.workdir else str(self.board.root / "var"
