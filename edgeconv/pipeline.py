@@ -217,9 +217,6 @@ def build_context(prep: Prepared, profile: Profile, precision: str, *, calibrati
     _check_backend(backend, profile, precision, ref)
     backend.check_options(dict(profile.options), f"profile {profile.path or profile.name} [options]")
     opts = backend.check_options({k: v for k, v in (options or {}).items() if v is not None}, "--option")
-    if precision in backend.calibrated and calibration is None:
-        raise ConfigError(f"{profile.name} {precision} needs calibration data", target=profile.name,
-                          hint="pass --calib DIR (images or .npy/.npz tensors)")
     pp = (calibration.preprocess if calibration is not None else None) or preprocess or prep.preprocess
     nodes = keep.resolve(ref.onnx_path, keep_fp32) if keep_fp32 else ()
     ctx = ConvertContext(ref, profile, precision, out_dir or Path("."), calibration, tuple(keep_fp32), opts,

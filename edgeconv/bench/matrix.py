@@ -224,6 +224,7 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
         name = t["profile"]
         try:
             profile = load_profile(_path(base, name) if name.endswith(".toml") else name)
+            name = profile.name
             row = make_rows([profile], [precision] if precision else None, out / "artifacts",
                             keep_fp32=tuple(t.get("keep_fp32", ())), options=t.get("options"),
                             tolerances=tolerances)[0]

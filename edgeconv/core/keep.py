@@ -1,7 +1,8 @@
 """The one ``--keep-fp32`` matcher: patterns against the reference ONNX's nodes, with one meaning everywhere.
 
-A pattern is an exact node name, an fnmatch glob over node names or output tensor names (``/model.24/*``), or
-``op:TYPE`` (every node of that ONNX op type). It is matched once, against the reference graph every backend is
+A pattern is an exact node name, an fnmatch glob over node names or output tensor names (``/model.24/*``), a
+module scope (``head`` or ``model.24`` matches every node under ``/head/...``), or ``op:TYPE`` (every node of that
+ONNX op type). It is matched once, against the reference graph every backend is
 converted from, before any conversion; a pattern that matches nothing is a config error naming the closest node
 names (a silent no-match would quantize exactly what the user meant to protect). Backends then translate the matched
 ONNX node names into their own layers.
@@ -34,8 +35,10 @@ def match(nodes: list[tuple[str, str, tuple[str, ...]]], patterns: tuple[str, ..
         if p.startswith("op:"):
             hits = [n for n, op, _ in nodes if op == p[3:]]
         else:
+            scope = p.strip("/")
             hits = [n for n, _, outs in nodes
-                    if n == p or fnmatch.fnmatchcase(n, p) or any(fnmatch.fnmatchcase(o, p) for o in outs)]
+                    if n == p or fnmatch.fnmatchcase(n, p) or any(fnmatch.fnmatchcase(o, p) for o in outs)
+                    or (scope and (n.startswith(f"/{scope}/") or n.startswith(f"{scope}/")))]
         if not hits:
             if p.startswith("op:"):
                 types = sorted({op for _, op, _ in nodes})
@@ -45,7 +48,7 @@ def match(nodes: list[tuple[str, str, tuple[str, ...]]], patterns: tuple[str, ..
                 close = difflib.get_close_matches(p, [n for n, _, _ in nodes], n=3, cutoff=0.3)
                 hint = (f"closest node names: {', '.join(close)}" if close else "see `edgeconv inspect` for names") \
                     + "; globs like '/model.24/*' and op:TYPE work too"
-            raise ConfigError(f"--keep-fp32 '{p}' matches no node of the reference graph", hint=hint)
+            raise ConfigError(f"--keep-fp32 '{p}' matches no layer of the reference graph", hint=hint)
         out[p] = hits
     return out
 

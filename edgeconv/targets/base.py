@@ -7,6 +7,7 @@ I/O) converts inside its runner.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -162,6 +163,10 @@ def _plain(v: Any, where: str) -> Any:
             return {attr: x, **extra}
     if hasattr(v, "to_dict"):
         return _plain(v.to_dict(), where)
+    if callable(v) and hasattr(v, "__qualname__"):  # a Python-API plug-in (validation function): by its name
+        return {"callable": f"{getattr(v, '__module__', '?')}:{v.__qualname__}"}
+    if isinstance(v, np.ndarray):
+        return {"array_sha256": hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest(), "shape": list(v.shape)}
     raise TypeError(f"ConvertContext.{where}: {type(v).__name__} has no fingerprint/key/sha256/to_dict")
 
 

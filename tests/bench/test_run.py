@@ -36,7 +36,7 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _config(tmp: Path, onnx: Path) -> dict:
-    (tmp / "no-fp16.toml").write_text('backend = "onnxruntime"\nprecision = "fp16"\nprecisions = ["fp16"]\n')
+    (tmp / "no-fp16.toml").write_text('backend = "onnxruntime"\nprecision = "bf16"\nprecisions = ["bf16"]\n')
     return {"_base_dir": str(tmp), "model": {"model": str(onnx), "name": "tiny"}, "data": {"limit": 4},
             "targets": [{"profile": "onnxruntime", "precisions": ["fp32"]}, {"profile": "no-fp16.toml"}],
             "bench": FAST}
@@ -56,7 +56,7 @@ def test_run_matrix_writes_four_files_and_records_the_failed_target(tmp_path: Pa
     assert ok["artifact"]["bytes"] > 0 and len(ok["artifact"]["sha256"]) == 64
     assert ok["peak_rss_mb"] > 0 and ok["cold_start_ms"]["total"] > 0
     assert ok["reference"].startswith("reference.onnx")  # only ONNX was given
-    assert bad["status"] == "failed" and "fp16" in bad["error"] and "\n" not in bad["error"]
+    assert bad["status"] == "failed" and "bf16" in bad["error"] and "\n" not in bad["error"]
     assert json.loads((out / "report.json").read_text())["schema"] == "edgeconv.report/1"
     root = ET.parse(out / "junit.xml").getroot()
     assert len(list(root.iter("testcase"))) == 8
