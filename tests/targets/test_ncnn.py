@@ -240,8 +240,8 @@ def test_int8_tiny_model_runs_in_ncnn_and_stays_close(tiny_prepared, tiny_calib_
 def test_runner_batches_and_restores_nchw(tiny_prepared, tmp_path: Path) -> None:
     from edgeconv.core.artifact import Artifact
     from edgeconv.pipeline import convert_reference
-    from edgeconv.targets.ncnn import NcnnTarget
     from edgeconv.targets.base import OrtRunner
+    from edgeconv.targets.ncnn import NcnnTarget
 
     convert_reference(tiny_prepared, "ncnn", out=tmp_path / "a", precision="fp32", use_cache=False)
     art = Artifact.load(tmp_path / "a")
@@ -271,3 +271,90 @@ def test_int8_kl_thresholds_still_selectable(tiny_prepared, tiny_calib_dir: Path
         convert_reference(tiny_prepared, "ncnn", out=tmp_path / "pc", precision="int8", calibration=calib,
                           options={"calib_method": "percentile"}, use_cache=False)
     assert not (tmp_path / "pc").exists()
+
+
+# -- routes: --route honoured, fallbacks recorded, unsupported operators in one line -------------------------------
+class GlobalMaxGate(nn.Module):
+    """A segmentation-style gate: a global max over H, W (ONNX ReduceMax, which pnnx's ONNX route leaves to ncnn
+    unconverted while its TorchScript route maps torch.amax)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return self.head(y * torch.sigmoid(torch.amax(y, dim=(2, 3), keepdim=True)))
+
+
+@pytest.fixture(scope="module")
+def gate_prepared():
+    from edgeconv.pipeline import prepare
+
+    torch.manual_seed(0)
+    return prepare(GlobalMaxGate(), inputs=["x:1x3x32x32"])
+
+
+def test_route_torch_is_honoured(tiny_prepared, tmp_path: Path) -> None:
+    from edgeconv.pipeline import convert_reference
+
+    art = convert_reference(tiny_prepared, "ncnn", out=tmp_path / "t", precision="fp32", use_cache=False,
+                            options={"route": "torch"})
+    conv = art.manifest["conversion"]
+    assert conv["route"] == "torch" and [a["route"] for a in conv["attempts"]] == ["torch"]
+    assert art.manifest["verification"]["drift"]["max_abs"] <= 1e-4
+
+
+def test_unsupported_operator_is_one_line_naming_op_node_and_route(gate_prepared, tmp_path: Path) -> None:
+    from edgeconv.core.keep import graph_nodes
+    from edgeconv.pipeline import convert_reference
+
+    node = next(n for n, op, _ in graph_nodes(gate_prepared.reference.onnx_path) if op == "ReduceMax")
+    with pytest.raises(ConversionError) as ei:
+        convert_reference(gate_prepared, "ncnn", out=tmp_path / "g", precision="fp32", use_cache=False,
+                          options={"route": "onnx"})
+    msg = ei.value.message
+    assert "\n" not in msg and len(msg) < 400
+    assert "ReduceMax" in msg and f"{node} (ReduceMax)" in msg and "onnx route" in msg
+    assert "--route torch" in ei.value.hint
+
+
+def test_default_route_falls_back_to_torch_and_records_attempts(gate_prepared, tmp_path: Path) -> None:
+    from edgeconv.pipeline import convert_reference
+
+    art = convert_reference(gate_prepared, "ncnn", out=tmp_path / "g", precision="fp32", use_cache=False)
+    conv = art.manifest["conversion"]
+    assert conv["route"] == "torch"
+    first, second = conv["attempts"]
+    assert first["route"] == "onnx" and not first["ok"] and first["unsupported"][0]["type"] == "ReduceMax"
+    assert second["route"] == "torch" and second["ok"]
+    assert art.manifest["verification"]["status"] == "ok"
+
+
+def test_onnx_route_that_differs_falls_back_to_torch(tiny_prepared, tmp_path: Path, monkeypatch) -> None:
+    """A converter bug that gives a runnable but wrong model is caught before returning, and the torch route used."""
+    from onnx import helper
+
+    from edgeconv.pipeline import convert_reference
+    from edgeconv.targets.ncnn import convert as nc
+
+    real = nc.prepare_onnx
+
+    def wrong(onnx_path, out, rewrite=True):
+        done = real(onnx_path, out, rewrite)
+        m = onnx.load(str(out))
+        y = m.graph.output[0].name
+        producer = next(n for n in m.graph.node if y in n.output)
+        producer.output[list(producer.output).index(y)] = "pre_scale"
+        m.graph.initializer.append(onnx.numpy_helper.from_array(np.array(1.5, np.float32), "k15"))
+        m.graph.node.append(helper.make_node("Mul", ["pre_scale", "k15"], [y], name="corrupt"))
+        onnx.save(m, str(out))
+        return done
+
+    monkeypatch.setattr(nc, "prepare_onnx", wrong)
+    art = convert_reference(tiny_prepared, "ncnn", out=tmp_path / "w", precision="fp32", use_cache=False)
+    conv = art.manifest["conversion"]
+    assert [a["route"] for a in conv["attempts"]] == ["onnx", "torch"]
+    assert conv["attempts"][0]["check"]["failures"] and conv["route"] == "torch"
+    assert art.manifest["verification"]["status"] == "ok"

@@ -3,6 +3,12 @@
 After pnnx, the produced net is run once on a random input next to the reference, to map pnnx's blob names
 (``out0``...) onto the reference outputs by size and value and to reject wrong shapes early: pnnx can be silently
 wrong, and the pipeline's verification only sees what the blob table says.
+
+Routes: ``--route onnx`` or ``--route torch`` converts by that route only. Without one, the onnx route is tried
+first and the torch route (TorchScript → pnnx, when the PyTorch module is at hand) follows when the first leaves
+operators ncnn cannot run, fails, or gives a float model that differs from the reference on the sample inputs;
+every attempt is recorded in ``conversion.attempts``. A failure ends in one line naming the operators, their ONNX
+nodes and what to try, never pnnx's log (that stays in the attempt record, last lines only).
 """
 
 from __future__ import annotations
@@ -14,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from edgeconv.core.compare import tensor_drift
+from edgeconv.core.compare import compare_outputs, tensor_drift, within
 from edgeconv.core.console import log, status
-from edgeconv.core.errors import ConfigError, ConversionError
+from edgeconv.core.errors import ConfigError, ConversionError, EdgeconvError
 from edgeconv.core.lazy import require
 from edgeconv.targets.base import ConversionResult, ConvertContext
 from edgeconv.targets.ncnn.pnnx_log import PnnxRun, describe_failure, run_pnnx
@@ -51,9 +57,9 @@ def _torch_route(ref: Any, work: Path, fp16: bool, timeout: float) -> PnnxRun:
     torch = require("torch", "torch")
     feeds = ref.random_feeds(1)[0]
     args = tuple(torch.from_numpy(feeds[s.name]) for s in ref.inputs)
-    module = ref.module.eval()
+    # No .eval(): the intake put the model in inference mode without calling methods a model may shadow.
     with torch.no_grad():
-        traced = torch.jit.trace(module, args, check_trace=False, strict=False)
+        traced = torch.jit.trace(ref.module, args, check_trace=False, strict=False)
     pt = work / "model.pt"
     traced.save(str(pt))
     return run_pnnx(pt, work / "torch", _input_shapes(ref), fp16=fp16, timeout=timeout, route="torch")
@@ -108,6 +114,74 @@ def map_blobs(ref: Any, param: Path, bin_: Path) -> tuple[dict[str, dict[str, st
     return {"inputs": {k: v[0] for k, v in ins.items()}, "outputs": outs}, report
 
 
+ROUTES = ("onnx", "torch")
+
+
+def blocking_samples(ctx: ConvertContext) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """The sample inputs (and reference outputs) a route is judged on: realistic ones when any exist (noise is an
+    advisory check in verification; ``ctx.sample_kinds`` names them, else they are the reference's
+    ``random_feeds(2)``)."""
+    feeds, outs = list(ctx.sample_feeds or []), list(ctx.sample_outputs or [])
+    kinds = getattr(ctx, "sample_kinds", None)
+    if not kinds or len(kinds) != len(feeds):
+        noise = ctx.reference.random_feeds(2)
+        kinds = ["noise" if any(z.keys() == f.keys() and all(np.array_equal(f[k], z[k]) for k in f) for z in noise)
+                 else "real" for f in feeds]
+    keep = [i for i, k in enumerate(kinds) if k != "noise"] or list(range(len(feeds)))
+    return [feeds[i] for i in keep], [outs[i] for i in keep]
+
+
+def route_check(ctx: ConvertContext, run: PnnxRun, blobs: dict[str, dict[str, str]],
+                runtime: dict[str, Any], precision: str) -> dict[str, Any] | None:
+    """The pnnx output on the sample inputs against the reference, at ``precision``'s tolerance (None: no samples)."""
+    from edgeconv.targets.ncnn.runner import NcnnRunner
+
+    feeds, refs = blocking_samples(ctx)
+    if not feeds or not refs:
+        return None
+    ref = ctx.reference
+    ins = {s.name: (blobs["inputs"][s.name], tuple(s.static_shape)) for s in ref.inputs}
+    outs = {s.name: (blobs["outputs"][s.name], tuple(s.static_shape)) for s in ref.outputs}
+    runner = NcnnRunner(run.param, run.bin, inputs=ins, outputs=outs, runtime=runtime)
+    try:
+        gots = [runner.infer(f) for f in feeds]
+    finally:
+        runner.close()
+    drift = compare_outputs(refs, gots)
+    tol = {k: v for k, v in ctx.profile.tol(precision).items() if k in ("max_abs", "rel_l2", "cosine", "snr_db")}
+    ok, fails = within(drift, tol)
+    return {"passed": ok, "failures": fails, "samples": len(feeds), "precision": precision,
+            "drift": {k: drift.get(k) for k in ("max_abs", "rel_l2", "cosine") if k in drift}}
+
+
+def _routes(ctx: ConvertContext) -> tuple[list[str], bool]:
+    explicit = ctx.option("route")
+    if explicit is not None:
+        route = str(explicit).lower()
+        if route not in ROUTES:
+            raise ConfigError(f"ncnn has no route '{explicit}'", hint=f"routes: {', '.join(ROUTES)}")
+        if route == "torch" and ctx.reference.module is None:
+            raise ConfigError("ncnn --route torch needs the PyTorch model, but only ONNX was given",
+                              hint="pass --model FILE.py:FACTORY --weights ..., or use the default onnx route")
+        return [route], True
+    torch_ok = ctx.reference.module is not None and bool(ctx.option("torch_fallback", True))
+    return ["onnx", *(["torch"] if torch_ok else [])], False
+
+
+def _failure_hint(ctx: ConvertContext, tried: list[str], unsupported: list[str]) -> str:
+    """What to try next: a route not tried yet, else what works around operators ncnn has no kernel for."""
+    untried = [r for r in ROUTES if r not in tried]
+    if "torch" in untried and ctx.reference.module is not None:
+        return "try --route torch (pnnx's TorchScript route maps some operators the ONNX route cannot)"
+    if "torch" in untried:
+        return ("the torch route needs the PyTorch model: pass --model FILE.py:FACTORY --weights ... so it can be "
+                "tried; --keep-fp32 does not help (the operator has no ncnn kernel in any precision)")
+    if unsupported:
+        return (f"ncnn has no kernel for {', '.join(dict.fromkeys(unsupported))} on either route: replace it in the "
+                "model, or use a target that runs it (openvino, onnxruntime, tflite)")
+    return "see --verbose for pnnx's log; another --opset or exporter may convert"
+
+
 def convert(ctx: ConvertContext) -> ConversionResult:
     ref = ctx.reference
     if ctx.precision not in ("fp32", "fp16", "int8"):
@@ -116,36 +190,78 @@ def convert(ctx: ConvertContext) -> ConversionResult:
         raise ConfigError("ncnn conversion needs static input shapes", hint="pass --input NAME:1x3xHxW")
     timeout = float(ctx.option("pnnx_timeout", 300))
     fp16_weights = ctx.precision == "fp16"
+    routes, explicit = _routes(ctx)
+    runtime = {
+        "fp16_storage": ctx.precision == "fp16",
+        "fp16_arithmetic": ctx.precision == "fp16" and bool(ctx.option("fp16_arithmetic", False)),
+        "int8": ctx.precision == "int8",
+        "light_mode": bool(ctx.option("light_mode", True)),
+        "winograd": not (ctx.precision == "int8" and not ctx.option("int8_winograd", True)),
+    }
+    float_runtime = {**runtime, "int8": False, "winograd": True}
+    check_precision = "fp32" if ctx.precision == "int8" else ctx.precision
     work = Path(tempfile.mkdtemp(prefix="edgeconv-ncnn-"))
     meta: dict[str, Any] = {"format": "ncnn", "converter": "pnnx"}
     try:
         onnx_in = work / "model.onnx"
-        with status("rewriting the ONNX graph for ncnn"):
-            meta["rewrites"] = prepare_onnx(ref.onnx_path, onnx_in, rewrite=bool(ctx.option("rewrites", True)))
-        for r in meta["rewrites"]:
-            log.info("ncnn rewrite: %s (%s)", r["rewrite"], ", ".join(r["nodes"]))
-        attempts = []
-        with status("pnnx: ONNX → ncnn"):
-            run = run_pnnx(onnx_in, work / "onnx", _input_shapes(ref), fp16=fp16_weights, timeout=timeout,
-                           route="onnx")
-        attempts.append({"route": "onnx", "ok": run.ok, "unsupported": run.unsupported, "messages": run.messages[-5:]})
-        first_failure = None if run.ok else describe_failure(run, onnx_in)
-        if not run.ok and ref.module is not None and ctx.option("torch_fallback", True):
-            log.warning("%s; trying pnnx's torch route", first_failure)
-            with status("pnnx: TorchScript → ncnn (fallback)"):
-                run = _torch_route(ref, work, fp16_weights, timeout)
-            attempts.append({"route": "torch", "ok": run.ok, "unsupported": run.unsupported,
-                             "messages": run.messages[-5:]})
-        if not run.ok:
-            msg = first_failure or describe_failure(run)
-            if run is not None and len(attempts) > 1:
-                msg += f"; torch route: {describe_failure(run)}"
-            raise ConversionError(msg, hint="ncnn lacks these operators: change the model, or pick another target")
+        if "onnx" in routes:
+            with status("rewriting the ONNX graph for ncnn"):
+                meta["rewrites"] = prepare_onnx(ref.onnx_path, onnx_in, rewrite=bool(ctx.option("rewrites", True)))
+            for r in meta["rewrites"]:
+                log.info("ncnn rewrite: %s (%s)", r["rewrite"], ", ".join(r["nodes"]))
+        attempts: list[dict[str, Any]] = []
+        failures: list[str] = []
+        unsupported: list[str] = []
+        chosen: tuple[PnnxRun, dict[str, Any], dict[str, Any]] | None = None
+        candidates: list[tuple[PnnxRun, dict[str, Any], dict[str, Any], dict[str, Any]]] = []
+        for route in routes:
+            rec: dict[str, Any] = {"route": route, "ok": False}
+            attempts.append(rec)
+            try:
+                with status(f"pnnx: {'ONNX' if route == 'onnx' else 'TorchScript'} → ncnn"):
+                    run = run_pnnx(onnx_in, work / "onnx", _input_shapes(ref), fp16=fp16_weights, timeout=timeout,
+                                   route="onnx") if route == "onnx" else _torch_route(ref, work, fp16_weights, timeout)
+            except EdgeconvError as e:
+                rec["error"] = e.message if hasattr(e, "message") else str(e)
+                failures.append(f"{route} route: {rec['error']}")
+                continue
+            except Exception as e:  # noqa: BLE001 - tracing user code: any failure is this route's failure
+                rec["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+                failures.append(f"{route} route: {rec['error']}")
+                continue
+            rec.update(unsupported=run.unsupported, messages=[m[:200] for m in run.messages[-5:]])
+            if not run.ok:
+                failures.append(describe_failure(run, onnx_in if route == "onnx" else None))
+                unsupported += [u["type"] for u in run.unsupported]
+                continue
+            if not run.bin.exists():
+                run.bin.write_bytes(b"")
+            try:
+                blobs, probe = map_blobs(ref, run.param, run.bin)
+            except ConversionError as e:
+                rec["error"] = e.message
+                failures.append(f"{route} route: {e.message}")
+                continue
+            check = None if explicit else route_check(ctx, run, blobs, float_runtime, check_precision)
+            rec.update(ok=check is None or check["passed"], check=check)
+            if check is None or check["passed"]:
+                chosen = (run, blobs, probe)
+                break
+            failures.append(f"{route} route differs from the reference: {'; '.join(check['failures'])}")
+            log.warning("ncnn %s route differs from the reference (%s)%s", route, "; ".join(check["failures"]),
+                        "; trying the next route" if route != routes[-1] else "")
+            candidates.append((run, blobs, probe, check))
+        if chosen is None and candidates:  # none matched: keep the closest; verification names its drift
+            run, blobs, probe, _ = min(candidates, key=lambda c: c[3]["drift"].get("rel_l2", float("inf")))
+            chosen = (run, blobs, probe)
+        if chosen is None:
+            tried = [a["route"] for a in attempts]
+            raise ConversionError("ncnn: " + " | ".join(failures), hint=_failure_hint(ctx, tried, unsupported))
+        if len(attempts) > 1:
+            log.info("ncnn: converted by the %s route after: %s", chosen[0].route, " | ".join(failures))
+        run, blobs, probe = chosen
         meta["route"] = run.route
-        meta["pnnx_attempts"] = attempts
-        if not run.bin.exists():
-            run.bin.write_bytes(b"")
-        blobs, probe = map_blobs(ref, run.param, run.bin)
+        meta["attempts"] = attempts
         meta["blobs"] = blobs
         meta["probe"] = probe
         meta["output_shapes"] = {s.name: list(s.static_shape) for s in ref.outputs}
@@ -168,13 +284,7 @@ def convert(ctx: ConvertContext) -> ConversionResult:
             shutil.copyfile(run.param, ctx.out_dir / "model.param")
             shutil.copyfile(run.bin, ctx.out_dir / "model.bin")
         meta["weights_storage"] = {"fp32": "fp32", "fp16": "fp16", "int8": "int8 (conv/fc), fp32 rest"}[ctx.precision]
-        meta["runtime"] = {
-            "fp16_storage": ctx.precision == "fp16",
-            "fp16_arithmetic": ctx.precision == "fp16" and bool(ctx.option("fp16_arithmetic", False)),
-            "int8": ctx.precision == "int8",
-            "light_mode": bool(ctx.option("light_mode", True)),
-            "winograd": not (ctx.precision == "int8" and not ctx.option("int8_winograd", True)),
-        }
+        meta["runtime"] = runtime
         roles = {"model": "model.param", "weights": "model.bin"}
         if ctx.precision == "int8":
             roles["table"] = "model.table"

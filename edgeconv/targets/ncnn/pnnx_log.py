@@ -76,12 +76,14 @@ def unsupported_layers(param: Path, log: str) -> list[dict[str, Any]]:
 
 
 def onnx_suspects(onnx_path: Path | None, layer_type: str) -> list[str]:
-    """ONNX nodes of the op types a pnnx layer type comes from (names, for the error message)."""
-    if onnx_path is None or layer_type not in ONNX_OPS:
+    """ONNX nodes of the op types a pnnx layer type comes from (names, for the error message). pnnx keeps an ONNX
+    operator it cannot map under its ONNX name (``ReduceMax``), so such a type names its nodes directly."""
+    if onnx_path is None:
         return []
     onnx = require("onnx", "onnx")
     model = onnx.load(str(onnx_path), load_external_data=False)
-    return [f"{n.name or '?'} ({n.op_type})" for n in model.graph.node if n.op_type in ONNX_OPS[layer_type]]
+    ops = ONNX_OPS.get(layer_type, (layer_type.removeprefix("onnx."),))
+    return [f"{n.name or '?'} ({n.op_type})" for n in model.graph.node if n.op_type in ops]
 
 
 def run_pnnx(model: Path, workdir: Path, input_shapes: list[tuple[list[int], str]], *, fp16: bool,
@@ -116,14 +118,15 @@ def run_pnnx(model: Path, workdir: Path, input_shapes: list[tuple[list[int], str
 def describe_failure(run: PnnxRun, onnx_path: Path | None = None) -> str:
     """One line naming every unsupported operator (type, pnnx layer, its parameters, candidate ONNX nodes)."""
     if not run.param.is_file():
-        why = "; ".join(run.messages[-3:]) or "no .param written"
-        return f"pnnx ({run.route} route) produced no ncnn model: {why}"
+        why = "; ".join(m[:160] for m in run.messages[-2:]) or "no .param written"
+        return f"{run.route} route: pnnx produced no ncnn model: {why}"
     parts = []
     for u in run.unsupported:
         params = ", ".join(f"{k}={v}" for k, v in u["params"].items())
         sus = onnx_suspects(onnx_path, u["type"])
-        parts.append(f"{u['type']} '{u['layer']}'" + (f" [{params}]" if params else "")
-                     + (f" from ONNX node(s) {', '.join(sus[:6])}" if sus else ""))
-    notes = [m for m in run.messages if "not supported" in m.lower()]
-    return (f"pnnx ({run.route} route) left {len(run.unsupported)} operator(s) ncnn cannot run: " + "; ".join(parts)
-            + (f" (pnnx: {'; '.join(dict.fromkeys(notes))})" if notes else ""))
+        parts.append(f"{u['type']} '{u['layer']}'" + (f" [{params[:80]}]" if params else "")
+                     + (f" from ONNX node(s) {', '.join(sus[:6])}" + (" ..." if len(sus) > 6 else "") if sus else ""))
+    notes = [m[:120] for m in run.messages if "not supported" in m.lower()]
+    return (f"{run.route} route: ncnn cannot run {len(run.unsupported)} operator(s): " + "; ".join(parts[:6])
+            + (f" (+{len(parts) - 6} more)" if len(parts) > 6 else "")
+            + (f" (pnnx: {'; '.join(list(dict.fromkeys(notes))[:2])})" if notes else ""))
