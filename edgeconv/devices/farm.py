@@ -1,0 +1,198 @@
+"""A device farm on Ray: benchmark rows run as Ray tasks on the nodes that advertise the device.
+
+A node that has a device attached starts Ray with ``--resources '{"device:raspberry-pi-5": 1}'``; every row for that
+device asks for that one unit, so Ray places it on that node and never runs two rows on one device at once (timings
+would collide).  Ray does the placement, the retries (``max_retries`` for a lost worker, ``retry_exceptions`` for a
+device that did not answer) and the transfer of artifacts and inputs (the object store); this module only keeps at
+most one row per device in flight so each row's time limit counts from its own start, and watches that some live
+node still advertises the device: a node lost mid-row fails that row (and the rows queued behind it) at once
+instead of leaving them pending forever, and the run goes on.
+
+``farm``: ``"local"`` starts a one-node Ray on this machine advertising every device of the rows; ``"ray://HOST"``
+or ``"HOST:PORT"``/``"auto"`` connects to a running cluster (its nodes need ``pip install 'edgeconv[devices]'``);
+``None`` uses the Ray this process is already connected to (tests use ``ray.cluster_utils.Cluster``).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeconv.core.console import log
+from edgeconv.core.lazy import require
+from edgeconv.devices.config import Device, DeviceError, DeviceUnreachable, device_from_dict
+
+RESOURCE = "device:{}"
+
+
+@dataclass
+class FarmRow:
+    """One benchmark row: an artifact measured on a device with these inputs and settings."""
+
+    key: str
+    device: Device
+    artifact: Path
+    feeds_npz: Path
+    latency: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None
+    skip_latency: bool = False
+
+
+def _pack(artifact: Path) -> tuple[str, dict[str, bytes]]:
+    from edgeconv.devices.remote import artifact_files
+
+    names, sha = artifact_files(artifact)
+    return sha, {n: (artifact / n).read_bytes() for n in names}
+
+
+def _unpack(sha: str, files: dict[str, bytes]) -> Path:
+    """The artifact in this node's temp folder, once per content hash (atomic: rename into place)."""
+    root = Path(tempfile.gettempdir()) / "edgeconv-farm" / "artifacts"
+    dest = root / sha
+    if dest.is_dir():
+        return dest
+    tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:12]}.tmp-", dir=_mkdir(root)))
+    for n, data in files.items():
+        (tmp / n).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / n).write_bytes(data)
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)  # another task won the race
+    return dest
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def bench_task(device: dict[str, Any], sha: str, files: dict[str, bytes], feeds: bytes, latency: dict[str, Any],
+               threads: int | None, skip_latency: bool, timeout: float) -> tuple[dict[str, Any], list | None]:
+    """What a Ray task runs on the device's node: the device worker through the device's transport."""
+    import ray
+
+    from edgeconv.devices.remote import DeviceOptions, run_on_device
+
+    dev = device_from_dict(device)
+    art = _unpack(sha, files)
+    node = ray.get_runtime_context().get_node_id()
+    with tempfile.TemporaryDirectory(prefix="edgeconv-farm-") as tmp:
+        fpath = Path(tmp) / "feeds.npz"
+        fpath.write_bytes(feeds)
+        try:
+            res = run_on_device(dev, art, fpath, latency=not skip_latency,
+                                options=DeviceOptions(latency=latency, threads=threads, timeout=timeout))
+        except DeviceUnreachable:
+            raise  # Ray retries it (retry_exceptions)
+        except DeviceError as e:
+            return {"ok": False, "error": e.one_line(), "hint": e.hint, "farm": {"node": node}}, None
+    return {**res.timings, "env": res.env, "farm": {"node": node}}, res.outputs
+
+
+def connect(farm: str | None, devices: list[str]) -> Any:
+    """Start or join Ray; ``local`` advertises ``devices`` on this machine's single node."""
+    ray = require("ray", "devices")
+    if farm is None:
+        if not ray.is_initialized():
+            raise DeviceError("no Ray cluster: pass farm='local' or an address")
+        return ray
+    if ray.is_initialized():
+        return ray
+    if farm == "local":
+        ray.init(resources={RESOURCE.format(d): 1 for d in devices}, include_dashboard=False,
+                 log_to_driver=False, configure_logging=False)
+    else:
+        ray.init(address=farm, log_to_driver=False)
+    return ray
+
+
+def _advertised(ray: Any) -> set[str]:
+    return {k for n in ray.nodes() if n.get("Alive") for k in (n.get("Resources") or {}) if k.startswith("device:")}
+
+
+def _fail(msg: str, **extra: Any) -> tuple[dict[str, Any], None]:
+    return {"ok": False, "error": " ".join(msg.split())[:500], **extra}, None
+
+
+def run_farm(rows: list[FarmRow], *, farm: str | None = "local", timeout: float = 900.0, retries: int = 1,
+             poll: float = 0.5) -> dict[str, tuple[dict[str, Any], list | None]]:
+    """Run every row on its device's node; ``key -> (record, outputs)`` as ``bench.evaluate.run_worker`` returns.
+
+    Failed rows get ``({"ok": False, "error": one line}, None)``: a device error, a row past ``timeout`` (seconds
+    from its start), a task that raised, a node lost mid-row, or no live node advertising the device.
+    """
+    ray = connect(farm, sorted({r.device.name for r in rows}))
+    remote = ray.remote(bench_task)
+    results: dict[str, tuple[dict[str, Any], list | None]] = {}
+    queues: dict[str, collections.deque[FarmRow]] = collections.defaultdict(collections.deque)
+    for r in rows:
+        queues[r.device.name].append(r)
+    packed: dict[Path, tuple[str, Any]] = {}
+    feeds: dict[Path, Any] = {}
+    inflight: dict[Any, tuple[FarmRow, float]] = {}
+    busy: set[str] = set()
+    while any(queues.values()) or inflight:
+        live = _advertised(ray)
+        for name, q in queues.items():
+            if name in busy or not q:
+                continue
+            if RESOURCE.format(name) not in live:
+                while q:
+                    row = q.popleft()
+                    results[row.key] = _fail(f"device error: no live Ray node advertises {RESOURCE.format(name)}")
+                continue
+            row = q.popleft()
+            if row.artifact not in packed:
+                sha, files = _pack(row.artifact)
+                packed[row.artifact] = (sha, ray.put(files))
+            if row.feeds_npz not in feeds:
+                feeds[row.feeds_npz] = ray.put(row.feeds_npz.read_bytes())
+            sha, files_ref = packed[row.artifact]
+            ref = remote.options(resources={RESOURCE.format(name): 1}, num_cpus=0, max_retries=retries,
+                                 retry_exceptions=[DeviceUnreachable]).remote(
+                row.device.to_dict(), sha, files_ref, feeds[row.feeds_npz], row.latency, row.threads,
+                row.skip_latency, timeout)
+            inflight[ref] = (row, time.monotonic())
+            busy.add(name)
+        if not inflight:
+            continue
+        ready, _ = ray.wait(list(inflight), num_returns=1, timeout=poll)
+        for ref in ready:
+            row, _t = inflight.pop(ref)
+            busy.discard(row.device.name)
+            results[row.key] = _collect(ray, ref, row)
+        now = time.monotonic()
+        live = _advertised(ray)
+        for ref, (row, t0) in list(inflight.items()):
+            why = None
+            if now - t0 > timeout + 30:
+                why = f"did not finish within {timeout:.0f} s on the farm and was cancelled"
+            elif RESOURCE.format(row.device.name) not in live:
+                why = f"the Ray node advertising {RESOURCE.format(row.device.name)} was lost mid-row"
+            if why:
+                ray.cancel(ref, force=True)
+                inflight.pop(ref)
+                busy.discard(row.device.name)
+                results[row.key] = _fail(f"device error: device {row.device.name}: {why}")
+                log.warning("%s: %s", row.key, why)
+    return results
+
+
+def _collect(ray: Any, ref: Any, row: FarmRow) -> tuple[dict[str, Any], list | None]:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as e:
+        cause = e.cause if getattr(e, "cause", None) is not None else e
+        msg = cause.one_line() if hasattr(cause, "one_line") else f"{type(cause).__name__}: {cause}"
+        return _fail(msg)
+    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.ObjectLostError,
+            ray.exceptions.TaskCancelledError, ray.exceptions.RayError) as e:
+        return _fail(f"device error: device {row.device.name}: the Ray task was lost ({type(e).__name__})")
