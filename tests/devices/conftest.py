@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import getpass
 import importlib.util
 import os
 import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -38,61 +34,23 @@ def local_device(tmp_path) -> Device:
     return device_from_dict({"name": "test-local", "transport": "local", "workdir": str(tmp_path / "dev")})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
     """A real OpenSSH server (Debian's openssh-server) on 127.0.0.1 only, key auth only, stopped at the end."""
-    exe = shutil.which("sshd") or ("/usr/sbin/sshd" if os.path.exists("/usr/sbin/sshd") else None)
-    if exe is None or shutil.which("ssh-keygen") is None:
+    from edgeconv.devices.loopback import loopback_sshd, sshd_path
+
+    if sshd_path() is None or shutil.which("ssh-keygen") is None:
         pytest.skip("openssh-server is not installed (scripts/ci-system-deps.sh installs it)")
     pytest.importorskip("asyncssh", reason="the ssh transport uses asyncssh (pip install 'edgeconv[devices]')")
-    d = tmp_path_factory.mktemp("sshd")
-    os.chmod(d, 0o700)
-    for name in ("host_key", "client_key", "wrong_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
-    shutil.copy(d / "client_key.pub", d / "authorized_keys")
-    port = _free_port()
-    (d / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host_key'}\nPidFile {d / 'sshd.pid'}\n"
-        f"AuthorizedKeysFile {d / 'authorized_keys'}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-        "PubkeyAuthentication yes\nUsePAM no\nStrictModes no\nPermitRootLogin prohibit-password\n"
-        "Subsystem sftp internal-sftp\nLogLevel ERROR\nMaxStartups 50\n")
-    host_pub = (d / "host_key.pub").read_text().split()
-    (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
-    if os.geteuid() == 0:
-        os.makedirs("/run/sshd", exist_ok=True)  # privilege separation folder (the ssh service makes it at boot)
-    proc = subprocess.Popen([exe, "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"sshd exited: {proc.stderr.read() if proc.stderr else ''}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    info = {"port": port, "dir": d, "user": getpass.getuser(), "key": d / "client_key",
-            "wrong_key": d / "wrong_key", "known_hosts": d / "known_hosts"}
-    yield info
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with loopback_sshd(tmp_path_factory.mktemp("sshd")) as info:
+        yield info
 
 
 @pytest.fixture
 def ssh_device(sshd, tmp_path) -> Device:
-    import sys
+    from edgeconv.devices.loopback import loopback_device
 
-    return device_from_dict({"name": "test-ssh", "transport": "ssh", "host": "127.0.0.1", "port": sshd["port"],
-                             "user": sshd["user"], "key": str(sshd["key"]), "known_hosts": str(sshd["known_hosts"]),
-                             "python": sys.executable, "workdir": str(tmp_path / "sshdev"), "connect_timeout": 5})
+    return loopback_device(sshd, tmp_path / "sshdev", name="test-ssh")
 
 
 @pytest.fixture(scope="session")
