@@ -83,9 +83,10 @@ def delegation(edge: Any) -> dict[str, Any]:
     from executorch.devtools.backend_debug import get_delegation_info
 
     info = get_delegation_info(edge.exported_program().graph_module)
-    # getitem nodes only unpack a delegate call's tuple of outputs: not operators that run anywhere.
+    # getitem nodes only unpack a delegate call's tuple of outputs and alloc nodes are memory planning: neither is
+    # an operator that runs on portable kernels.
     left = {k: int(v.non_delegated) for k, v in info.delegation_by_operator.items()
-            if v.non_delegated and k != "getitem"}
+            if v.non_delegated and k not in ("getitem", "alloc")}
     d, nd = int(info.num_delegated_nodes), sum(left.values())
     return {"delegate": "XnnpackBackend", "subgraphs": int(info.num_delegated_subgraphs), "delegated_nodes": d,
             "non_delegated_nodes": nd, "fraction": round(d / (d + nd), 4) if d + nd else 0.0,

@@ -149,6 +149,14 @@ def _int8(ctx: ConvertContext, fp32: Path, work: Path, ops: list[dict[str, str]]
     cfg_path.write_text(json.dumps(cfg, indent=1))
     with status(f"MNN quantization tool ({feature} activations, {weight} weights, {data['written']} samples)"):
         run = mnnquant(fp32, ctx.out_dir / MODEL_FILE, cfg_path, timeout=float(ctx.option("quant_timeout", 1800.0)))
+    if not run.ok and feature == "EMA" and cfg["batch_size"] > 1:
+        # EMA runs the graph on batches; a graph whose Reshape fixes the batch (a flatten to 1xN) cannot take
+        # them ("Reshape error: 8192 -> 256", then a crash): calibrate one sample at a time instead.
+        log.warning("%s; retrying with calib_batch 1", describe(run, "MNN quantization tool (batched EMA)"))
+        meta["calib_batch_fallback"] = {"from": cfg["batch_size"], "to": 1, "reason": run.tail(2)}
+        cfg["batch_size"] = 1
+        cfg_path.write_text(json.dumps(cfg, indent=1))
+        run = mnnquant(fp32, ctx.out_dir / MODEL_FILE, cfg_path, timeout=float(ctx.option("quant_timeout", 1800.0)))
     if not run.ok:
         raise ConversionError(describe(run, "MNN quantization tool"),
                               hint="try feature_method=EMA|KL|ADMM or another calibration sample")

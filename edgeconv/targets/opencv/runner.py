@@ -21,14 +21,15 @@ TARGETS = ("cpu", "cpu_fp16")
 
 
 def open_net(cv2: Any, model: Path | str, engine: str, backend: str, target: str) -> Any:
-    """Read the ONNX file with the chosen engine and set backend/target explicitly."""
+    """Read the ONNX file with the chosen engine; set backend/target when they differ from OpenCV's CPU default."""
     eng = {"auto": cv2.dnn.ENGINE_AUTO, "new": cv2.dnn.ENGINE_NEW, "classic": cv2.dnn.ENGINE_CLASSIC}[engine]
     net = cv2.dnn.readNetFromONNX(str(model), eng)
     if net.empty():
         raise cv2.error(f"OpenCV read an empty network from {model} ({engine} engine)")
-    net.setPreferableBackend({"opencv": cv2.dnn.DNN_BACKEND_OPENCV,
-                              "openvino": cv2.dnn.DNN_BACKEND_INFERENCE_ENGINE}[backend])
-    net.setPreferableTarget({"cpu": cv2.dnn.DNN_TARGET_CPU, "cpu_fp16": cv2.dnn.DNN_TARGET_CPU_FP16}[target])
+    if (backend, target) != ("opencv", "cpu"):  # the defaults; the new engine warns on any explicit target
+        net.setPreferableBackend({"opencv": cv2.dnn.DNN_BACKEND_OPENCV,
+                                  "openvino": cv2.dnn.DNN_BACKEND_INFERENCE_ENGINE}[backend])
+        net.setPreferableTarget({"cpu": cv2.dnn.DNN_TARGET_CPU, "cpu_fp16": cv2.dnn.DNN_TARGET_CPU_FP16}[target])
     return net
 
 
