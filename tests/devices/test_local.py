@@ -173,3 +173,24 @@ def test_missing_runtime_is_one_line(device_arts, tmp_path):
     with pytest.raises(DeviceError, match="ncnn runtime is not installed on this device") as e:
         run_on_device(dev, device_arts["ncnn"], _feeds(device_arts["ncnn"], 1))
     assert e.value.hint and "\n" not in e.value.one_line()
+
+
+def test_verify_on_device_judges_drift_by_the_tolerance(device_arts, local_device):
+    from edgeconv.devices import verify_on_device
+
+    art = device_arts["onnxruntime"]
+    feeds = _feeds(art, 2)
+    refs = _host_outputs(art, feeds)
+    ok = verify_on_device(art, local_device, feeds, refs, {"max_abs": 1e-6})
+    assert ok["status"] == "ok" and ok["drift"]["max_abs"] == 0.0 and ok["device"] == "test-local"
+    shifted = [{k: v + 1.0 for k, v in r.items()} for r in refs]
+    bad = verify_on_device(art, local_device, feeds, shifted, {"max_abs": 1e-3})
+    assert bad["status"] == "failed" and any("max_abs" in f for f in bad["failures"])
+
+
+def test_device_for_profile_skips_an_unbuilt_board(tmp_path, monkeypatch):
+    from edgeconv.devices import device_for_profile
+
+    monkeypatch.setenv("EDGECONV_BOARDS", str(tmp_path / "no-boards"))
+    assert device_for_profile("raspberry-pi-5") is None  # the only device serving it is an unbuilt board
+    assert device_for_profile("raspberry-pi-5", explicit="local").name == "local"
