@@ -36,10 +36,10 @@ def list_cmd(as_json: bool) -> None:
             return
         from rich.table import Table
 
-        table = Table("device", "transport", "where", "arch", "serves", "notes")
+        table = Table("device", "transport", "where", "arch", "serves", "latency")
         for d in devs.values():
             table.add_row(d.name, d.transport, d.address, d.arch or "?", ", ".join(d.serves) or "-",
-                          "emulated: latency not comparable" if d.emulated else d.description[:60])
+                          "emulated" if d.emulated else "real")
         console.print(table)
 
     go()
