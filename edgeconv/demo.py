@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from edgeconv.core.console import emit_json, escape, log, print_table
+from edgeconv.core.console import emit_json, escape, log, print_table, stdout_to_stderr
 
 REFERENCE_BACKEND = "onnxruntime"  # listed first: the other rows are read against it
 
@@ -134,7 +134,8 @@ def demo(out: str, model: str, targets: tuple[str, ...], precisions: tuple[str, 
     def _run() -> None:
         cfg = demo_config(model, limit=limit, min_seconds=min_seconds, min_iters=min_iters,
                           targets=demo_targets(targets), threads=threads, precisions=precisions)
-        report = run_matrix(cfg, out, baseline=baseline, fail_on=fail_on, use_cache=not no_cache)
+        with stdout_to_stderr():  # converters and runtimes that print must not mix into the results
+            report = run_matrix(cfg, out, baseline=baseline, fail_on=fail_on, use_cache=not no_cache)
         if as_json:
             emit_json(report)
         else:
@@ -153,17 +154,23 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
     t = Table(title=f"edgeconv demo: {escape(report.get('model', {}).get('name', ''))}")
     for c in ("target", "precision", "status", "p50 ms", "max abs drift", "task", "delta"):
         t.add_column(c)
+    notes = []
     for r in report.get("results", []):
         lat = r.get("latency_ms") or {}
         drift = r.get("drift") or {}
         task = r.get("task") or {}
-        t.add_row(escape(r.get("profile", r.get("target", ""))), escape(r.get("precision", "")),
-                  escape(row_status(r)[:120]),
+        st = row_status(r)
+        if len(st) > 60:
+            notes.append(f"{r.get('profile', r.get('target', ''))}/{r.get('precision', '')}: {st}")
+            st = st[:57] + "..."
+        t.add_row(escape(r.get("profile", r.get("target", ""))), escape(r.get("precision", "")), escape(st),
                   f"{lat['p50']:.2f}" if lat.get("p50") is not None else "-",
                   f"{drift['max_abs']:.2e}" if drift.get("max_abs") is not None else "-",
                   f"{task['value']:.2f} {escape(task.get('metric', ''))}" if task.get("value") is not None else "-",
                   f"{task['delta']:+.2f}" if task.get("delta") is not None else "-")
     print_table(t)
+    for n in notes:
+        click.echo(n)
     ok = sum(1 for r in report.get("results", []) if r.get("status") == "ok")
     clean = sum(1 for r in report.get("results", []) if row_status(r) == "ok")
     click.echo(f"{ok}/{len(report.get('results', []))} rows ok ({clean} with every check passed); reports: "

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from edgeconv.cli import call_with_new_options, handle_errors, parse_tolerances
-from edgeconv.core.console import emit_json
+from edgeconv.core.console import emit_json, stdout_to_stderr
 
 GATE_FAILED = 1
 
@@ -92,8 +92,9 @@ def bench(artifact_dir: str, data: str | None, out: str, threads: int | None, mi
     art = Artifact.load(artifact_dir)
     opts = BenchOptions(LatencyConfig(min_iters=min_iters, min_seconds=min_seconds, streams=streams), threads,
                         limit)
-    row = evaluate_artifact(art, data, options=opts, task=task, postprocess=postprocess,
-                            preprocess=Preprocess.parse(preprocess) if preprocess else None)
+    with stdout_to_stderr():  # runtimes that print must not mix into the results
+        row = evaluate_artifact(art, data, options=opts, task=task, postprocess=postprocess,
+                                preprocess=Preprocess.parse(preprocess) if preprocess else None)
     report = make_report([row], model={"name": model_name(art.manifest, artifact_dir),
                                        "sha256": (art.manifest.get("reference") or {}).get("sha256"),
                                        "source": (art.manifest.get("source") or {}).get("spec")},
@@ -130,8 +131,9 @@ def run(config: str, out: str, baseline: str | None, fail_on: str | None, thread
     cfg = load_config(config)
     if threads is not None:
         cfg["bench"] = {**(cfg.get("bench") or {}), "threads": threads}
-    report = call_with_new_options(run_matrix, cfg, out, baseline, fail_on=fail_on, use_cache=not no_cache,
-                                   tolerances=parse_tolerances(tols), dry_run=dry_run)
+    with stdout_to_stderr():  # converters and runtimes that print must not mix into the results
+        report = call_with_new_options(run_matrix, cfg, out, baseline, fail_on=fail_on, use_cache=not no_cache,
+                                       tolerances=parse_tolerances(tols), dry_run=dry_run)
     if as_json:
         emit_json(report)
     elif dry_run:

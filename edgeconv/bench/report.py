@@ -308,9 +308,12 @@ class _Axis:
             vals = [v for v in vals if self.lo <= math.log10(v) <= self.hi]
             if len(vals) > 8:
                 vals = [v for v in vals if str(v).lstrip("0.").startswith("1")]
-        else:
-            vals = [self.lo + (self.hi - self.lo) * k / 5 for k in range(6)]
-        return [{"pos": self(v), "label": f"{v:.3g}"} for v in vals]
+        else:  # a 1-2-5 step giving about five ticks, on multiples of the step
+            raw = (self.hi - self.lo) / 5
+            mag = 10.0 ** math.floor(math.log10(raw))
+            step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+            vals = [k * step for k in range(math.ceil(self.lo / step), math.floor(self.hi / step) + 1)]
+        return [{"pos": self(v), "label": f"{v:.4g}"} for v in vals]
 
 
 def _scatter(rows: list[tuple[int, dict[str, Any], float, float]], *, xlabel: str, ylabel: str, log_y: bool,
@@ -321,15 +324,31 @@ def _scatter(rows: list[tuple[int, dict[str, Any], float, float]], *, xlabel: st
     x = _Axis([r[2] for r in rows], _ML, _W - _MR, log=True)
     y = _Axis([r[3] for r in rows], _H - _MB, _MT, log=log_y)
     front = pareto_front([(r[2], -r[3] if higher_is_better else r[3]) for r in rows])
-    points = []
+    points, placed = [], []
     for k, (i, r, xv, yv) in enumerate(rows):
         on = k in front
-        points.append({"cx": x(xv), "cy": y(yv), "r": 6 if on else 4, "color": _PALETTE[i % len(_PALETTE)],
-                       "pareto": on, "label": row_key(r), "row": i,
+        cx, cy = x(xv), y(yv)
+        label = _place_label(placed, cx, cy, row_key(r))
+        points.append({"cx": cx, "cy": cy, "r": 6 if on else 4, "color": _PALETTE[i % len(_PALETTE)],
+                       "pareto": on, "label": row_key(r), "row": i, "lx": label[0] if label else None,
+                       "ly": label[1] if label else None,
                        "title": f"{row_key(r)}: p50 {xv:.3g} ms, {what} {yv:.4g}{' (Pareto)' if on else ''}"})
     path = " ".join(f"{points[k]['cx']},{points[k]['cy']}" for k in front) if len(front) > 1 else ""
     return {"w": _W, "h": _H, "ml": _ML, "mr": _MR, "mt": _MT, "mb": _MB, "xticks": x.ticks(), "yticks": y.ticks(),
             "xlabel": xlabel, "ylabel": ylabel, "points": points, "front": path, "what": what}
+
+
+def _place_label(placed: list[tuple[float, float, float, float]], cx: float, cy: float,
+                 text: str) -> tuple[float, float] | None:
+    """A spot for a point's label that overlaps no label placed before (above-right, below-right, left), or None:
+    the point then keeps only its tooltip, which says the same."""
+    w, h = 6.2 * len(text), 12.0
+    for lx, ly in ((cx + 8, cy - 6), (cx + 8, cy + 14), (cx - 8 - w, cy - 6), (cx - 8 - w, cy + 14)):
+        box = (lx, ly - h + 2, lx + w, ly + 2)
+        if all(box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3] for b in placed):
+            placed.append(box)
+            return round(lx, 1), round(ly, 1)
+    return None
 
 
 def _task_points(results: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any], float, float]]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from edgeconv.cli import _kv, handle_errors
-from edgeconv.core.console import emit_json
+from edgeconv.core.console import emit_json, stdout_to_stderr
 
 
 def _write_trt_cache(ranges: dict[str, tuple[float, float]], path: Path) -> None:
@@ -77,8 +77,9 @@ def calibrate(model: str, weights: str | None, model_arg: tuple[str, ...], input
         raise ConfigError("--trt-cache takes one --method")
     written = []
     for method in methods:
-        st = compute_stats(prep.reference.onnx_path, prep.reference.sha256, cal, method, method_params,
-                           use_cache=not no_cache)
+        with stdout_to_stderr():  # tools that print must not mix into the results
+            st = compute_stats(prep.reference.onnx_path, prep.reference.sha256, cal, method, method_params,
+                               use_cache=not no_cache)
         dest = Path(out) if len(methods) == 1 else Path(out).with_name(f"{Path(out).stem}-{method}.json")
         dest.parent.mkdir(parents=True, exist_ok=True)
         doc = {**st.to_json(), "reference_sha256": prep.reference.sha256, "cache": st.cache,

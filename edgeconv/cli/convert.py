@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from edgeconv.cli import _kv, call_with_new_options, handle_errors, parse_tolerances
-from edgeconv.core.console import emit_json
+from edgeconv.core.console import emit_json, stdout_to_stderr
 from edgeconv.core.errors import EdgeconvError
 
 
@@ -81,13 +81,14 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
         options["embed_preprocess"] = True
     tolerances = parse_tolerances(tols)
     dyn = DynamicSpec(batch="batch" in (dynamic or ""), spatial="spatial" in (dynamic or ""), max_batch=max_batch)
-    outcomes = call_with_new_options(
-        api_convert, model, targets=list(targets), out=out, precisions=list(precisions) or None, weights=weights,
-        model_args=list(model_arg), inputs=list(inputs), output_names=list(output_names) or None, opset=opset,
-        exporters=exporters or EXPORTERS, dynamic=dyn, simplify=not no_simplify, calib=calib, calib_size=calib_size,
-        calib_seed=calib_seed, preprocess=Preprocess.parse(preprocess) if preprocess else None, keep_fp32=keep_fp32,
-        options=options, use_cache=not no_cache, trust_checkpoint=trust_checkpoint, tolerances=tolerances,
-        dry_run=dry_run)
+    with stdout_to_stderr():  # converters that print must not mix into the results
+        outcomes = call_with_new_options(
+            api_convert, model, targets=list(targets), out=out, precisions=list(precisions) or None, weights=weights,
+            model_args=list(model_arg), inputs=list(inputs), output_names=list(output_names) or None, opset=opset,
+            exporters=exporters or EXPORTERS, dynamic=dyn, simplify=not no_simplify, calib=calib, calib_size=calib_size,
+            calib_seed=calib_seed, preprocess=Preprocess.parse(preprocess) if preprocess else None, keep_fp32=keep_fp32,
+            options=options, use_cache=not no_cache, trust_checkpoint=trust_checkpoint, tolerances=tolerances,
+            dry_run=dry_run)
     rows = [_outcome_dict(o) for o in outcomes]
     if as_json:
         emit_json(rows)

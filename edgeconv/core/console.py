@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -142,3 +143,24 @@ def status(message: str) -> Iterator[None]:
     else:
         log.debug("%s ...", message)
         yield
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Inside, whatever a third-party tool prints (Python ``print`` and native writes to fd 1) goes to stderr, so
+    stdout carries only edgeconv's results (``--json`` stays parseable). Wrap converter and runtime calls in it."""
+    sys.stdout.flush()
+    try:
+        out_fd, err_fd = sys.stdout.fileno(), sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # not real files (a test runner's capture): Python level only
+        out_fd = err_fd = None
+    saved = os.dup(out_fd) if out_fd is not None else None
+    try:
+        if saved is not None:
+            os.dup2(err_fd, out_fd)
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, out_fd)
+            os.close(saved)

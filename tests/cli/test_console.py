@@ -57,3 +57,17 @@ def test_emit_json_and_escape(capsys: pytest.CaptureFixture[str]) -> None:
     con.emit_json({"a": float("nan"), "b": [1.5, float("inf")]})
     assert capsys.readouterr().out == '{\n  "a": null,\n  "b": [\n    1.5,\n    null\n  ]\n}\n'
     assert con.escape("pip install 'edgeconv[ncnn]'") == "pip install 'edgeconv\\[ncnn]'"
+
+
+def test_stdout_to_stderr_keeps_tool_noise_off_stdout() -> None:
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from edgeconv.core.console import stdout_to_stderr\n"
+            "print('result-before', flush=True)\n"
+            "with stdout_to_stderr():\n"
+            "    print('python-noise', flush=True); os.write(1, b'native-noise\\n')\n"
+            "print('result-after', flush=True)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert res.stdout.split() == ["result-before", "result-after"]
+    assert "python-noise" in res.stderr and "native-noise" in res.stderr
