@@ -62,15 +62,19 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
             preprocess: str | Preprocess | None = None, keep_fp32: tuple[str, ...] = (),
             options: dict[str, Any] | None = None, use_cache: bool = True, trust_checkpoint: bool = False,
             tolerances: dict[str, dict[str, float]] | None = None, dry_run: bool = False,
-            eval_data: str | None = None, task: str | None = None, postprocess: str | None = None,
-            check_task: bool = True) -> list[ConvertOutcome]:
+            eval_data: str | None = None, task: str | None = None, decoder: str | None = None,
+            check_task: bool = True, postprocess: str | None = None,
+            postprocess_options: dict[str, Any] | None = None) -> list[ConvertOutcome]:
     """Convert one model to each target (and precision) into ``out/<profile>-<precision>``.
 
     ``model``: ``FILE.py:FACTORY``, ``package.module:FACTORY``, a TorchScript/.pt2/.onnx path, ``zoo:NAME``, or an
     ``nn.Module``. ``targets``: profile names, profile .toml paths or ``Profile`` objects. ``preprocess``: a
     ``--preprocess`` string (``size=320x320,color=BGR``) or a ``Preprocess``. ``tolerances``:
     ``{"int8": {"cosine": 0.98}}`` overrides. Reduced precisions are checked against the task budget on held-out
-    data when it exists (``eval_data``/``task``; the bundled eval split for ``zoo:`` models).
+    data when it exists (``eval_data``/``task``/``decoder``; the bundled eval split for ``zoo:`` models).
+    ``postprocess="end2end"`` (or a placement: ``graph``, ``decode``, ``beside``) ships detectors' decode + NMS
+    with every artifact, in the graph where the backend has the ops and as post-processor files beside it where it
+    has not (``postprocess_options``: ``max_det``, ``score_threshold``, ``iou_threshold``, ``class_agnostic``).
 
     Targets, precisions, options and the preprocessing are validated before the model is loaded; model loading and
     export errors raise (nothing can be converted); a failing target is recorded in its outcome and the others go
@@ -107,8 +111,10 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
 
                     zoo_calib = resolve_zoo(model)["calib_dir"]  # type: ignore[index]
                 keys = fast_keys(src, rows, calib=calib, calib_size=calib_size, calib_seed=calib_seed,
-                                 preprocess=pp, evaluation={"data": eval_data, "task": task, "post": postprocess,
-                                                            "check": check_task}, zoo_calib=zoo_calib)
+                                 preprocess=pp, evaluation={"data": eval_data, "task": task, "post": decoder,
+                                                            "check": check_task, "postprocess": postprocess,
+                                                            "postprocess_options": postprocess_options},
+                                 zoo_calib=zoo_calib)
                 hits = fast_lookup(keys)
                 if hits is not None:
                     return _fast_outcomes(rows, hits, dry_run)
@@ -116,8 +122,9 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
                        opset=opset, exporters=exporters, dynamic=dynamic, simplify=simplify,
                        trust_checkpoint=trust_checkpoint, use_cache=use_cache, preprocess=pp)
         planner = Planner(prep, calib, calib_size, calib_seed, pp, use_cache,
-                          default_evaluator(data=eval_data, task=task, postprocess=postprocess) if check_task
-                          else None)
+                          default_evaluator(data=eval_data, task=task, postprocess=decoder) if check_task
+                          else None, postprocess={"end2end": "auto"}.get(postprocess or "", postprocess),
+                          postprocess_options=dict(postprocess_options or {}))
         outcomes: list[ConvertOutcome] = []
         for row in rows:
             oc = ConvertOutcome(row.profile.name, row.precision, row.dest)
@@ -137,6 +144,7 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
                 log.error("%s", e.one_line())
                 oc.error = e
             outcomes.append(oc)
+        planner.close()
     return outcomes
 
 

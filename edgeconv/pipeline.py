@@ -210,7 +210,8 @@ def _check_backend(backend: Target, profile: Profile, precision: str, ref: Refer
 def build_context(prep: Prepared, profile: Profile, precision: str, *, calibration: CalibrationSet | None = None,
                   keep_fp32: tuple[str, ...] = (), options: dict[str, Any] | None = None,
                   preprocess: Preprocess | None = None, evaluator: TaskEvaluator | None = None,
-                  out_dir: Path | None = None) -> tuple[Target, ConvertContext]:
+                  out_dir: Path | None = None, postprocess: dict[str, Any] | None = None
+                  ) -> tuple[Target, ConvertContext]:
     """The backend and the complete context of one conversion (options checked against the backend's schema)."""
     ref = prep.reference
     backend = get_target(profile.backend)
@@ -221,7 +222,7 @@ def build_context(prep: Prepared, profile: Profile, precision: str, *, calibrati
     nodes = keep.resolve(ref.onnx_path, keep_fp32) if keep_fp32 else ()
     ctx = ConvertContext(ref, profile, precision, out_dir or Path("."), calibration, tuple(keep_fp32), opts,
                          task=dict(prep.info), preprocess=pp, keep_fp32_nodes=nodes, evaluator=evaluator,
-                         tools=backend.versions())
+                         postprocess=postprocess, tools=backend.versions())
     return backend, ctx
 
 
@@ -234,12 +235,16 @@ def artifact_key(backend: Target, ctx: ConvertContext) -> str:
 def convert_reference(prep: Prepared, target: str | Profile, *, out: str | Path, precision: str | None = None,
                       calibration: CalibrationSet | None = None, keep_fp32: tuple[str, ...] = (),
                       options: dict[str, Any] | None = None, use_cache: bool = True,
-                      preprocess: Preprocess | None = None, evaluator: TaskEvaluator | None = None) -> Artifact:
-    """Convert the reference to one target/precision, verify it against the reference, write the artifact."""
+                      preprocess: Preprocess | None = None, evaluator: TaskEvaluator | None = None,
+                      postprocess: dict[str, Any] | None = None) -> Artifact:
+    """Convert the reference to one target/precision, verify it against the reference, write the artifact.
+
+    ``postprocess`` (from ``edgeconv.plan``): the detections contract an end2end reference implements; the
+    artifact then ships the post-processor files and is verified on detections, not raw tensors."""
     profile = target if isinstance(target, Profile) else load_profile(target)
     precision = precision or profile.precision
     backend, ctx = build_context(prep, profile, precision, calibration=calibration, keep_fp32=keep_fp32,
-                                 options=options, preprocess=preprocess, evaluator=evaluator)
+                                 options=options, preprocess=preprocess, evaluator=evaluator, postprocess=postprocess)
     out = Path(out)
     key = artifact_key(backend, ctx)
     with cache.disabled(not use_cache):
@@ -300,6 +305,15 @@ def _build(prep: Prepared, backend: Target, ctx: ConvertContext, out: Path, key:
             else:
                 result, record = _convert_and_verify(backend, ctx, tagged, reference_score)
         (tmp / REFERENCE_FILE).write_bytes(ref.onnx_path.read_bytes())
+        files = list(result.files)
+        post_record = None
+        if ctx.postprocess is not None:
+            from edgeconv import postprocess as pp
+
+            files += [f for f in pp.write_postprocessor(tmp, ctx.postprocess["spec"], stage=ctx.postprocess["stage"])
+                      if f not in files]
+            post_record = {**pp.postprocess_record(ctx.postprocess["spec"], ctx.postprocess["stage"]),
+                           "placement": ctx.postprocess["placement"]}
         convert_s = time.perf_counter() - t0
         pp = ctx.preprocess
         manifest: dict[str, Any] = {
@@ -313,7 +327,8 @@ def _build(prep: Prepared, backend: Target, ctx: ConvertContext, out: Path, key:
             "calibration": ctx.calibration.manifest() if ctx.calibration else None,
             "keep_fp32": list(ctx.keep_fp32), "keep_fp32_nodes": list(ctx.keep_fp32_nodes),
             "options": ctx.options, "tools": dict(ctx.tools), "isolated": isolate,
-            "files": file_table(tmp, result.files), "roles": result.roles, "conversion": result.meta,
+            "files": file_table(tmp, files), "roles": result.roles, "conversion": result.meta,
+            "postprocess": post_record,
             "convert_seconds": round(convert_s, 3), "task": prep.info or None, "verification": record,
         }
         write_manifest(tmp, manifest)
@@ -397,6 +412,16 @@ def verify(art: Artifact, ctx: ConvertContext, backend: Target, result: Conversi
         ok, fails = within(d, tol)
         checks[kind] = {"samples": len(idx), "passed": ok, "failures": fails,
                         "drift": {k: v for k, v in d.items() if k != "per_output"}, "per_output": d["per_output"]}
+    stage = (ctx.postprocess or {}).get("stage")
+    if stage in ("detections", "candidates"):
+        # Tensor tolerances mean nothing on boxes whose near-tied candidates swap order: compare detections.
+        from edgeconv.postprocess import verify_detection_outputs
+
+        for kind in kinds:
+            idx = [i for i, (k, _) in enumerate(tagged) if k == kind]
+            ok, fails_k, rec = verify_detection_outputs([refs[i] for i in idx], [gots[i] for i in idx],
+                                                        ctx.postprocess["spec"])
+            checks[kind].update(passed=ok, failures=fails_k, detections=rec)
     blocking = [k for k in kinds if k != "noise"] or kinds
     drift = compare_outputs([refs[i] for i, (k, _) in enumerate(tagged) if k in blocking],
                             [gots[i] for i, (k, _) in enumerate(tagged) if k in blocking])

@@ -108,7 +108,12 @@ class Planner:
     preprocess: Preprocess | None = None  # the user's contract (overrides profiles')
     use_cache: bool = True
     evaluator_factory: EvaluatorFactory | None = None
+    #: Detections end to end: a placement mode ("auto", "graph", "decode", "beside"; None = raw heads) and the
+    #: contract's options (max_det, score_threshold, iou_threshold, class_agnostic, head, strides, ...).
+    postprocess: str | None = None
+    postprocess_options: dict[str, Any] = field(default_factory=dict)
     _calibrations: dict[tuple[Any, ...], CalibrationSet] = field(default_factory=dict)
+    _end2end: dict[str, Any] = field(default_factory=dict)
     _evaluators: dict[str, TaskEvaluator | None] = field(default_factory=dict)
 
     def contract(self, row: PlanRow) -> Preprocess | None:
@@ -136,11 +141,45 @@ class Planner:
             self._evaluators[k] = self.evaluator_factory(self.prep, pp, calibration)
         return self._evaluators[k]
 
+    def end2end(self, row: PlanRow) -> tuple[Prepared, dict[str, Any] | None, tuple[str, ...]]:
+        """The reference this row converts (end2end where asked), its contract record and INT8 keep-float nodes."""
+        if not self.postprocess:
+            return self.prep, None, ()
+        import tempfile
+
+        from edgeconv import postprocess as pp
+
+        backend = get_target(row.profile.backend)
+        if "spec" not in self._end2end:
+            self._end2end["spec"] = pp.spec_for(self.prep, **self.postprocess_options)
+        place = pp.plan_postprocess(backend.name, self._end2end["spec"], mode=self.postprocess,
+                                    capabilities=backend.capabilities)
+        spec = pp.effective_spec(self._end2end["spec"], place)
+        memo = f"{place.stage}/{place.nms}/{place.torch_wrapper}/{place.tensorrt}"
+        if memo not in self._end2end:
+            work = self._end2end.get("work") or tempfile.mkdtemp(prefix="edgeconv-e2e-")
+            self._end2end["work"] = work
+            e2e = pp.end2end_reference(self.prep, spec, place, work)
+            keep = pp.int8_keep_fp32(e2e.reference.onnx_path, spec) if place.nms is not None else ()
+            self._end2end[memo] = (e2e, keep)
+        e2e, keep = self._end2end[memo]
+        record = {"spec": spec.to_dict(), "placement": place.to_dict(), "stage": place.stage}
+        return e2e, record, (keep if row.precision in backend.calibrated else ())
+
+    def close(self) -> None:
+        import shutil
+
+        if self._end2end.get("work"):
+            shutil.rmtree(self._end2end["work"], ignore_errors=True)
+
     def convert(self, row: PlanRow) -> Artifact:
         cal = self.calibration(row)
-        return convert_reference(self.prep, row.profile, out=row.dest, precision=row.precision, calibration=cal,
-                                 keep_fp32=row.keep_fp32, options=row.options, use_cache=self.use_cache,
-                                 preprocess=self.contract(row), evaluator=self.evaluator(row, cal))
+        prep, post, keep = self.end2end(row)
+        keep_fp32 = tuple(dict.fromkeys((*row.keep_fp32, *keep)))
+        evaluator = self.evaluator(row, cal) if post is None else None  # the task metric decodes raw heads
+        return convert_reference(prep, row.profile, out=row.dest, precision=row.precision, calibration=cal,
+                                 keep_fp32=keep_fp32, options=row.options, use_cache=self.use_cache,
+                                 preprocess=self.contract(row), evaluator=evaluator, postprocess=post)
 
     def describe(self, row: PlanRow) -> dict[str, Any]:
         """What the row would do, and whether the artifact cache already holds it (no conversion)."""

@@ -32,7 +32,7 @@ def _error_dict(e: EdgeconvError | None) -> dict[str, Any] | None:
 @click.option("--output-name", "output_names", multiple=True, help="Names for the model outputs, in order.")
 @click.option("--target", "-t", "targets", multiple=True, required=True,
               help="Profile name (see `edgeconv targets`) or path to a profile .toml (repeatable).")
-@click.option("--precision", "-p", "precisions", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]),
+@click.option("--precision", "-p", "precisions", multiple=True, type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
               help="Precision(s) (repeatable); default: the profile's.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder; artifacts go to "
               "OUT/<profile>-<precision>/.")
@@ -54,6 +54,12 @@ def _error_dict(e: EdgeconvError | None) -> dict[str, Any] | None:
 @click.option("--max-drop", type=float, help="Accuracy budget for INT8 (task metric), where the backend has one.")
 @click.option("--embed-preprocess", is_flag=True, help="Embed the preprocessing into the model (OpenVINO).")
 @click.option("--option", "backend_options", multiple=True, metavar="KEY=VALUE", help="Backend option (repeatable).")
+@click.option("--postprocess", "postprocess", type=click.Choice(["raw", "end2end", "graph", "decode", "beside"]),
+              default="raw", show_default=True,
+              help="Detectors: ship decode + NMS with every artifact (end2end: in the graph where the backend has "
+                   "the ops, post-processor files beside it elsewhere).")
+@click.option("--post-option", "post_options", multiple=True, metavar="KEY=VALUE",
+              help="Detections contract option: max_det, score_threshold, iou_threshold, class_agnostic, head, ...")
 @click.option("--tol", "tols", multiple=True, metavar="PRECISION.METRIC=VALUE",
               help="Verification tolerance over the profile's (repeatable), e.g. int8.cosine=0.98.")
 @click.option("--dry-run", is_flag=True,
@@ -66,7 +72,8 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
             precisions: tuple[str, ...], out: str, opset: int, exporters: tuple[str, ...], dynamic: str | None,
             max_batch: int, no_simplify: bool, calib: str | None, calib_size: int, calib_seed: int,
             calib_method: str | None, preprocess: str | None, keep_fp32: tuple[str, ...], route: str | None,
-            max_drop: float | None, embed_preprocess: bool, backend_options: tuple[str, ...], tols: tuple[str, ...],
+            max_drop: float | None, embed_preprocess: bool, backend_options: tuple[str, ...], postprocess: str,
+            post_options: tuple[str, ...], tols: tuple[str, ...],
             dry_run: bool, no_cache: bool, as_json: bool) -> None:
     """Convert a model to one or more targets; every artifact is verified against the reference ONNX."""
     from edgeconv.api import convert as api_convert
@@ -88,7 +95,8 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
             exporters=exporters or EXPORTERS, dynamic=dyn, simplify=not no_simplify, calib=calib, calib_size=calib_size,
             calib_seed=calib_seed, preprocess=Preprocess.parse(preprocess) if preprocess else None, keep_fp32=keep_fp32,
             options=options, use_cache=not no_cache, trust_checkpoint=trust_checkpoint, tolerances=tolerances,
-            dry_run=dry_run)
+            dry_run=dry_run, **({"postprocess": postprocess, "postprocess_options": _kv(post_options, "--post-option")}
+                            if postprocess != "raw" else {}))
     rows = [_outcome_dict(o) for o in outcomes]
     if as_json:
         emit_json(rows)

@@ -114,6 +114,8 @@ class ConvertContext:
     preprocess: Any = None  # the preprocessing contract (calibration's, else the model's); None when unknown
     keep_fp32_nodes: tuple[str, ...] = ()  # reference ONNX node names the keep_fp32 patterns matched
     evaluator: TaskEvaluator | None = None  # task metric on held-out data, when the caller has one
+    #: Detections contract of an end2end artifact: {"spec": ..., "placement": ..., "stage": ...} (None: raw heads).
+    postprocess: dict[str, Any] | None = None
     #: Derived from reference + calibration: a few real inputs and the reference's outputs on them.
     sample_feeds: list[dict[str, np.ndarray]] | None = field(default=None, metadata={"key": False})
     sample_outputs: list[dict[str, np.ndarray]] | None = field(default=None, metadata={"key": False})
