@@ -117,8 +117,12 @@ def lookup(kind: str, key: str) -> Path | None:
     problem = check_entry(p)
     if problem is not None:
         with _lock(kind):
-            evict(p, problem)
-        return None
+            # Another process may have been replacing the entry while it was read: judge it again under the lock.
+            problem = check_entry(p) if p.exists() else None
+            if problem is not None:
+                evict(p, problem)
+                return None
+        return p if p.exists() and check_entry(p) is None else None
     return p
 
 
