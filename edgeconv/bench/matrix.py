@@ -33,6 +33,7 @@ Config (TOML; relative paths are relative to the config file)::
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -59,7 +60,7 @@ _MODEL_KEYS = {"source", "model", "weights", "input", "inputs", "output_names", 
                "trust_checkpoint", "simplify", "exporters"}
 _DATA_KEYS = {"eval", "calib", "calib_size", "calib_seed", "preprocess", "task", "postprocess", "limit",
               "allow_overlap", "budget_limit"}
-_TARGET_KEYS = {"profile", "precisions", "threads", "options", "keep_fp32"}
+_TARGET_KEYS = {"profile", "precisions", "threads", "options", "keep_fp32", "postprocess", "post_options"}
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -218,6 +219,22 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
                       int(dcfg.get("calib_seed", 0)), user_pp, use_cache,
                       default_evaluator(data=eval_src if data.labels is not None and eval_src else None, task=task,
                                         postprocess=post_spec, limit=int(budget)) if budget else None)
+    planners: dict[str, Planner] = {}
+
+    def planner_for(t: dict[str, Any]) -> Planner:
+        """One planner per detections placement (raw heads, or end2end with its contract options)."""
+        mode = t.get("postprocess") or "raw"
+        key = f"{mode}:{sorted((t.get('post_options') or {}).items())}"
+        if mode == "raw":
+            return planner
+        if key not in planners:
+            planners[key] = dataclasses.replace(planner, postprocess={"end2end": "auto"}.get(mode, mode),
+                                                postprocess_options=dict(t.get("post_options") or {}),
+                                                _calibrations=planner._calibrations, _evaluators=planner._evaluators,
+                                                _end2end={})
+        return planners[key]
+
+    e2e_refs: dict[str, list[dict[str, Any]]] = {}
     rows: list[dict[str, Any]] = []
     jobs = [(t, p) for t in config["targets"] for p in (t.get("precisions") or [None])]
     for t, precision in track(jobs, "benchmarking targets", total=len(jobs)):
@@ -235,6 +252,8 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
             rows.append(failed_row(name, precision or "?", None, e.one_line(), stage="config"))
             continue
         precision = row.precision
+        if (t.get("postprocess") or "raw") != "raw":  # its own folder and row name beside the raw-heads row
+            row.dest = row.dest.with_name(f"{row.dest.name}-end2end")
         if dry_run:
             rows.append({"target": profile.backend, "profile": profile.name, "precision": precision,
                          "status": "planned", "error": None, "plan": planner.describe(row)})
@@ -247,7 +266,7 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
 
                 check_disjoint(cal, data.files, allow_overlap=bool(dcfg.get("allow_overlap")))
                 checked.add(id(cal))
-            art = planner.convert(row)
+            art = planner_for(t).convert(row)
         except MissingDependencyError as e:
             rows.append(failed_row(profile.name, precision, profile.backend, e.one_line(), status="skipped",
                                    stage="convert"))
@@ -271,8 +290,21 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
             opts = BenchOptions(options.latency, t["threads"] or None, options.limit, options.timeout,
                                 options.reference)
         t1 = time.perf_counter()
-        row_out = bench_artifact(art, data, refs, options=opts, work=work / f"{profile.name}-{precision}",
-                                 feeds_npz=feeds_npz, post=post, reference_desc=ref_desc, eval_stats=eval_stats)
+        row_refs, row_post, row_desc = refs, post, ref_desc
+        if art.manifest.get("postprocess"):  # end2end: compare with the end2end reference, decode with its files
+            from edgeconv import postprocess as detpost
+            from edgeconv.bench.evaluate import reference_outputs as ref_outputs
+
+            rsha = art.manifest["reference"]["sha256"]
+            if rsha not in e2e_refs:
+                e2e_refs[rsha] = ref_outputs(art.reference_onnx, data.feeds, kind="onnx")[0]
+            row_refs, row_post = e2e_refs[rsha], detpost.harness_postprocess(art.path)
+            row_desc = f"end2end reference.onnx ({art.manifest['postprocess']['placement']['stage']})"
+        row_out = bench_artifact(art, data, row_refs, options=opts, work=work / f"{profile.name}-{precision}",
+                                 feeds_npz=feeds_npz, post=row_post, reference_desc=row_desc, eval_stats=eval_stats)
+        if art.manifest.get("postprocess"):
+            row_out["postprocess"] = art.manifest["postprocess"].get("placement")
+            row_out["profile"] = f"{row_out['profile']}+end2end"
         row_out["wall_seconds"] = {"convert": round(t1 - t0, 2), "bench": round(time.perf_counter() - t1, 2),
                                    "cache": art.manifest.get("cache", "miss")}
         row_out["verification"] = _verification_summary(art)
@@ -283,6 +315,8 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
         shutil.rmtree(work, ignore_errors=True)
         return {"schema": "edgeconv.plan/1", "model": {"source": str(model_spec), "sha256": ref.sha256},
                 "plan": [r.get("plan") or {"profile": r.get("profile"), "error": r.get("error")} for r in rows]}
+    for pl in planners.values():
+        pl.close()
     if not keep_artifacts:
         shutil.rmtree(out / "artifacts", ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)
