@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     cfg = LatencyConfig()
+    load_before = os.getloadavg()
     results = []
     with tempfile.TemporaryDirectory(prefix="ec-bench-ssh-") as tmpd, loopback_sshd(Path(tmpd) / "sshd") as sshd:
         tmp = Path(tmpd)
@@ -74,7 +76,8 @@ def main() -> None:
             results.append({"artifact": a, "profile": art.manifest["profile_name"], "precision": art.precision,
                              "target": art.target, "runs": runs, "summary": summary})
     out = {"benchmark": "device_ssh_vs_host", "date": dt.date.today().isoformat(), "machine": environment(),
-           "latency_config": cfg.to_dict(), "threads": args.threads, "rounds": args.rounds, "results": results}
+           "latency_config": cfg.to_dict(), "threads": args.threads,
+           "load_average": {"before": load_before, "after": os.getloadavg()}, "rounds": args.rounds, "results": results}
     path = Path(args.out or Path(__file__).parent / "results" / f"device_ssh_vs_host_{out['date']}.json")
     path.write_text(json.dumps(out, indent=2, default=str))
     print(f"wrote {path}")

@@ -4,7 +4,9 @@ Device-side layout under the device's ``workdir``::
 
     cache/worker-<sha>/{worker.py,latency_core.py}   the worker, by content hash of its two files
     cache/artifacts/<sha>/                           manifest.json + the artifact's deployable files
-    jobs/<random>/{job.json,feeds.npz,result.npz}    one job; removed afterwards, whatever happened
+    jobs/<deadline>-<random>/{job.json,feeds.npz,result.npz}
+                                                     one job; removed afterwards, whatever happened (a job whose
+                                                     host was lost is swept by the next run after its deadline)
 
 Uploads go to a ``.tmp-*`` folder renamed into place, so a folder in ``cache/`` is always complete and a second
 host racing for the same hash simply loses the rename.  Nothing but ``cache/`` outlives a job.
@@ -19,6 +21,7 @@ import json
 import posixpath
 import secrets
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +110,18 @@ def ensure_artifact(t: Transport, artifact_dir: Path) -> tuple[str, str, bool]:
     return dest, sha, uploaded
 
 
+def sweep_expired_jobs(t: Transport, jobs: str) -> list[str]:
+    """Remove job folders whose worker deadline has passed: left by a host or farm node lost mid-job."""
+    now = time.time()
+    gone = []
+    for name in t.listdir(jobs):
+        stamp = name.split("-", 1)[0]
+        if stamp.isdigit() and int(stamp) < now:
+            t.rmtree(posixpath.join(jobs, name))
+            gone.append(name)
+    return gone
+
+
 def probe_device(device: Device | str, modules: list[str] | None = None, timeout: float = 120.0) -> dict[str, Any]:
     """Run the worker's ``--probe`` on the device: Python, arch, CPU features, which runtimes import."""
     device = load_device(device)
@@ -164,7 +179,10 @@ def run_on_device(device: Device | str, artifact_dir: str | Path, feeds: list[di
             wdir = ensure_worker(t)
             art_dir, art_sha, uploaded = ensure_artifact(t, art)
             log.debug("device %s: artifact %s %s", device.name, art_sha[:12], "uploaded" if uploaded else "cached")
-            job_dir = posixpath.join(t.workdir(), "jobs", secrets.token_hex(8))
+            jobs = posixpath.join(t.workdir(), "jobs")
+            sweep_expired_jobs(t, jobs)
+            # the name carries the time by which its worker has ended itself (SIGALRM), so any later run may sweep it
+            job_dir = posixpath.join(jobs, f"{int(time.time() + options.timeout + 60)}-{secrets.token_hex(6)}")
             t.makedirs(job_dir)
             try:
                 job = {"artifact": art_dir, "feeds": "feeds.npz", "result": "result.npz",

@@ -103,6 +103,10 @@ class Transport(ABC):
     def makedirs(self, remote: str) -> None: ...
 
     @abstractmethod
+    def listdir(self, remote: str) -> list[str]:
+        """Names in a folder; empty when it does not exist."""
+
+    @abstractmethod
     def rename(self, src: str, dst: str) -> bool:
         """Rename ``src`` to ``dst``; False (src left) when ``dst`` already exists — another upload won the race."""
 
@@ -169,6 +173,12 @@ class LocalTransport(Transport):
 
     def makedirs(self, remote: str) -> None:
         os.makedirs(remote, exist_ok=True)
+
+    def listdir(self, remote: str) -> list[str]:
+        try:
+            return os.listdir(remote)
+        except FileNotFoundError:
+            return []
 
     def rename(self, src: str, dst: str) -> bool:
         if os.path.exists(dst):
@@ -318,6 +328,11 @@ class SshTransport(Transport):
     def makedirs(self, remote: str) -> None:
         self._fs("makedirs", remote, exist_ok=True)
 
+    def listdir(self, remote: str) -> list[str]:
+        if not self.exists(remote):
+            return []
+        return [n for n in self._fs("listdir", remote) if n not in (".", "..")]
+
     def rename(self, src: str, dst: str) -> bool:
         if self.exists(dst):
             return False
@@ -408,6 +423,10 @@ class AdbTransport(Transport):
 
     def makedirs(self, remote: str) -> None:
         self._sh("mkdir", "-p", remote)
+
+    def listdir(self, remote: str) -> list[str]:
+        r = self._sh("ls", "-1", remote)
+        return r.stdout.split() if r.returncode == 0 else []
 
     def rename(self, src: str, dst: str) -> bool:
         if self.exists(dst):

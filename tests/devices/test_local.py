@@ -194,3 +194,15 @@ def test_device_for_profile_skips_an_unbuilt_board(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGECONV_BOARDS", str(tmp_path / "no-boards"))
     assert device_for_profile("raspberry-pi-5") is None  # the only device serving it is an unbuilt board
     assert device_for_profile("raspberry-pi-5", explicit="local").name == "local"
+
+
+def test_jobs_of_a_lost_host_are_swept_after_their_deadline(device_arts, local_device):
+    import time
+
+    jobs = Path(local_device.workdir) / "jobs"
+    expired, live = jobs / f"{int(time.time()) - 5}-dead", jobs / f"{int(time.time()) + 3600}-running"
+    for d in (expired, live):
+        d.mkdir(parents=True)
+        (d / "feeds.npz").write_bytes(b"x")
+    run_on_device(local_device, device_arts["onnxruntime"], _feeds(device_arts["onnxruntime"], 1), latency=False)
+    assert not expired.exists() and live.exists()  # a job still within its deadline is never touched
