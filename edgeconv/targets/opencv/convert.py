@@ -43,7 +43,7 @@ def _onnx_op_types(path: Path) -> set[str]:
 def try_load(path: Path, ref: Any, settings: dict[str, Any]) -> tuple[dict[str, Any] | None, Exception | None]:
     """Load ``path`` in OpenCV with ``settings`` and run it on one random input; (probe report, None) or
     (None, the OpenCV error)."""
-    from edgeconv.targets.onnxruntime.runner import OrtRunner
+    from edgeconv.targets.base import OrtRunner
     from edgeconv.targets.opencv.runner import OpenCvRunner
 
     cv2 = require("cv2", "opencv")
