@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("artifacts", nargs="+")
     ap.add_argument("--device", default="arm64-emulated")
     ap.add_argument("--limit", type=int, default=50)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="worker threads (1: qemu-user emulates each thread on the host; idle OpenMP threads spin)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     device = load_device(args.device)
@@ -57,7 +59,7 @@ def main() -> None:
                               limit=args.limit)
         refs, desc = reference_outputs(art.reference_onnx, data.feeds, kind="onnx")
         post = load_callable(info["postprocess"])
-        opts = BenchOptions(latency=SHORT, limit=args.limit, timeout=3600)
+        opts = BenchOptions(latency=SHORT, threads=args.threads, limit=args.limit, timeout=3600)
         rows = {}
         for where in ("host", device.name):
             evaluate.run_worker = host_worker if where == "host" else functools.partial(run_device_worker,
@@ -77,6 +79,7 @@ def main() -> None:
     board = board_for(device.board or "arm64").meta if device.transport == "qemu" else None
     out = {"benchmark": "device_arm64_drift", "date": dt.date.today().isoformat(), "machine": environment(),
            "device": device.to_dict(), "board": board and {k: board.get(k) for k in ("suite", "qemu", "wheels")},
+           "threads": args.threads,
            "note": "latency on the emulated board is not comparable with hardware and is not reported",
            "results": results}
     path = Path(args.out or Path(__file__).parent / "results" / f"device_arm64_drift_{out['date']}.json")

@@ -270,9 +270,14 @@ def create_board(name: str = "arm64", *, force: bool = False, mirror: str | None
         debs = sorted((work.root / "var/cache/apt/archives").glob("*.deb"))
         with status(f"unpacking {len(debs)} packages"):
             for deb in debs:
-                data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True).stdout
-                subprocess.run(["tar", "-x", "--keep-directory-symlink", "-C", str(work.root), "-f", "-"], input=data,
-                               capture_output=True, check=True)
+                try:
+                    data = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True,
+                                          check=True).stdout
+                    subprocess.run(["tar", "-x", "--keep-directory-symlink", "-C", str(work.root), "-f", "-"],
+                                   input=data, capture_output=True, check=True)
+                except subprocess.CalledProcessError as e:
+                    why = (e.stderr or b"").decode(errors="replace").strip().splitlines()[-1:] or [str(e)]
+                    raise DeviceError(f"board build: unpacking {deb.name} failed: {why[0][:200]}") from e
                 deb.unlink()
         timings["unpack"] = time.perf_counter() - t0
         ensure_cpuinfo(work.root)
