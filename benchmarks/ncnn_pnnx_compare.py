@@ -100,8 +100,8 @@ def main() -> None:
     from edgeconv import zoo
     from edgeconv.core.env import environment
     from edgeconv.pipeline import convert_reference, prepare
-    from edgeconv.targets.ncnn.pnnx_log import run_pnnx
     from edgeconv.targets.base import OrtRunner
+    from edgeconv.targets.ncnn.pnnx_log import run_pnnx
 
     spec = zoo.BUNDLED["yolo"]
     trained = Path(spec.weights).is_file()

@@ -70,9 +70,10 @@ def evaluate(model_path: Path, name: str, pp: Any, samples: list, threads: int |
 def run_model(name: str, configs: list[str], limit: int | None, threads: int | None) -> dict[str, Any]:
     from edgeconv.bench.datasets import load_detection_labels, load_imagefolder
     from edgeconv.calibration.dataset import check_disjoint
-    from edgeconv.calibration.ort_int8 import quantize_qdq
     from edgeconv.calibration.stats import input_stats_warning
-    from edgeconv.pipeline import make_calibration, prepare
+    from edgeconv.pipeline import build_context, make_calibration, prepare
+    from edgeconv.profiles import load_profile
+    from edgeconv.targets.onnxruntime.int8 import quantize_qdq
     from edgeconv.zoo import BUNDLED
     from edgeconv.zoo.data import eval_split
 
@@ -97,7 +98,8 @@ def run_model(name: str, configs: list[str], limit: int | None, threads: int | N
         for c in configs:
             out = Path(tmp) / f"{name}-{c}.onnx"
             t0 = time.perf_counter()
-            meta = quantize_qdq(prep.reference, cal, out, options=CONFIGS[c])
+            _, ctx = build_context(prep, load_profile("onnxruntime"), "int8", calibration=cal, options=CONFIGS[c])
+            meta = quantize_qdq(ctx, out)
             q_s = time.perf_counter() - t0
             m = evaluate(out, name, cal.preprocess, samples, threads)
             drop = round(fp32[metric] - m[metric], 2)
