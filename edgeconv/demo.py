@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from edgeconv.core.console import emit_json, escape, log, print_table, stdout_to_stderr
+from edgeconv.profiles import PRECISIONS
 
 REFERENCE_BACKEND = "onnxruntime"  # listed first: the other rows are read against it
 
@@ -112,7 +113,7 @@ def gate_exit_code(report: dict[str, Any]) -> int:
               help="Bundled model.")
 @click.option("--target", "-t", "targets", multiple=True,
               help="Limit to these profiles (repeatable; default: every installed backend's generic profile).")
-@click.option("--precision", "-p", "precisions", multiple=True, type=click.Choice(["fp32", "fp16", "int8"]),
+@click.option("--precision", "-p", "precisions", multiple=True, type=click.Choice(PRECISIONS),
               help="Limit to these precisions (repeatable; default: each profile's).")
 @click.option("--limit", default=500, show_default=True, help="Evaluation images (the split has 500).")
 @click.option("--min-iters", default=50, show_default=True, help="Latency: at least this many iterations per row.")

@@ -14,6 +14,7 @@ import click
 from edgeconv.cli import _kv, call_with_new_options, handle_errors, parse_tolerances
 from edgeconv.core.console import emit_json, stdout_to_stderr
 from edgeconv.core.errors import EdgeconvError
+from edgeconv.profiles import PRECISIONS
 
 
 def _error_dict(e: EdgeconvError | None) -> dict[str, Any] | None:
@@ -32,7 +33,7 @@ def _error_dict(e: EdgeconvError | None) -> dict[str, Any] | None:
 @click.option("--output-name", "output_names", multiple=True, help="Names for the model outputs, in order.")
 @click.option("--target", "-t", "targets", multiple=True, required=True,
               help="Profile name (see `edgeconv targets`) or path to a profile .toml (repeatable).")
-@click.option("--precision", "-p", "precisions", multiple=True, type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+@click.option("--precision", "-p", "precisions", multiple=True, type=click.Choice(PRECISIONS),
               help="Precision(s) (repeatable); default: the profile's.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Output folder; artifacts go to "
               "OUT/<profile>-<precision>/.")
