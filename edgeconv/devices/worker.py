@@ -4,7 +4,8 @@ It is copied to the device (with ``latency_core.py`` beside it) and needs only t
 backend's runtime: no edgeconv, no torch.  The runners below map the artifact's manifest exactly as the host runners
 in ``edgeconv/targets/{onnxruntime,ncnn,tflite}/runner.py`` do (reference names, NCHW with the batch axis, ncnn blob
 table, TFLite NHWC and (de)quantization), so outputs from a device and from the host are comparable value for value;
-``tests/devices`` checks they are identical when both run the same runtime.
+``tests/devices`` checks they are identical when both run the same runtime.  It is one file (over 400 lines) on
+purpose: it is exactly what a device receives, with nothing of edgeconv to import.
 
 Job (JSON, paths relative to the job file's folder unless absolute): ``artifact`` (folder with manifest.json),
 ``feeds`` (npz: ``__names__`` + ``s<i>__<j>``), ``result`` (npz to write), ``latency`` (LatencyConfig fields),

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from edgeconv.core.errors import ConfigError
 from edgeconv.devices import devices_serving, list_devices, load_device
+from edgeconv.devices.adb import AdbTransport
 from edgeconv.devices.config import device_from_dict
-from edgeconv.devices.transports import AdbTransport
 
 
 def test_bundled_devices_load_and_the_pi_profile_has_a_device():
