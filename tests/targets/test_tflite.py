@@ -202,3 +202,193 @@ def test_runner_quantize_roundtrip():
     q = quantize(x, "int8", 0.02, 3)
     assert q.dtype == np.int8 and q[-1] == 127  # saturates like TFLite's QUANTIZE
     np.testing.assert_allclose(dequantize(q, 0.02, 3)[:4], x[:4], atol=0.01)
+
+
+# -- a YOLO11-style detector head: DFL softmax, first-call anchors from stride.item(), a module attribute ----------
+import math  # noqa: E402
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+class _Conv(nn.Module):
+    def __init__(self, c1: int, c2: int, k: int = 3, s: int = 1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c1, c2, k, s, k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(c2)
+
+    def forward(self, x):
+        return nn.functional.silu(self.bn(self.conv(x)))
+
+
+class _DFL(nn.Module):
+    """Distribution focal loss integral: softmax over 16 bins, then a 1x1 conv with weights 0..15."""
+
+    def __init__(self, c1: int = 16) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c1, 1, 1, bias=False).requires_grad_(False)
+        self.conv.weight.data[:] = torch.arange(c1, dtype=torch.float).view(1, c1, 1, 1)
+        self.c1 = c1
+
+    def forward(self, x):
+        b, _, a = x.shape
+        return self.conv(x.view(b, 4, self.c1, a).transpose(2, 1).softmax(1)).view(b, 4, a)
+
+
+def _make_anchors(feats, strides, offset=0.5):
+    points, stride_t = [], []
+    for i, stride in enumerate(strides):
+        h, w = feats[i].shape[2:]
+        sy, sx = torch.meshgrid(torch.arange(h, dtype=torch.float32) + offset,
+                                torch.arange(w, dtype=torch.float32) + offset, indexing="ij")
+        points.append(torch.stack((sx, sy), -1).view(-1, 2))
+        stride_t.append(torch.full((h * w, 1), stride.item()))  # .item(): aten._local_scalar_dense when traced
+    return torch.cat(points), torch.cat(stride_t)
+
+
+class Yolo11Head(nn.Module):
+    """Ultralytics' Detect head pattern (reg_max 16 DFL, sigmoid classes, anchors computed on the first call)."""
+
+    def __init__(self, nc: int = 3, ch: tuple[int, ...] = (16, 32), reg_max: int = 16) -> None:
+        super().__init__()
+        self.nc, self.reg_max, self.nl, self.no = nc, reg_max, len(ch), nc + 4 * reg_max
+        self.register_buffer("stride", torch.tensor([8.0, 16.0]))
+        self.cv2 = nn.ModuleList(nn.Sequential(_Conv(c, 16), nn.Conv2d(16, 4 * reg_max, 1)) for c in ch)
+        self.cv3 = nn.ModuleList(nn.Sequential(_Conv(c, 16), nn.Conv2d(16, nc, 1)) for c in ch)
+        self.dfl = _DFL(reg_max)
+        self.anchors = self.strides = self.shape = None
+        self.math = math  # a Python module as an attribute: copy.deepcopy(model) fails on it
+
+    def forward(self, xs):
+        shape = xs[0].shape
+        x = [torch.cat((self.cv2[i](xs[i]), self.cv3[i](xs[i])), 1) for i in range(self.nl)]
+        x_cat = torch.cat([xi.view(shape[0], self.no, -1) for xi in x], 2)
+        if self.anchors is None or self.shape != shape:
+            a, s = _make_anchors(x, self.stride)
+            self.anchors, self.strides, self.shape = a.transpose(0, 1), s.transpose(0, 1), shape
+        box, cls = x_cat.split((self.reg_max * 4, self.nc), 1)
+        lt, rb = self.dfl(box).chunk(2, 1)
+        x1y1, x2y2 = self.anchors.unsqueeze(0) - lt, self.anchors.unsqueeze(0) + rb
+        return torch.cat((torch.cat(((x1y1 + x2y2) / 2, x2y2 - x1y1), 1) * self.strides, cls.sigmoid()), 1)
+
+
+class Yolo11Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(_Conv(3, 8, 3, 2), _Conv(8, 16, 3, 2), _Conv(16, 16, 3, 2))
+        self.gate = nn.Conv2d(16, 16, 1)  # a sigmoid gate inside the network (int8 LOGISTIC with fixed params)
+        self.down = _Conv(16, 32, 3, 2)
+        self.head = Yolo11Head()
+        self.train = {"epochs": 300}  # shadows nn.Module.train(): .eval() on this model would crash
+
+    def forward(self, x):
+        p3 = self.stem(x)
+        p3 = p3 * torch.sigmoid(self.gate(p3))
+        return self.head([p3, self.down(p3)])
+
+
+def build_yolo11() -> nn.Module:
+    torch.manual_seed(0)
+    m = Yolo11Tiny()
+    with torch.no_grad():
+        for mod in m.stem.modules():
+            if isinstance(mod, nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 1.5)
+    return m
+
+
+@pytest.fixture(scope="module")
+def yolo11(tiny_calib_dir):
+    from edgeconv.pipeline import prepare
+
+    prep = prepare(f"{__file__}:build_yolo11", inputs=["images:1x3x64x64"])
+    prep.reference.module.head.anchors = None  # as after a reference cache hit: the first call is still to come
+    return prep, make_calibration(prep, tiny_calib_dir, size=16)
+
+
+def _ops(art) -> list[tuple[str, list[dict]]]:
+    it = _interp(art)
+    tensors = {t["index"]: t for t in it.get_tensor_details()}
+    return [(op["op_name"], [tensors[i] for i in op["outputs"]]) for op in it._get_ops_details()]
+
+
+def test_yolo11_head_int8_converts_with_fixed_softmax_and_logistic_params(yolo11, out_root):
+    prep, cal = yolo11
+    art = convert_reference(prep, "tflite", out=out_root / "y11-int8", precision="int8", calibration=cal,
+                            options={"observer": "minmax"}, use_cache=False)
+    v = art.manifest["verification"]
+    assert v["status"] == "ok" and v["drift"]["cosine"] > 0.99
+    q = art.manifest["conversion"]["quantization"]
+    assert {"softmax", "sigmoid", "sigmoid_1"} <= set(q["fixed_qparams"])
+    int8 = [(name, outs[0]["quantization"]) for name, outs in _ops(art)
+            if name in ("SOFTMAX", "LOGISTIC") and outs[0]["dtype"] == np.int8]
+    assert {name for name, _ in int8} == {"SOFTMAX", "LOGISTIC"}  # the DFL softmax and the gate run in int8 ...
+    assert all(qp == (pytest.approx(1 / 256), -128) for _, qp in int8)  # ... with the parameters TFLite requires
+    # the output concat of boxes (pixels) and class probabilities stays float: probabilities are not requantized
+    # onto the box scale (nor boxes onto 1/256)
+    assert any(c.startswith("cat") and c.endswith("(float)") for c in q["fixed_qparams"])
+    feeds = list(cal.feeds())[:4]
+    from edgeconv.targets.registry import get_target
+
+    with OrtRunnerCtx(prep) as ref, get_target("tflite").runner(art) as r:
+        for f in feeds:
+            want, got = ref.infer(f)["output"][:, 4:], r.infer(f)["output"][:, 4:]
+            assert np.abs(want - got).max() < 0.02  # probabilities within 2 points
+
+
+def OrtRunnerCtx(prep):  # noqa: N802 - reads like the class it returns
+    from edgeconv.targets.base import OrtRunner
+
+    return OrtRunner(prep.reference.onnx_path)
+
+
+def test_yolo11_keep_fp32_softmax_applies_on_pt2e_route(yolo11, out_root):
+    prep, cal = yolo11
+    art = convert_reference(prep, "tflite", out=out_root / "y11-keep", precision="int8", calibration=cal,
+                            options={"observer": "minmax"}, keep_fp32=("op:Softmax",), use_cache=False)
+    q = art.manifest["conversion"]["quantization"]
+    assert q["keep_fp32"]["patterns"]["op:Softmax"]["traced"] == ["softmax"]
+    assert "softmax" in q["kept_float"]
+    softmax = [outs[0]["dtype"] for name, outs in _ops(art) if name == "SOFTMAX"]
+    assert softmax == [np.float32]  # the softmax really runs in float
+    assert art.manifest["verification"]["status"] == "ok"
+
+
+def test_yolo11_fp32_converts_without_deep_copy(yolo11, out_root):
+    prep, _ = yolo11
+    art = convert_reference(prep, "tflite", out=out_root / "y11-fp32", precision="fp32", use_cache=False)
+    assert art.manifest["verification"]["drift"]["max_abs"] <= 1e-4
+    assert prep.reference.module.head.math is math  # the user's module is used as it is, not copied
+
+
+def test_keep_fp32_without_counterpart_is_an_error(tiny_prepared, calib, tmp_path, monkeypatch):
+    from edgeconv.targets.tflite import keep
+
+    monkeypatch.setattr(keep, "traced_values", lambda gm, args: {})
+    with pytest.raises(ConfigError, match="no counterpart"):
+        convert_reference(tiny_prepared, "tflite", out=tmp_path / "k", precision="int8", calibration=calib,
+                          options={"observer": "minmax"}, keep_fp32=("op:Sigmoid",), use_cache=False)
+
+
+@pytest.mark.parametrize("text,op,hint", [
+    ("loc(...): error: 'tfl.pad' op quantization parameters violate the same scale constraint: "
+     "!quant.uniform<i8:f32, 0.05> vs. !quant.uniform<i8:f32, 0.02>\n<long MLIR dump>", "tfl.pad", "op:Pad"),
+    ("error: 'tfl.add' op operands don't have broadcast-compatible shapes\n...", "tfl.add", "op:Add"),
+    ("tflite/kernels/activations.cc:560 output->params.scale not near 1.f / 256 (0.000318 != 0.003906)"
+     "Node number 62 (SOFTMAX) failed to prepare.", "SOFTMAX kernel (node 62)", "op:Softmax"),
+])
+def test_litert_errors_are_one_line_naming_op_and_what_to_try(text, op, hint):
+    from edgeconv.targets.tflite.errors import explain
+
+    e = explain(RuntimeError(text), "int8")
+    assert "\n" not in e.message and op in e.message and len(e.message) < 300
+    assert f"--keep-fp32 {hint}" in e.hint and "int8_mode=dynamic" in e.hint
+    assert "broadcast" not in text or "same rank" in e.hint
+
+
+def test_item_in_forward_is_explained():
+    from edgeconv.targets.tflite.errors import explain
+
+    e = explain(type("ConcretizationTypeError", (Exception,), {})("Abstract tracer value encountered"), "fp32")
+    assert ".item()" in e.hint and "tensor-to-Python-number" in e.message

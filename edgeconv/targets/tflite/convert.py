@@ -9,14 +9,13 @@ mis-shaped output is a conversion error, not a silent mismatch.
 
 from __future__ import annotations
 
-import copy
 import re
 from typing import Any
 
 import numpy as np
 
 from edgeconv.core.console import log, status
-from edgeconv.core.errors import ConfigError, ConversionError
+from edgeconv.core.errors import ConfigError, ConversionError, EdgeconvError
 from edgeconv.core.lazy import require
 from edgeconv.core.tensors import TensorSpec
 from edgeconv.targets.base import ConversionResult, ConvertContext
@@ -63,6 +62,32 @@ def prepare_module(module: Any, inputs: list[TensorSpec], outputs: list[TensorSp
     ins = [i for i, s in enumerate(inputs) if len(s.shape) == 4]
     outs = [i for i, s in enumerate(outputs) if len(s.shape) == 4]
     return litert_torch.to_channel_last_io(flat, args=ins, outputs=outs)
+
+
+def _inference_flag(wrapper: Any) -> None:
+    """``training = False`` on edgeconv's own wrapper modules (not on the user's: see convert())."""
+    import torch
+
+    stack = [wrapper]
+    while stack:
+        m = stack.pop()
+        if type(m).__module__.startswith(("edgeconv.", "litert_torch.")):
+            object.__setattr__(m, "training", False)
+            stack.extend(v for v in m.__dict__.get("_modules", {}).values() if isinstance(v, torch.nn.Module))
+
+
+def warm_up(module: Any, sample: tuple[Any, ...]) -> None:
+    """Run the model once before tracing, as Ultralytics does before its exports: heads that compute anchors on
+    their first call (``if self.anchors is None: ... stride.item()``) then trace with concrete anchors instead of
+    ``aten._local_scalar_dense``, which litert-torch cannot lower."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            module(*sample)
+    except Exception as e:
+        raise ConversionError(f"the model fails on a sample input in PyTorch: {type(e).__name__}: {e}".splitlines()[0],
+                              hint="check --input shapes; the reference ONNX was exported from the same model") from e
 
 
 def _tensor_layout(spec: TensorSpec, layout: str) -> str:
@@ -149,13 +174,18 @@ def convert(ctx: ConvertContext) -> ConversionResult:
     if ctx.precision == "int8" and int8_mode == "dynamic" and int8_io:
         raise ConfigError("int8_io needs full-integer (static) int8; dynamic-range int8 keeps float I/O",
                           hint="drop int8_io or use int8_mode=static")
-    if ctx.keep_fp32:
-        log.warning("tflite: keep_fp32 %s is not supported by the PT2E route and is ignored", list(ctx.keep_fp32))
+    if ctx.keep_fp32 and ctx.precision != "int8":
+        log.warning("--keep-fp32 only applies to int8; ignored for %s", ctx.precision)
 
-    module = copy.deepcopy(ref.module).eval()
-    wrapped = prepare_module(module, ref.inputs, ref.outputs, layout).eval()
+    # The user's module itself, wrapped, never deep-copied: a model holding a Python module (or a lock, a file) as an
+    # attribute cannot be copied ("cannot pickle 'module' object"), and torch.export / PT2E do not modify it (they
+    # trace and build new graph modules). The wrappers are put in inference mode by flag, not by .eval(), which
+    # would call methods a model may shadow (``self.train = {...}``); the intake already did it for the model.
+    wrapped = prepare_module(ref.module, ref.inputs, ref.outputs, layout)
+    _inference_flag(wrapped)
     sample = tuple(torch.from_numpy(np.ascontiguousarray(_to_layout(x, _tensor_layout(s, layout))))
                    for s, x in zip(ref.inputs, (ref.random_feeds(1)[0][s.name] for s in ref.inputs), strict=True))
+    warm_up(wrapped, sample)
     meta: dict[str, Any] = {"format": "tflite", "converter": "litert-torch", "layout": layout}
     quant_config = None
     if ctx.precision == "fp16":
@@ -176,30 +206,49 @@ def convert(ctx: ConvertContext) -> ConversionResult:
             names = [s.name for s in ref.inputs]
             lay = {s.name: _tensor_layout(s, layout) for s in ref.inputs}
             feeds = torch_feeds(ctx.calibration.feeds(), names, lambda n, x: _to_layout(x, lay[n]))
+        record: dict[str, Any] = {}
+        keep_fn = None
+        if ctx.keep_fp32:
+            from edgeconv.targets.tflite.keep import map_keep_nodes
+
+            onnx_feeds = ref.random_feeds(1)[0]
+
+            def keep_fn(gm: Any) -> set[str]:
+                kept, record["keep_fp32"] = map_keep_nodes(ref.onnx_path, tuple(ctx.keep_fp32), gm, sample,
+                                                           onnx_feeds)
+                return kept
         with status("int8: PT2E calibration" if not dynamic else "int8: dynamic-range PT2E"):
             wrapped, quantizer, seen = pt2e_quantize(
                 wrapped, sample, feeds, dynamic=dynamic, per_channel=bool(ctx.option("per_channel", True)),
                 observer=str(ctx.option("observer", "histogram")).lower(),
-                total=len(ctx.calibration) if ctx.calibration is not None and not dynamic else None)
+                total=len(ctx.calibration) if ctx.calibration is not None and not dynamic else None,
+                keep=keep_fn, record=record)
         quant_config = QuantConfig(pt2e_quantizer=quantizer)
         meta["quantization"] = {"method": "pt2e", "mode": int8_mode, "per_channel": bool(ctx.option("per_channel",
                                                                                                      True)),
                                 "calibration_samples": seen, "int8_io": int8_io,
-                                "observer": None if dynamic else str(ctx.option("observer", "histogram")).lower()}
+                                "observer": None if dynamic else str(ctx.option("observer", "histogram")).lower(),
+                                **record}
     elif ctx.precision != "fp32":
         raise ConfigError(f"tflite has no '{ctx.precision}' route", hint="use fp32, fp16 or int8")
 
-    with status(f"litert-torch: converting ({ctx.precision}, {layout})"):
-        with torch.no_grad():
+    try:
+        with status(f"litert-torch: converting ({ctx.precision}, {layout})"), torch.no_grad():
             edge = litert_torch.convert(wrapped, sample, quant_config=quant_config)
         model = bytes(edge.model_content())
-    if ctx.precision == "int8" and int8_mode == "static" and not int8_io:
-        from edgeconv.targets.tflite.int8 import add_float_io
+        if ctx.precision == "int8" and int8_mode == "static" and not int8_io:
+            from edgeconv.targets.tflite.int8 import add_float_io
 
-        model, changed = add_float_io(model)
-        meta["float_io_added"] = changed
-    (ctx.out_dir / MODEL_FILE).write_bytes(model)
-    meta["io"] = map_io(model, ref.inputs, ref.outputs, layout)
+            model, changed = add_float_io(model)
+            meta["float_io_added"] = changed
+        (ctx.out_dir / MODEL_FILE).write_bytes(model)
+        meta["io"] = map_io(model, ref.inputs, ref.outputs, layout)
+    except EdgeconvError:
+        raise
+    except Exception as e:
+        from edgeconv.targets.tflite.errors import explain
+
+        raise explain(e, ctx.precision, ctx.keep_fp32) from e
     in_types = sorted({r["dtype"] for r in meta["io"]["inputs"]})
     log.debug("tflite I/O mapping: %s", meta["io"])
     return ConversionResult([MODEL_FILE], {"model": MODEL_FILE}, meta, input_layout=layout,

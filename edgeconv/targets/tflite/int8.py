@@ -1,5 +1,18 @@
 """INT8 for TFLite: PT2E quantization (torchao) calibrated by the shared calibration set, and float I/O restoration.
 
+Annotation is litert-torch's ``PT2EQuantizer`` plus two passes of ours (``EdgeconvQuantizer``):
+
+- Fixed-range activations get the quantization parameters TFLite's int8 kernels require, whatever their position:
+  softmax and logistic output scale 1/256, zero point −128; tanh 1/128, 0; log-softmax 16/256, 127
+  (``tflite/kernels/activations.cc``: "output->params.scale not near 1.f / 256" otherwise). litert-torch's own
+  annotator skips a softmax whose input is unannotated (after a transpose, as in YOLOv8/11's DFL), and the
+  consumer's calibrated observer then lands on the softmax output. Consumers share the fixed parameters, and a
+  concatenation mixing a fixed-range tensor with a calibrated one (boxes in pixels beside class probabilities)
+  stays float, so probabilities are not requantized onto the box scale.
+- ``--keep-fp32``: the reference ONNX nodes the one matcher resolved are mapped onto the traced graph
+  (``map_keep_nodes``: by name where the dynamo exporter kept it, else by value on one sample) and left
+  unannotated, with every quantization spec that shares with them.
+
 litert-torch lowers a PT2E-quantized graph with the quantize of each input and the dequantize of each output folded
 into the model's signature, i.e. the .tflite takes and returns int8.  That is what a microcontroller wants
 (``int8_io``), but a phone app usually feeds float32 pixels; so by default :func:`add_float_io` puts an explicit
@@ -22,18 +35,20 @@ OBSERVERS = ("histogram", "minmax")
 
 def pt2e_quantize(module: Any, sample_args: tuple[Any, ...], feeds: Iterable[tuple[Any, ...]] | None, *,
                   dynamic: bool = False, per_channel: bool = True, observer: str = "histogram",
-                  total: int | None = None) -> tuple[Any, Any, int]:
+                  total: int | None = None, keep: Callable[[Any], set[str]] | None = None,
+                  record: dict[str, Any] | None = None) -> tuple[Any, Any, int]:
     """Export ``module``, insert observers, run the calibration feeds, convert to Q/DQ.
 
     Returns ``(quantized graph module, quantizer, samples seen)``; the quantizer is what litert-torch needs to know
     whether to lower static or dynamic Q/DQ.  Dynamic-range quantization observes nothing, so needs no feeds.
     ``observer``: litert-torch's default ``histogram`` (outlier-robust ranges, ~1-2 s per 256x256 sample on a small
-    CPU) or ``minmax`` (several times faster, ranges set by the extremes).
+    CPU) or ``minmax`` (several times faster, ranges set by the extremes). ``keep`` maps the exported graph to the
+    names of the nodes to leave in float; ``record`` receives what the annotation passes changed.
     """
     import dataclasses
 
     import torch
-    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+    from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.observer import MinMaxObserver
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -45,8 +60,9 @@ def pt2e_quantize(module: Any, sample_args: tuple[Any, ...], feeds: Iterable[tup
         act = dataclasses.replace(config.input_activation,
                                   observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
         config = dataclasses.replace(config, input_activation=act, output_activation=act)
-    quantizer = PT2EQuantizer().set_global(config)
     graph = torch.export.export(module, sample_args).module()
+    kept = keep(graph) if keep is not None else set()
+    quantizer = make_quantizer(config, kept, record if record is not None else {})
     graph = prepare_pt2e(graph, quantizer)
     graph = move_exported_model_to_eval(graph)
     seen = 0
@@ -63,6 +79,123 @@ def pt2e_quantize(module: Any, sample_args: tuple[Any, ...], feeds: Iterable[tup
     graph = move_exported_model_to_eval(graph)
     graph.training = False  # the ops are eval already; this flag is what litert-torch's training warning reads
     return graph, quantizer, seen
+
+
+#: aten op -> (scale, zero point) TFLite's int8 kernels require for its output (int8, range -128..127)
+FIXED_QPARAMS: dict[str, tuple[float, int]] = {
+    "softmax.int": (1 / 256, -128), "_softmax.default": (1 / 256, -128), "sigmoid.default": (1 / 256, -128),
+    "tanh.default": (1 / 128, 0), "log_softmax.int": (16 / 256, 127), "_log_softmax.default": (16 / 256, 127),
+}
+
+
+def _op(node: Any) -> str | None:
+    """``softmax.int`` for ``torch.ops.aten.softmax.int`` (None for anything not an aten call)."""
+    t = node.target
+    if node.op != "call_function" or getattr(t, "namespace", None) != "aten":
+        return None
+    return f"{t._opname}.{t._overloadname}"
+
+
+def _fixed_spec(scale: float, zero_point: int) -> Any:
+    import torch
+    from torchao.quantization.pt2e.quantizer import FixedQParamsQuantizationSpec
+
+    return FixedQParamsQuantizationSpec(dtype=torch.int8, scale=scale, zero_point=zero_point, quant_min=-128,
+                                        quant_max=127, qscheme=torch.per_tensor_affine)
+
+
+def fix_fixed_range_ops(gm: Any, config: Any) -> list[str]:
+    """Give every softmax/logistic/tanh TFLite's required output parameters (see the module docstring); returns
+    the names of the nodes changed, and of the concatenations left in float."""
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    changed: list[str] = []
+    fixed: set[Any] = set()
+    for node in gm.graph.nodes:
+        qp = FIXED_QPARAMS.get(_op(node) or "")
+        if qp is None or not node.args or not hasattr(node.args[0], "meta"):
+            continue
+        src = node.args[0]
+        src_ann = src.meta.get("quantization_annotation")
+        in_map = {} if src_ann is not None and src_ann.output_qspec is not None else {src: config.input_activation}
+        node.meta["quantization_annotation"] = QuantizationAnnotation(input_qspec_map=in_map,
+                                                                      output_qspec=_fixed_spec(*qp), _annotated=True)
+        fixed.add(node)
+        changed.append(node.name)
+    for node in gm.graph.nodes:
+        ann = node.meta.get("quantization_annotation")
+        if ann is None or not any(a in fixed for a in ann.input_qspec_map):
+            continue
+        for a in list(ann.input_qspec_map):
+            if a in fixed:
+                ann.input_qspec_map[a] = SharedQuantizationSpec(a)
+    for node in gm.graph.nodes:  # a concatenation of fixed-range and calibrated tensors stays float
+        if _op(node) != "cat.default" or not node.args or not isinstance(node.args[0], (list, tuple)):
+            continue
+        ins = [a for a in node.args[0] if hasattr(a, "meta")]
+        if not any(a in fixed for a in ins) or all(a in fixed for a in ins):
+            continue
+        # TFLite's converter gives a quantized CONCATENATION one scale for all operands and propagates it from
+        # whichever operand is quantized (measured: class probabilities requantized onto the box scale, or boxes
+        # onto 1/256), so every operand's output stays float and the concat with them.
+        node.meta.pop("quantization_annotation", None)
+        changed.append(f"{node.name} (float)")
+        for a in ins:
+            aa = a.meta.get("quantization_annotation")
+            if aa is not None and aa.output_qspec is not None:
+                aa.output_qspec = None
+                changed.append(f"{a.name} (float output)")
+    return changed
+
+
+def _refers_to(spec: Any, names: set[str]) -> bool:
+    from torchao.quantization.pt2e.quantizer import SharedQuantizationSpec
+
+    if not isinstance(spec, SharedQuantizationSpec):
+        return False
+    ref = spec.edge_or_node
+    nodes = ref if isinstance(ref, tuple) else (ref,)
+    return any(getattr(n, "name", None) in names for n in nodes)
+
+
+def unannotate(gm: Any, names: set[str]) -> list[str]:
+    """Leave ``names`` in float: drop their annotations, their consumers' input specs for them, and (to a fixed
+    point) every spec shared with a node no longer observed. Returns every node left unannotated."""
+    removed = set(names)
+    while True:
+        grew = False
+        for node in gm.graph.nodes:
+            ann = node.meta.get("quantization_annotation")
+            if ann is None:
+                continue
+            if node.name in removed or _refers_to(ann.output_qspec, removed):
+                del node.meta["quantization_annotation"]
+                grew |= node.name not in removed
+                removed.add(node.name)
+                continue
+            for a in list(ann.input_qspec_map):
+                if a.name in removed or _refers_to(ann.input_qspec_map[a], removed):
+                    del ann.input_qspec_map[a]
+        if not grew:
+            return sorted(removed)
+
+
+def make_quantizer(config: Any, keep: set[str], record: dict[str, Any]) -> Any:
+    """litert-torch's PT2EQuantizer with edgeconv's two annotation passes (fixed ranges, kept nodes)."""
+    from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
+
+    class EdgeconvQuantizer(PT2EQuantizer):
+        def annotate(self, model: Any) -> Any:
+            model = super().annotate(model)
+            if config.input_activation is not None:  # static: activations are quantized
+                record["fixed_qparams"] = fix_fixed_range_ops(model, config)
+            if keep:
+                present = {n.name for n in model.graph.nodes}
+                record["kept_float"] = unannotate(model, keep & present)
+                record["kept_missing"] = sorted(keep - present)
+            return model
+
+    return EdgeconvQuantizer().set_global(config)
 
 
 def add_float_io(model: bytes, *, inputs: bool = True, outputs: bool = True) -> tuple[bytes, dict[str, Any]]:
