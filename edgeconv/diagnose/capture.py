@@ -42,6 +42,7 @@ class Capture:
     tap_effect: float | None = None  # max |tapped final output - untapped final output|
     matched_by: str = "name"
     match_quality: dict[str, float] = field(default_factory=dict)  # value matching: reference tensor -> cosine
+    sources: dict[str, str] = field(default_factory=dict)  # value matching: reference tensor -> backend tensor
     notes: list[str] = field(default_factory=list)
 
 

@@ -181,7 +181,7 @@ def capture_ncnn(artifact: Any, feeds: list[dict[str, np.ndarray]], reference: l
         vals.update({k: np.asarray(v, np.float32) for k, v in f.items()})
         values.append(vals)
     return Capture(label, "ncnn", values, matched_by="value", match_quality={k: v[2] for k, v in matches.items()},
-                   notes=notes)
+                   sources={k: v[0] for k, v in matches.items()}, notes=notes)
 
 
 # -- TFLite ------------------------------------------------------------------------------------------------------------
@@ -237,4 +237,35 @@ def capture_tflite(artifact: Any, feeds: list[dict[str, np.ndarray]], reference:
     note = ("tensors matched by value on the int8 model's own dequantized intermediates (no float twin)"
             if quantized else "tensors matched by value")
     return Capture(label, "tflite", values, fused=fused, matched_by="value",
-                   match_quality={k: v[2] for k, v in matches.items()}, notes=[note])
+                   match_quality={k: v[2] for k, v in matches.items()}, sources={k: v[0] for k, v in matches.items()},
+                   notes=[note])
+
+
+def ncnn_layer_map(artifact: Any, feed: dict[str, np.ndarray], threads: int | None = None) -> dict[str, str]:
+    """ONNX node → the ncnn layer computing it, for an ncnn artifact (fp32 or int8), by value matching.
+
+    Each ncnn layer's top blob is matched to a reference tensor; every reference node between that tensor and the
+    nearest matched inputs (a fused conv+activation is one ncnn layer) maps to the layer. This is what a caller
+    needs to turn ``keep_fp32_nodes`` (reference node names) into ncnn layer names for ``ncnn.int8.quantize``.
+    """
+    from edgeconv.diagnose.capture import capture_reference
+    from edgeconv.diagnose.drift import Graph, _upstream
+    from edgeconv.targets.ncnn import ncnnfile
+
+    ref_path = Path(artifact.path) / "reference.onnx"
+    graph = Graph.load(ref_path)
+    ref = capture_reference(ref_path, [feed])
+    cap = capture_ncnn(artifact, [feed], ref.values, graph.order, label="map", threads=threads)
+    blob_of = dict(cap.sources)
+    layers, _ = ncnnfile.parse_param(artifact.file("model").read_text())
+    layer_of_blob = {t: la.name for la in layers for t in la.tops}
+    have = set(blob_of)
+    out: dict[str, str] = {}
+    for t, blob in blob_of.items():
+        layer = layer_of_blob.get(blob)
+        if layer is None:
+            continue
+        for node in _upstream(graph, t, have)[1]:
+            out.setdefault(node, layer)
+    return out
+

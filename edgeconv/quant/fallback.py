@@ -10,6 +10,10 @@ by sensitivity (``sensitivity.rank_layers``) and the budget in points. The searc
 3. greedy pruning: each kept layer, least sensitive first, is dropped again if the rest still passes (removes
    layers a non-monotone prefix carried along).
 
+Layers the backend already keeps in float by its own defaults (ORT's output convs, say) are skipped: a build may
+report them as ``extras["already_float"]`` (``pipeline_builder`` reads them from the artifact's manifest), or the
+caller passes ``already_float``; keeping them again would spend attempts on no change.
+
 Every build is an attempt recorded with its layers, delta and extras; the search stops at ``max_attempts``.
 ``pipeline_builder`` makes ``build`` from the pipeline's own ``convert_reference`` for a prepared model.
 """
@@ -81,13 +85,15 @@ def _names(ranked: Sequence[Any]) -> tuple[list[str], dict[str, str | None]]:
 
 
 def repair(build: Build, ranked: Sequence[Any], budget: float, max_attempts: int = 12, *,
-           baseline_delta: float | None = None) -> RepairResult:
+           baseline_delta: float | None = None, already_float: Sequence[str] = ()) -> RepairResult:
     """Keep the fewest ranked layers in float that bring the task delta inside ``budget`` points.
 
     ``ranked``: node names, ``(node, module, score)`` tuples or ``Ranked`` objects, most sensitive first.
     ``baseline_delta``: the delta with nothing kept, when the caller already measured it (saves one build).
     """
     names, mods = _names(ranked)
+    skip = set(already_float)
+    names = [n for n in names if n not in skip]
     attempts: list[Attempt] = []
     seen: dict[tuple[str, ...], tuple[bool, float | None, Any]] = {}
 
@@ -123,6 +129,8 @@ def repair(build: Build, ranked: Sequence[Any], budget: float, max_attempts: int
         if baseline_delta is None:
             if attempt((), "baseline"):
                 best = ()
+            skip = set(attempts[0].extras.get("already_float") or []) if attempts else set()
+            names[:] = [n for n in names if n not in skip]
         elif baseline_delta >= -budget:
             best = ()
         if best is None:
@@ -181,10 +189,11 @@ PERMISSIVE = {"max_abs": 1e30, "rel_l2": 1e30, "cosine": -1.0, "snr_db": -1e30, 
 
 def pipeline_builder(prep: Any, target: Any, *, calibration: Any, evaluator: Any, out_root: str | Path,
                      precision: str = "int8", options: dict[str, Any] | None = None, use_cache: bool = True,
-                     latency_runs: int = 10) -> Build:
+                     latency_runs: int = 10, accuracy_control: bool = False) -> Build:
     """``build(keep)`` over ``edgeconv.pipeline.convert_reference``: each attempt is a real conversion of ``target``
     with ``keep`` as ``--keep-fp32``, verified with blocking tolerances lifted (so an attempt over budget still
-    yields its delta) and ``max_drop`` removed from the options (it would switch OpenVINO to NNCF's own search).
+    yields its delta) and ``max_drop`` removed from the options (it would switch OpenVINO to NNCF's own search)
+    unless ``accuracy_control`` (then an attempt over ``max_drop`` is a failed attempt, without its delta).
     The caller re-converts the chosen keep set under the real tolerances. ``latency_runs`` > 0 adds the median
     latency (ms) of the artifact on one evaluator input."""
     from edgeconv.pipeline import convert_reference
@@ -193,7 +202,7 @@ def pipeline_builder(prep: Any, target: Any, *, calibration: Any, evaluator: Any
 
     profile = target if isinstance(target, Profile) else load_profile(str(target))
     relaxed = with_tolerances(profile, {precision: dict(PERMISSIVE)})
-    opts = {k: v for k, v in (options or {}).items() if k != "max_drop"}
+    opts = {k: v for k, v in (options or {}).items() if accuracy_control or k != "max_drop"}
     root = Path(out_root)
     counter = [0]
 
@@ -205,7 +214,9 @@ def pipeline_builder(prep: Any, target: Any, *, calibration: Any, evaluator: Any
         task = (art.manifest.get("verification") or {}).get("task") or {}
         if task.get("delta") is None:
             raise EdgeconvError("the attempt was not scored on the task (no evaluator reached verification)")
-        extras: dict[str, Any] = {}
+        conv = art.manifest.get("conversion") or {}
+        extras: dict[str, Any] = {"already_float": sorted(set(conv.get("kept_fp32") or conv.get("float_layers") or [])
+                                                          - set(keep))}
         if latency_runs > 0 and evaluator is not None and evaluator.items:
             extras["latency_ms"] = _latency(art, profile, evaluator.items[0][0], latency_runs)
         return art, float(task["delta"]), extras

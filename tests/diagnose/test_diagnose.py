@@ -104,3 +104,19 @@ def test_cli_json_and_plot(chains, int8_artifact, feeds, tmp_path) -> None:
     assert svg.read_text().startswith("<svg") and "polyline" in svg.read_text()
     r = CliRunner().invoke(main, ["diagnose", str(bad), "--data", str(data), "--samples", "4"])
     assert r.exit_code == 0 and "most to blame" in r.stdout and tensor in r.stdout
+
+
+def test_ncnn_layer_map(chains, int8_artifact, feeds) -> None:
+    pytest.importorskip("ncnn", reason="ncnn not installed")
+    import onnx
+
+    from edgeconv.diagnose.native import ncnn_layer_map
+
+    prep, _ = chains("chain")
+    art = int8_artifact("chain", "ncnn")
+    layers = ncnn_layer_map(art, feeds[0])
+    convs = [n.name for n in onnx.load(str(prep.reference.onnx_path)).graph.node if n.op_type == "Conv"]
+    assert all(c in layers for c in convs)
+    assert len({layers[c] for c in convs}) == len(convs)  # one ncnn layer per conv (+ its fused ReLU)
+    ncnn_names = {line.split()[1] for line in art.file("model").read_text().splitlines()[2:]}
+    assert {layers[c] for c in convs} <= ncnn_names
