@@ -63,6 +63,9 @@ def test_qdq_model_runs_close_to_reference(tiny_prepared, cal: CalibrationSet, t
     ops = [n.op_type for n in onnx.load(str(out)).graph.node]
     assert ops.count("QuantizeLinear") >= 2 and ops.count("DequantizeLinear") >= 4
     assert meta["reduce_range"] and meta["per_channel"] and meta["activation_type"] == "uint8"
+    from edgeconv.core.env import isa_features
+
+    assert meta["vnni"] is bool(isa_features()["VNNI"]) and ("VNNI" in meta["int8_kernels"]) is True
     feeds = [f for _, f in zip(range(6), cal.feeds(), strict=False)]
     with OrtRunner(tiny_prepared.reference.onnx_path) as r:
         refs = [r.infer(f) for f in feeds]

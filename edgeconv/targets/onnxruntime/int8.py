@@ -103,7 +103,12 @@ def quantize_qdq(ctx: Any, out_path: Path) -> dict[str, Any]:
                 raise ConversionError(f"onnxruntime quantize_static failed: {type(e).__name__}: {e}") from e
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    from edgeconv.core.env import isa_features
+
+    vnni = bool(isa_features().get("VNNI"))
     return {"quantizer": "onnxruntime.quantize_static", "quant_format": "QDQ", "calib_method": method,
+            # ORT's MLAS U8S8 GEMM/conv kernels dispatch to AVX512-VNNI / AVX-VNNI (vpdpbusd) when the CPU has them
+            "vnni": vnni, "int8_kernels": "MLAS U8S8 " + ("VNNI" if vnni else "AVX2/AVX-512 (no VNNI: vpmaddubsw)"),
             "calib_params": stats.params, "stats_key": stats.key, "stats_cache": stats.cache,
             "activation_type": act, "weight_type": wt, "per_channel": bool(opts["per_channel"]),
             "reduce_range": bool(opts["reduce_range"]),
