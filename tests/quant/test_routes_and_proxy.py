@@ -78,4 +78,5 @@ def test_rank_layers_needs_feeds(pattern) -> None:
     with pytest.raises(ConfigError):
         rank_layers(ref.onnx_path, cal.feeds(), stats, method="magic")
     drift = rank_layers(ref.onnx_path, cal.feeds(), stats, method="drift")
-    assert drift[0].node == "/inner/Concat" and tuple(drift[0])[0] == "/inner/Concat"
+    node, _, score = drift[0]
+    assert node == drift[0].node == "/inner/Concat" and score > 0
