@@ -95,8 +95,8 @@ def delegation(edge: Any) -> dict[str, Any]:
 
 def check_outputs(pte: bytes, ref: Any, feeds: dict[str, np.ndarray]) -> dict[str, Any]:
     """Run the .pte once beside the reference: output count and shapes must match, in the reference's order."""
-    from edgeconv.targets.executorch.runner import ExecuTorchRunner
     from edgeconv.targets.base import OrtRunner
+    from edgeconv.targets.executorch.runner import ExecuTorchRunner
 
     with OrtRunner(ref.onnx_path) as r:
         want = r.infer(feeds)
