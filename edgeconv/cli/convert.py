@@ -51,7 +51,8 @@ def _error_dict(e: EdgeconvError | None) -> dict[str, Any] | None:
 @click.option("--preprocess", help="Preprocessing contract: key=value list (size=320x320,color=BGR,resize=letterbox,"
               "scale=1/255,mean=a/b/c,std=a/b/c,order=scale-first,layout=NCHW) or a .json/.toml file.")
 @click.option("--keep-fp32", multiple=True, metavar="NAME|PATTERN|op:TYPE", help="Layers kept in float (repeatable).")
-@click.option("--route", type=click.Choice(["onnx", "torch"]), help="Backend route where it has two.")
+@click.option("--route", help="Backend route where it has several (each target declares its own; see "
+              "`edgeconv targets --json`), e.g. onnx or torch.")
 @click.option("--max-drop", type=float, help="Accuracy budget for INT8 (task metric), where the backend has one.")
 @click.option("--embed-preprocess", is_flag=True, help="Embed the preprocessing into the model (OpenVINO).")
 @click.option("--option", "backend_options", multiple=True, metavar="KEY=VALUE", help="Backend option (repeatable).")
