@@ -57,7 +57,7 @@ def task_evaluator(info: dict[str, Any], reference: Any, preprocess: Preprocess 
     if task == "detection":
         def score(outs: list[dict[str, np.ndarray]], labels: list[Any]) -> float:
             preds = [_to_image_coords(post(o)[0], meta) for o, (_, meta) in zip(outs, labels, strict=True)]
-            return 100.0 * float(metrics.coco_map(preds, [gt for gt, _ in labels])["map50_95"])
+            return 100.0 * float(metrics.coco_map(preds, [gt for gt, _ in labels], use_pycocotools=False)["map50_95"])
         metric = "map50_95"
     else:
         out_name = reference.outputs[0].name

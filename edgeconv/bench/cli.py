@@ -75,7 +75,8 @@ def _gate(report: dict) -> None:
 @click.option("--streams", default=0, show_default=True, help="Throughput mode: requests in flight (>1 to enable).")
 @click.option("--limit", default=100, show_default=True, help="Evaluation inputs.")
 @click.option("--task", type=click.Choice(["detection", "classification"]), help="Task (default: the manifest's).")
-@click.option("--postprocess", help="Decoder plug-in MODULE:FN or FILE.py:FN (default: the manifest's).")
+@click.option("--decoder", "--postprocess", "postprocess",
+              help="Decoder plug-in MODULE:FN or FILE.py:FN (default: the manifest's).")
 @click.option("--preprocess", help="Preprocessing contract (default: the artifact's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (report.json's content) on stdout.")
 @handle_errors
