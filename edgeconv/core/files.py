@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from edgeconv.core.errors import ConfigError
 

@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -228,7 +228,7 @@ def create(spec: EnvSpec, *, find_links: Sequence[str] = (), no_index: bool = Fa
             seconds = time.perf_counter() - t0
             record = {"name": spec.name, "key": path.name.rsplit("-", 1)[-1], "spec": spec.to_dict(),
                       "python": checked["python"], "base_python": py, "machine": machine,
-                      "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      "created": datetime.now(UTC).isoformat(timespec="seconds"),
                       "create_seconds": round(seconds, 1), "bytes": tree_bytes(path), "versions": checked["versions"],
                       "pip_log": str(pip_log)}
             tmp = path / (RECORD + ".tmp")
