@@ -50,7 +50,7 @@ def demo_targets(only: tuple[str, ...] = ()) -> list[str]:
 
 def demo_config(model: str = "yolo", *, limit: int = 500, min_seconds: float = 2.0, min_iters: int = 50,
                 targets: list[str] | tuple[str, ...] | None = None, threads: int | None = None,
-                precisions: tuple[str, ...] = ()) -> dict[str, Any]:
+                precisions: tuple[str, ...] = (), end2end: bool = True) -> dict[str, Any]:
     """The run config of the demo: each target at each of its profile's precisions (or those of ``precisions``)."""
     from edgeconv.profiles import load_profile
     from edgeconv.zoo import BUNDLED
@@ -59,9 +59,15 @@ def demo_config(model: str = "yolo", *, limit: int = 500, min_seconds: float = 2
     rows = []
     for name in targets if targets is not None else demo_targets():
         prof = load_profile(name)
-        precs = [p for p in prof.precisions if not precisions or p in precisions]
+        skip = _demo_skip(prof.backend) if not precisions else {}
+        for prec, why in skip.items():
+            if prec in prof.precisions:
+                log.info("demo: %s %s left out (%s)", name, prec, why)
+        precs = [p for p in prof.precisions if (not precisions or p in precisions) and p not in skip]
         if precs:
             rows.append({"profile": name, "precisions": precs})
+    if end2end and not precisions and bundled.task == "detection":
+        rows += _end2end_rows([r["profile"] for r in rows])
     return {
         "name": f"edgeconv demo ({model})",
         "model": {"source": f"zoo:{model}", "name": model},
@@ -69,6 +75,32 @@ def demo_config(model: str = "yolo", *, limit: int = 500, min_seconds: float = 2
         "targets": rows,
         "bench": {"min_iters": min_iters, "min_seconds": min_seconds, "threads": threads or 0},
     }
+
+
+def _end2end_rows(profiles: list[str]) -> list[dict[str, Any]]:
+    """fp32 rows whose artifacts ship decode + NMS (the detections contract) for each ONNX-route target.
+
+    Torch-route targets are left out of the default demo: their end2end artifact is a second full conversion from
+    the module (minutes on 2 cores); ``edgeconv convert --postprocess end2end`` makes it on request.
+    """
+    from edgeconv.profiles import load_profile
+    from edgeconv.targets.registry import all_targets
+
+    backends = all_targets()
+    out = []
+    for name in profiles:
+        b = backends.get(load_profile(name).backend)
+        if b is not None and not b.needs_torch_module and "fp32" in b.precisions:
+            out.append({"profile": name, "precisions": ["fp32"], "postprocess": "end2end"})
+    return out
+
+
+def _demo_skip(backend: str) -> dict[str, str]:
+    """Precisions a backend declares too slow or known-bad for the default demo (its ``demo_skip``)."""
+    from edgeconv.targets.registry import all_targets
+
+    t = all_targets().get(backend)
+    return dict(getattr(t, "demo_skip", {}) or {})
 
 
 def failed_checks(row: dict[str, Any]) -> list[str]:
@@ -123,10 +155,12 @@ def gate_exit_code(report: dict[str, Any]) -> int:
 @click.option("--fail-on", help="Comma list of regression,drift,error (default with --baseline: all three), as "
               "`edgeconv compare --fail-on` reads it.")
 @click.option("--no-cache", is_flag=True, help="Rebuild every artifact.")
+@click.option("--end2end/--no-end2end", default=True, show_default=True,
+              help="Detectors: add fp32 rows whose artifacts ship decode + NMS (the detections contract).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (report.json's content) on stdout.")
 def demo(out: str, model: str, targets: tuple[str, ...], precisions: tuple[str, ...], limit: int, min_iters: int,
          min_seconds: float, threads: int | None, baseline: str | None, fail_on: str | None, no_cache: bool,
-         as_json: bool) -> None:
+         end2end: bool, as_json: bool) -> None:
     """Run the main job on a bundled model: convert to every installed target, benchmark, report."""
     from edgeconv.bench.matrix import run_matrix
     from edgeconv.cli import handle_errors
@@ -134,7 +168,8 @@ def demo(out: str, model: str, targets: tuple[str, ...], precisions: tuple[str, 
     @handle_errors
     def _run() -> None:
         cfg = demo_config(model, limit=limit, min_seconds=min_seconds, min_iters=min_iters,
-                          targets=demo_targets(targets), threads=threads, precisions=precisions)
+                          targets=demo_targets(targets), threads=threads, precisions=precisions,
+                          end2end=end2end and not precisions)
         with stdout_to_stderr():  # converters and runtimes that print must not mix into the results
             report = run_matrix(cfg, out, baseline=baseline, fail_on=fail_on, use_cache=not no_cache)
         if as_json:

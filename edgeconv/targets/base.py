@@ -227,6 +227,8 @@ class Target(ABC):
     fork_unsafe_modules: ClassVar[tuple[str, ...]] = ()
     capabilities: ClassVar[frozenset[str]] = frozenset()  # e.g. "trt_calibration_cache", "nms_in_graph"
     environment: ClassVar[str | None] = None  # name of a backend environment of its own (see edgeconv.envs)
+    #: precision -> why ``edgeconv demo`` leaves it out by default (still convertible with --precision).
+    demo_skip: ClassVar[dict[str, str]] = {}
     description: ClassVar[str] = ""
 
     def available(self) -> bool:
