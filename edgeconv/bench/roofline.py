@@ -116,8 +116,9 @@ def model_cost(onnx_path: str | Path, precision: str = "fp32") -> dict[str, Any]
 
 
 # -- the machine's peak ------------------------------------------------------------------------------------------
-def _time(fn: Any, min_s: float = 0.4, min_iters: int = 3) -> float:
-    """Best-of time of ``fn`` in seconds (the peak is the best the machine does, not its average)."""
+def _time(fn: Any, min_s: float = 1.0, min_iters: int = 3) -> float:
+    """Best-of time of ``fn`` in seconds: the peak is the best the machine does, not its average, and on a shared
+    machine a longer window is likelier to contain a quiet moment."""
     fn()
     best, spent, n = math.inf, 0.0, 0
     while spent < min_s or n < min_iters:
