@@ -222,8 +222,40 @@ def build_context(prep: Prepared, profile: Profile, precision: str, *, calibrati
     nodes = keep.resolve(ref.onnx_path, keep_fp32) if keep_fp32 else ()
     ctx = ConvertContext(ref, profile, precision, out_dir or Path("."), calibration, tuple(keep_fp32), opts,
                          task=dict(prep.info), preprocess=pp, keep_fp32_nodes=nodes, evaluator=evaluator,
-                         postprocess=postprocess, tools=backend.versions())
+                         postprocess=postprocess, device=_device_for(profile, opts.get("device")),
+                         tools=backend.versions())
     return backend, ctx
+
+
+def _device_for(profile: Profile, explicit: str | None) -> str | None:
+    """The device an artifact of ``profile`` is also verified on: ``--device``, else the first usable device that
+    serves the profile (``devices/*.toml``: e.g. raspberry-pi-5 → the emulated arm64 board once it is built)."""
+    try:
+        from edgeconv.devices import device_for_profile
+    except ImportError:
+        return explicit
+    dev = device_for_profile(profile.name, explicit=explicit)
+    if dev is None:
+        return None
+    return str(getattr(dev, "path", None) or dev.name) if explicit else dev.name
+
+
+def _verify_on_device(art: Artifact, ctx: ConvertContext, tagged: list[tuple[str, dict[str, np.ndarray]]],
+                      refs: list[dict[str, np.ndarray]], tol: dict[str, float]) -> dict[str, Any] | None:
+    """The artifact's drift on ``ctx.device`` with the device's own kernels (fp16 arithmetic, int8 dot products);
+    None without a device. A device that cannot run this backend is recorded as skipped, with the reason."""
+    if not ctx.device:
+        return None
+    from edgeconv.devices import verify_on_device
+
+    idx = [i for i, (k, _) in enumerate(tagged) if k != "noise"] or list(range(len(tagged)))
+    with status(f"verifying {ctx.profile.name} {ctx.precision} on device {ctx.device}"):
+        try:
+            return verify_on_device(art.path, ctx.device, [tagged[i][1] for i in idx], [refs[i] for i in idx], tol)
+        except EdgeconvError as e:
+            if "runtime" in e.message or "runner" in e.message or "backend" in e.message:
+                return {"status": "skipped", "device": ctx.device, "reason": e.one_line()}
+            raise
 
 
 def artifact_key(backend: Target, ctx: ConvertContext) -> str:
@@ -426,6 +458,9 @@ def verify(art: Artifact, ctx: ConvertContext, backend: Target, result: Conversi
     drift = compare_outputs([refs[i] for i, (k, _) in enumerate(tagged) if k in blocking],
                             [gots[i] for i, (k, _) in enumerate(tagged) if k in blocking])
     fails = [f"{f} (on {k} inputs)" for k in blocking for f in checks[k]["failures"]]
+    device = _verify_on_device(art, ctx, tagged, refs, tol) if stage not in ("detections", "candidates") else None
+    if device is not None and device.get("status") == "failed":
+        fails.append(f"on device {ctx.device}: " + "; ".join(device.get("failures") or []))
     budget = _task_budget(ctx)
     if task is not None and budget is not None:
         task["budget"] = budget
@@ -436,6 +471,7 @@ def verify(art: Artifact, ctx: ConvertContext, backend: Target, result: Conversi
               "inputs": {k: checks[k]["samples"] for k in kinds}, "checks": checks, "blocking": blocking,
               "drift": {k: v for k, v in drift.items() if k != "per_output"}, "per_output": drift["per_output"],
               "task": task, "task_checked": task is not None, "proxy": proxy, "runs_here": ok_here,
+              "device": device,
               "note": result.verify_note or (why or None)}
     if fails:
         hint = ("the artifact's accuracy is below the budget: --keep-fp32 sensitive layers, another calibration "

@@ -364,8 +364,10 @@ def run_worker(art: Artifact, feeds_npz: Path, work: Path, *, threads: int | Non
 
 def bench_artifact(art: Artifact, data: EvalData, refs: list[dict[str, np.ndarray]], *, options: BenchOptions,
                    work: Path, feeds_npz: Path | None = None, post: Callable[..., Any] | None = None,
-                   reference_desc: str = "reference", eval_stats: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Measure one artifact (worker subprocess) and score it against ``refs``: one report row."""
+                   reference_desc: str = "reference", eval_stats: dict[str, Any] | None = None,
+                   device: str | None = None) -> dict[str, Any]:
+    """Measure one artifact (worker subprocess, or the device worker on ``device``) and score it against ``refs``:
+    one report row, the same shape wherever it ran (drift and the task metric are computed here, on the host)."""
     mf = art.manifest
     profile = profile_from_manifest(mf)
     precision = mf.get("precision", "fp32")
@@ -376,13 +378,24 @@ def bench_artifact(art: Artifact, data: EvalData, refs: list[dict[str, np.ndarra
     if feeds_npz is None:
         feeds_npz = work / "feeds.npz"
         save_feeds(feeds_npz, data.feeds)
-    res, gots = run_worker(art, feeds_npz, work, threads=threads, latency=options.latency, timeout=options.timeout)
+    if device:
+        from edgeconv.devices import run_device_worker
+
+        res, gots = run_device_worker(art, feeds_npz, work, device=device, threads=threads, latency=options.latency,
+                                      timeout=options.timeout)
+        row["device"] = (res.get("env") or {}).get("device", device)
+    else:
+        res, gots = run_worker(art, feeds_npz, work, threads=threads, latency=options.latency,
+                               timeout=options.timeout)
     if not res.get("ok"):
         row.update(status="failed", error=" ".join(str(res.get("error")).split())[:500], stage="bench",
                    latency_ms=None, drift=None, task=None)
         return row
     proxy = res.get("proxy", False)
     lat = res.get("latency_ms")
+    for k in ("latency_emulated", "latency_note"):
+        if res.get(k) is not None:
+            row[k] = res[k]
     row["latency_ms"] = None if proxy else lat
     if proxy:
         conv = mf.get("conversion") or {}

@@ -60,7 +60,7 @@ _MODEL_KEYS = {"source", "model", "weights", "input", "inputs", "output_names", 
                "trust_checkpoint", "simplify", "exporters"}
 _DATA_KEYS = {"eval", "calib", "calib_size", "calib_seed", "preprocess", "task", "postprocess", "limit",
               "allow_overlap", "budget_limit"}
-_TARGET_KEYS = {"profile", "precisions", "threads", "options", "keep_fp32", "postprocess", "post_options"}
+_TARGET_KEYS = {"profile", "precisions", "threads", "options", "keep_fp32", "postprocess", "post_options", "device"}
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
@@ -242,8 +242,9 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
         try:
             profile = load_profile(_path(base, name) if name.endswith(".toml") else name)
             name = profile.name
+            row_opts = {**(t.get("options") or {}), **({"device": t["device"]} if t.get("device") else {})}
             row = make_rows([profile], [precision] if precision else None, out / "artifacts",
-                            keep_fp32=tuple(t.get("keep_fp32", ())), options=t.get("options"),
+                            keep_fp32=tuple(t.get("keep_fp32", ())), options=row_opts or None,
                             tolerances=tolerances)[0]
         except MissingDependencyError as e:
             rows.append(failed_row(name, precision or "?", None, e.one_line(), status="skipped", stage="config"))
@@ -301,7 +302,8 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
             row_refs, row_post = e2e_refs[rsha], detpost.harness_postprocess(art.path)
             row_desc = f"end2end reference.onnx ({art.manifest['postprocess']['placement']['stage']})"
         row_out = bench_artifact(art, data, row_refs, options=opts, work=work / f"{profile.name}-{precision}",
-                                 feeds_npz=feeds_npz, post=row_post, reference_desc=row_desc, eval_stats=eval_stats)
+                                 feeds_npz=feeds_npz, post=row_post, reference_desc=row_desc, eval_stats=eval_stats,
+                                 device=t.get("device"))
         if art.manifest.get("postprocess"):
             row_out["postprocess"] = art.manifest["postprocess"].get("placement")
             row_out["profile"] = f"{row_out['profile']}+end2end"

@@ -56,6 +56,8 @@ def _error_dict(e: EdgeconvError | None) -> dict[str, Any] | None:
 @click.option("--max-drop", type=float, help="Accuracy budget for INT8 (task metric), where the backend has one.")
 @click.option("--embed-preprocess", is_flag=True, help="Embed the preprocessing into the model (OpenVINO).")
 @click.option("--option", "backend_options", multiple=True, metavar="KEY=VALUE", help="Backend option (repeatable).")
+@click.option("--device", help="Also verify on this device (name from `edgeconv devices list`, or a .toml); default: "
+              "the first usable device serving the profile, e.g. the emulated arm64 board for raspberry-pi-5.")
 @click.option("--postprocess", "postprocess", type=click.Choice(["raw", "end2end", "graph", "decode", "beside"]),
               default="raw", show_default=True,
               help="Detectors: ship decode + NMS with every artifact (end2end: in the graph where the backend has "
@@ -74,7 +76,8 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
             precisions: tuple[str, ...], out: str, opset: int, exporters: tuple[str, ...], dynamic: str | None,
             max_batch: int, no_simplify: bool, calib: str | None, calib_size: int, calib_seed: int,
             calib_method: str | None, preprocess: str | None, keep_fp32: tuple[str, ...], route: str | None,
-            max_drop: float | None, embed_preprocess: bool, backend_options: tuple[str, ...], postprocess: str,
+            max_drop: float | None, embed_preprocess: bool, backend_options: tuple[str, ...], device: str | None,
+            postprocess: str,
             post_options: tuple[str, ...], tols: tuple[str, ...],
             dry_run: bool, no_cache: bool, as_json: bool) -> None:
     """Convert a model to one or more targets; every artifact is verified against the reference ONNX."""
@@ -83,7 +86,7 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
     from edgeconv.export.onnx_export import EXPORTERS, DynamicSpec
 
     options = _kv(backend_options, "--option")
-    for k, v in (("route", route), ("max_drop", max_drop), ("calib_method", calib_method)):
+    for k, v in (("route", route), ("max_drop", max_drop), ("calib_method", calib_method), ("device", device)):
         if v is not None:
             options[k] = v
     if embed_preprocess:

@@ -72,6 +72,8 @@ COMMON_OPTIONS: dict[str, Option] = {
     "calib_method": Option(str, None, "activation statistics for INT8", choices=("minmax", "entropy", "percentile")),
     "max_drop": Option(float, None, "accuracy budget for reduced precisions (task metric points, 0.01 = 1 point)"),
     "timeout_s": Option(float, 1800.0, "time limit of one isolated conversion + verification, in seconds"),
+    "device": Option(str, None, "device (name or .toml, see `edgeconv devices list`) the artifact is also verified "
+                     "on; default: the first usable device serving the profile"),
 }
 
 
@@ -116,6 +118,8 @@ class ConvertContext:
     evaluator: TaskEvaluator | None = None  # task metric on held-out data, when the caller has one
     #: Detections contract of an end2end artifact: {"spec": ..., "placement": ..., "stage": ...} (None: raw heads).
     postprocess: dict[str, Any] | None = None
+    #: The device (name or file) the artifact is also verified on, with that device's own kernels (None: host only).
+    device: str | None = None
     #: Derived from reference + calibration: a few real inputs and the reference's outputs on them.
     sample_feeds: list[dict[str, np.ndarray]] | None = field(default=None, metadata={"key": False})
     sample_outputs: list[dict[str, np.ndarray]] | None = field(default=None, metadata={"key": False})
