@@ -347,7 +347,8 @@ def run_worker(art: Artifact, feeds_npz: Path, work: Path, *, threads: int | Non
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     try:
-        proc = subprocess.run([sys.executable, "-m", "edgeconv.bench.worker", str(job_path)], env=env,
+        # -P: the working folder is not put first on sys.path, so a folder named edgeconv/ there cannot shadow us.
+        proc = subprocess.run([sys.executable, "-P", "-m", "edgeconv.bench.worker", str(job_path)], env=env,
                               capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         return {"ok": False, "error": f"benchmark worker did not finish within {timeout:.0f} s and was stopped"}, None

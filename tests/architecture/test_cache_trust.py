@@ -189,3 +189,18 @@ def test_repeated_convert_is_decided_from_file_hashes_without_torch(fresh_cache:
         assert json.loads(third.stdout.strip().splitlines()[-1])[2] is True, third.stderr
     finally:
         (FIX.parent / "__edgeconv_probe.py").unlink()
+
+
+def test_bench_worker_ignores_an_edgeconv_folder_in_the_working_directory(tmp_path: Path, tiny_weights: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeconv.bench.evaluate import evaluate_artifact
+
+    (oc,) = api.convert(f"{FIX}:build", targets=["onnxruntime"], out=tmp_path / "o", weights=str(tiny_weights),
+                        inputs=["images:1x3x64x64"], use_cache=False)
+    shadow = tmp_path / "cwd" / "edgeconv"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('the wrong edgeconv')\n")
+    monkeypatch.chdir(tmp_path / "cwd")
+    (tmp_path / "b").mkdir()
+    report = evaluate_artifact(oc.artifact, work=tmp_path / "b")
+    assert report["results"][0]["status"] == "ok", report["results"][0].get("error")
