@@ -358,3 +358,16 @@ def test_onnx_route_that_differs_falls_back_to_torch(tiny_prepared, tmp_path: Pa
     assert [a["route"] for a in conv["attempts"]] == ["onnx", "torch"]
     assert conv["attempts"][0]["check"]["failures"] and conv["route"] == "torch"
     assert art.manifest["verification"]["status"] == "ok"
+
+
+def test_explicit_torch_route_failure_points_to_the_onnx_route(tmp_path: Path) -> None:
+    """YOLOv5's Focus stem: pnnx's TorchScript route leaves step-2 slices; only the onnx route's rewrite maps them."""
+    from edgeconv.pipeline import convert_reference, prepare
+
+    prep = prepare(f"{__file__}:build_focus", inputs=["x:1x3x32x32"], exporters=("legacy",))
+    with pytest.raises(ConversionError) as ei:
+        convert_reference(prep, "ncnn", out=tmp_path / "f", precision="fp32", use_cache=False,
+                          options={"route": "torch"})
+    msg = ei.value.message
+    assert "torch route" in msg and "Tensor.slice x4" in msg and len(msg) < 400 and "\n" not in msg
+    assert "default onnx route" in ei.value.hint

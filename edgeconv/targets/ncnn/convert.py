@@ -171,6 +171,9 @@ def _routes(ctx: ConvertContext) -> tuple[list[str], bool]:
 def _failure_hint(ctx: ConvertContext, tried: list[str], unsupported: list[str]) -> str:
     """What to try next: a route not tried yet, else what works around operators ncnn has no kernel for."""
     untried = [r for r in ROUTES if r not in tried]
+    if "onnx" in untried:
+        return ("try the default onnx route (drop --route torch): edgeconv's exact rewrites (Focus → pixel-unshuffle, "
+                "strided slices → pooling) apply only there")
     if "torch" in untried and ctx.reference.module is not None:
         return "try --route torch (pnnx's TorchScript route maps some operators the ONNX route cannot)"
     if "torch" in untried:

@@ -121,11 +121,15 @@ def describe_failure(run: PnnxRun, onnx_path: Path | None = None) -> str:
         why = "; ".join(m[:160] for m in run.messages[-2:]) or "no .param written"
         return f"{run.route} route: pnnx produced no ncnn model: {why}"
     parts = []
-    for u in run.unsupported:
-        params = ", ".join(f"{k}={v}" for k, v in u["params"].items())
-        sus = onnx_suspects(onnx_path, u["type"])
-        parts.append(f"{u['type']} '{u['layer']}'" + (f" [{params[:80]}]" if params else "")
-                     + (f" from ONNX node(s) {', '.join(sus[:6])}" + (" ..." if len(sus) > 6 else "") if sus else ""))
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for u in run.unsupported:  # one entry per operator type: a model repeats the same pattern many times
+        by_type.setdefault(u["type"], []).append(u)
+    for typ, us in by_type.items():
+        params = ", ".join(f"{k}={v}" for k, v in us[0]["params"].items())
+        sus = onnx_suspects(onnx_path, typ)
+        names = ", ".join(f"'{u['layer']}'" for u in us[:2]) + (", ..." if len(us) > 2 else "")
+        parts.append(f"{typ}{f' x{len(us)}' if len(us) > 1 else ''} ({names})" + (f" [{params[:60]}]" if params else "")
+                     + (f" from ONNX node(s) {', '.join(sus[:4])}" + (" ..." if len(sus) > 4 else "") if sus else ""))
     notes = [m[:120] for m in run.messages if "not supported" in m.lower()]
     return (f"{run.route} route: ncnn cannot run {len(run.unsupported)} operator(s): " + "; ".join(parts[:6])
             + (f" (+{len(parts) - 6} more)" if len(parts) > 6 else "")
