@@ -225,5 +225,8 @@ def doctor() -> dict[str, Any]:
         notes.append("no VNNI/AMX: INT8 speed-ups on this CPU will be small; ORT int8 uses reduce_range")
     if flags & {"avx512_bf16", "amx_bf16"}:
         notes.append("BF16 CPU: OpenVINO runs fp32 IRs in bf16 unless pinned (edgeconv's runner pins f32)")
+    from edgeconv.core.env import isa_line
+
+    env["isa_line"] = isa_line()
     return {"environment": env, "backends": backends, "notes": notes,
             "profiles": sorted(list_profiles()), "log_level": log.level}

@@ -313,6 +313,7 @@ def _build(prep: Prepared, backend: Target, ctx: ConvertContext, out: Path, key:
     sample = ctx.calibration or _verification_sample(prep, ctx.preprocess)
     tagged = verification_feeds(ref, sample, precision, preprocess=ctx.preprocess)
     ctx.sample_feeds = [f for _, f in tagged]
+    ctx.sample_kinds = [k for k, _ in tagged]
     ctx.sample_outputs = reference_outputs(ref, ctx.sample_feeds)
     from edgeconv.export.onnx_export import check_finite
 

@@ -253,6 +253,12 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
             rows.append(failed_row(name, precision or "?", None, e.one_line(), stage="config"))
             continue
         precision = row.precision
+        from edgeconv.targets.registry import get_target
+
+        why = get_target(profile.backend).skip_reason(precision, profile.device)
+        if why:
+            rows.append(failed_row(profile.name, precision, profile.backend, why, status="skipped", stage="plan"))
+            continue
         if (t.get("postprocess") or "raw") != "raw":  # its own folder and row name beside the raw-heads row
             row.dest = row.dest.with_name(f"{row.dest.name}-end2end")
         if dry_run:

@@ -250,6 +250,8 @@ def doctor(as_json: bool) -> None:
         return
     env = d["environment"]
     click.echo(f"cpu:      {env['cpu']} ({env['arch']}, {env['cores']} cores)")
+    if env.get("isa_line"):
+        click.echo(f"isa:      {env['isa_line']}")
     click.echo(f"flags:    {' '.join(env['cpu_flags']) or '-'}")
     click.echo(f"os:       {env['os']}, python {env['python']}")
     click.echo("versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()))

@@ -123,6 +123,7 @@ class ConvertContext:
     #: Derived from reference + calibration: a few real inputs and the reference's outputs on them.
     sample_feeds: list[dict[str, np.ndarray]] | None = field(default=None, metadata={"key": False})
     sample_outputs: list[dict[str, np.ndarray]] | None = field(default=None, metadata={"key": False})
+    sample_kinds: list[str] | None = field(default=None, metadata={"key": False})  # real / contract / noise
     tools: dict[str, str | None] = field(default_factory=dict)  # backend tool versions (they change artifacts)
 
     def option(self, name: str, default: Any = None) -> Any:
@@ -240,6 +241,11 @@ class Target(ABC):
 
     def missing(self) -> list[str]:
         return [m for m in self.modules if not available(m)]
+
+    def skip_reason(self, precision: str, device: str = "CPU") -> str | None:
+        """Why ``precision`` cannot be made and verified on this machine (None when it can), asked before converting
+        so a plan row is skipped with the reason instead of failing (e.g. bf16 on a CPU without bf16 units)."""
+        return None
 
     def runs_here(self) -> tuple[bool, str]:
         """Whether artifacts can be executed on this machine (TensorRT overrides: needs an NVIDIA GPU)."""
