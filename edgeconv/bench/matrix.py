@@ -312,6 +312,14 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
                                  device=t.get("device"))
         if art.manifest.get("postprocess"):
             row_out["postprocess"] = art.manifest["postprocess"].get("placement")
+            if row_out.get("drift") and art.manifest["postprocess"].get("stage") in ("detections", "candidates"):
+                # Near-tied boxes swap places after NMS/top-K: tensor drift on the contract's rows measures their
+                # order, not the model. Detections were matched by IoU at conversion; the task metric is here.
+                row_out["drift"]["pass"] = None
+                for c in row_out["drift"].get("checks") or []:
+                    c["pass"] = None
+                row_out["drift"]["note"] = "not judged on NMS output order: detections matched by IoU at conversion"
+                row_out.setdefault("checks", {})["drift"] = None
             row_out["profile"] = f"{row_out['profile']}+end2end"
         row_out["wall_seconds"] = {"convert": round(t1 - t0, 2), "bench": round(time.perf_counter() - t1, 2),
                                    "cache": art.manifest.get("cache", "miss")}
