@@ -13,6 +13,7 @@ from pathlib import Path
 from edgeconv.diagnose.drift import LayerDrift
 
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 960, 360, 56, 16, 28, 40
+PLOT_MAX_DB = 80.0
 
 
 def svg(rows: list[LayerDrift], title: str, *, max_labels: int = 6) -> str:
@@ -20,7 +21,8 @@ def svg(rows: list[LayerDrift], title: str, *, max_labels: int = 6) -> str:
     if not rows:
         return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="80"><text x="10" y="40">'
                 f"{escape(title)}: no tensors compared</text></svg>\n")
-    snr = [r.snr_db if math.isfinite(r.snr_db) else -20.0 for r in rows]
+    # exact tensors (graph inputs, float layers) sit at the 120 dB cap: clip the axis at 80 so the INT8 range shows
+    snr = [min(PLOT_MAX_DB, r.snr_db) if math.isfinite(r.snr_db) else -20.0 for r in rows]
     lo, hi = min(0.0, math.floor(min(snr) / 10) * 10), max(10.0, math.ceil(max(snr) / 10) * 10)
     pw, ph = W - PAD_L - PAD_R, H - PAD_T - PAD_B
 

@@ -25,7 +25,10 @@ def chains(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     def get(name: str) -> Any:
         if name not in made:
+            from edgeconv.diagnose.modules import reference_module_map
+
             prep = prepare(f"{FIXTURES / 'int8_patterns.py'}:build_{name}", inputs=["images:1x3x32x32"])
+            reference_module_map(prep.reference)  # the dynamo re-export for module names, cached for the session
             root = patterns.write_calibration(name, tmp_path_factory.mktemp(f"calib-{name}"), n=64)
             made[name] = (prep, CalibrationSet(root, Preprocess(size=(32, 32)), "images", (1, 3, 32, 32),
                                                size=None, warn_small=False))
