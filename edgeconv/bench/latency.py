@@ -13,14 +13,14 @@ lower bound on the true run-to-run noise — ``compare`` therefore also applies 
 
 from __future__ import annotations
 
-import gc
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from edgeconv.devices import latency_core as core
 
 
 @dataclass(frozen=True)
@@ -48,124 +48,27 @@ class LatencyConfig:
         return asdict(self)
 
 
-def warmup(fn: Callable[[], Any], cfg: LatencyConfig) -> dict[str, Any]:
-    """Call ``fn`` until the medians of the last three windows agree within ``steady_tolerance``.
+# The measuring itself is the device worker's own self-contained module (it runs on boards with only numpy), so the
+# host and every device time artifacts with one implementation.
 
-    Returns how many iterations it took, how long, and whether it became steady before the time limit (an
-    unsteady warm-up is reported, not hidden: the numbers that follow are then less trustworthy).
-    """
-    t_start = time.perf_counter()
-    medians: list[float] = []
-    n = 0
-    window = max(1, cfg.warmup_window)
-    steady = False
-    while True:
-        times = []
-        for _ in range(window):
-            t0 = time.perf_counter_ns()
-            fn()
-            times.append(time.perf_counter_ns() - t0)
-            if time.perf_counter() - t_start >= cfg.warmup_max_seconds:
-                break  # the limit is a limit, even mid-window
-        n += len(times)
-        med = float(np.median(times))
-        medians.append(med)
-        # A window should last >= 50 ms, so the medians are not dominated by a single scheduler hiccup.
-        if med * window < 50e6 and window < 200:
-            window = min(200, max(window + 1, math.ceil(50e6 / max(med, 1.0))))
-        elapsed = time.perf_counter() - t_start
-        if n >= cfg.warmup_min_iters and len(medians) >= 3:
-            last = medians[-3:]
-            if (max(last) - min(last)) / max(np.median(last), 1.0) <= cfg.steady_tolerance:
-                steady = True
-                break
-        if elapsed >= cfg.warmup_max_seconds:
-            break
-    return {"iters": n, "seconds": round(time.perf_counter() - t_start, 4), "steady": steady,
-            "window_medians_ms": [round(m / 1e6, 4) for m in medians[-5:]]}
+
+def warmup(fn: Callable[[], Any], cfg: LatencyConfig) -> dict[str, Any]:
+    """Call ``fn`` until the medians of the last three windows agree within ``steady_tolerance`` (or time runs out)."""
+    return core.warmup(fn, core.config(cfg.to_dict()))
 
 
 def measure(fn: Callable[[], Any], cfg: LatencyConfig) -> np.ndarray:
-    """Per-call latencies in milliseconds: at least ``min_iters`` calls and ``min_seconds`` of wall time.
-
-    The garbage collector is paused while measuring (as timeit does): a collection is a property of the Python
-    harness, not of the runtime under test.
-    """
-    samples: list[int] = []
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
-        t_start = time.perf_counter()
-        while True:
-            t0 = time.perf_counter_ns()
-            fn()
-            samples.append(time.perf_counter_ns() - t0)
-            elapsed = time.perf_counter() - t_start
-            if len(samples) >= cfg.min_iters and elapsed >= cfg.min_seconds:
-                break
-            if elapsed >= cfg.max_seconds and len(samples) >= 3:
-                break
-    finally:
-        if gc_was:
-            gc.enable()
-    return np.asarray(samples, dtype=np.float64) / 1e6
+    """Per-call latencies in ms: at least ``min_iters`` calls and ``min_seconds`` (capped by ``max_seconds``)."""
+    return core.measure(fn, core.config(cfg.to_dict()))
 
 
-def _log_binom_pmf(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) - n * math.log(2.0)
-
-
-def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int]:
-    """0-based order-statistic indices (lo, hi) with P(x_(lo) <= median <= x_(hi)) >= confidence.
-
-    Exact binomial(n, 1/2) ranks: the count of samples below the true median is Binomial(n, 1/2), whatever the
-    distribution.  For n < 6 no interval reaches 95 %; the full range is returned.
-    """
-    if n <= 0:
-        raise ValueError("no samples")
-    alpha = 1.0 - confidence
-    cdf = 0.0
-    j = 0  # largest j with P(B <= j - 1) <= alpha/2  → lower bound is x_(j) (1-based), index j-1
-    for k in range(n + 1):
-        p = math.exp(_log_binom_pmf(n, k))
-        if cdf + p > alpha / 2:
-            j = k
-            break
-        cdf += p
-    lo = max(j - 1, 0)
-    hi = min(n - 1 - lo, n - 1)
-    if j == 0:
-        return 0, n - 1
-    return lo, hi
-
-
-def summarize(samples_ms: np.ndarray | list[float], confidence: float = 0.95) -> dict[str, Any]:
-    """The latency fields of a report row (all in ms): min, p50, p90, p99, mean, std, n, p50's CI, throughput,
-    and 21 quantiles (0, 5, …, 100 %) for distribution plots without storing every sample."""
-    x = np.sort(np.asarray(samples_ms, dtype=np.float64))
-    n = int(x.size)
-    if n == 0:
-        raise ValueError("no latency samples")
-    lo, hi = median_ci_ranks(n, confidence)
-    mean = float(x.mean())
-    return {
-        "min": float(x[0]), "p50": float(np.percentile(x, 50)), "p90": float(np.percentile(x, 90)),
-        "p99": float(np.percentile(x, 99)), "max": float(x[-1]), "mean": mean,
-        "std": float(x.std(ddof=1)) if n > 1 else 0.0, "n": n,
-        "p50_ci": [float(x[lo]), float(x[hi])], "ci_level": confidence,
-        "throughput_fps": 1000.0 / mean if mean > 0 else None,
-        "quantiles": [float(v) for v in np.percentile(x, np.linspace(0, 100, 21))],
-    }
+median_ci_ranks = core.median_ci_ranks
+summarize = core.summarize
 
 
 def run_latency(fn: Callable[[], Any], cfg: LatencyConfig) -> dict[str, Any]:
-    """Warm up until steady, then measure; the summary plus the warm-up record."""
-    wu = warmup(fn, cfg)
-    samples = measure(fn, cfg)
-    out = summarize(samples, cfg.confidence)
-    out["warmup"] = wu
-    out["seconds"] = round(float(samples.sum()) / 1000.0, 3)
-    return out
+    """Warm-up record plus the latency summary of ``fn``."""
+    return core.run_latency(fn, core.config(cfg.to_dict()))
 
 
 def run_throughput(call_batch: Callable[[int], int], cfg: LatencyConfig) -> dict[str, Any]:
