@@ -478,8 +478,10 @@ def verify(art: Artifact, ctx: ConvertContext, backend: Target, result: Conversi
         hint = ("the artifact's accuracy is below the budget: --keep-fp32 sensitive layers, another calibration "
                 "method (--calib-method), or a larger calibration sample" if task and task["delta"] < -(budget or 0)
                 else "the converter produced a model that differs; see --verbose, try --route or --opset")
-        raise VerificationError(f"{profile.name} {precision} differs from the reference: {'; '.join(fails)}",
+        err = VerificationError(f"{profile.name} {precision} differs from the reference: {'; '.join(fails)}",
                                 hint=hint, stage="verify", target=profile.name)
+        err.task = task  # type: ignore[attr-defined]  # callers tell a budget failure from a drift failure
+        raise err
     return record
 
 

@@ -114,6 +114,7 @@ class Planner:
     postprocess_options: dict[str, Any] = field(default_factory=dict)
     _calibrations: dict[tuple[Any, ...], CalibrationSet] = field(default_factory=dict)
     _end2end: dict[str, Any] = field(default_factory=dict)
+    _lints: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _evaluators: dict[str, TaskEvaluator | None] = field(default_factory=dict)
 
     def contract(self, row: PlanRow) -> Preprocess | None:
@@ -172,9 +173,32 @@ class Planner:
         if self._end2end.get("work"):
             shutil.rmtree(self._end2end["work"], ignore_errors=True)
 
+    def lint(self, prep: Prepared, cal: CalibrationSet) -> list[dict[str, Any]]:
+        """The pre-quantization lint (``edgeconv lint``) of a reference, once per reference × calibration set:
+        each finding is logged as a warning naming the layer and the --keep-fp32 or preprocessing change to try."""
+        key = f"{prep.reference.sha256}:{cal.key}"
+        if key not in self._lints:
+            from edgeconv.calibration.stats import compute_stats
+            from edgeconv.core.console import log
+
+            try:
+                from edgeconv.lint import lint
+            except ImportError:
+                self._lints[key] = []
+                return []
+            ref = prep.reference
+            stats = compute_stats(ref.onnx_path, ref.sha256, cal, "minmax", None, use_cache=self.use_cache)
+            found = lint(ref.onnx_path, stats.ranges, len(cal), modules={})
+            for f in found:
+                log.warning("int8 lint [%s]: %s%s", f.rule, f.message, f" ({f.suggestion})" if f.suggestion else "")
+            self._lints[key] = [f.to_dict() for f in found]
+        return self._lints[key]
+
     def convert(self, row: PlanRow) -> Artifact:
         cal = self.calibration(row)
         prep, post, keep = self.end2end(row)
+        if cal is not None and post is None:
+            self.lint(prep, cal)
         keep_fp32 = tuple(dict.fromkeys((*row.keep_fp32, *keep)))
         evaluator = self.evaluator(row, cal) if post is None else None  # the task metric decodes raw heads
         return convert_reference(prep, row.profile, out=row.dest, precision=row.precision, calibration=cal,

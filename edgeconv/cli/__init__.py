@@ -41,7 +41,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "edgeconv.demo": ("demo",),
     "edgeconv.cli.calibrate": ("calibrate",),
     "edgeconv.devices.cli": ("devices",),
-    "edgeconv.diagnose.cli": ("diagnose",),
+    "edgeconv.diagnose.cli": ("diagnose", "lint"),
     "edgeconv.envs.cli": ("env",),
 }
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a C tool killed by `| head` reports

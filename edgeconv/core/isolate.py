@@ -31,8 +31,9 @@ def _child(conn: Any, func: Callable[..., Any], args: tuple, kwargs: dict, forke
         result = func(*args, **kwargs)
         conn.send(("ok", result))
     except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent with its kind
+        extra = {k: getattr(e, k) for k in ("task",) if getattr(e, k, None) is not None}
         conn.send(("err", type(e).__name__, str(getattr(e, "message", e)), getattr(e, "hint", None),
-                   getattr(e, "stage", None), getattr(e, "target", None), traceback.format_exc()))
+                   getattr(e, "stage", None), getattr(e, "target", None), traceback.format_exc(), extra))
     finally:
         conn.close()
 
@@ -79,7 +80,7 @@ def run_isolated(func: Callable[..., Any], *args: Any, timeout: float, what: str
             proc.join(5)
     if msg[0] == "ok":
         return msg[1]
-    _, name, message, hint, stg, tgt, tb = msg
+    _, name, message, hint, stg, tgt, tb, extra = msg
     if name == "KeyboardInterrupt":
         raise KeyboardInterrupt
     cls = getattr(E, name, None)
@@ -88,4 +89,6 @@ def run_isolated(func: Callable[..., Any], *args: Any, timeout: float, what: str
     else:
         err = error(f"{what} failed: {name}: {message}", target=target, stage=stage)
     err.child_traceback = tb  # type: ignore[attr-defined]
+    for k, v in extra.items():
+        setattr(err, k, v)
     raise err
