@@ -84,10 +84,6 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
     from edgeconv.plan import Planner, fast_keys, fast_lookup, make_rows, remember, source_fingerprint
 
     pp = _as_preprocess(preprocess)
-    if not (isinstance(model, str) and model.endswith(".onnx")):
-        from edgeconv.export.onnx_export import check_opset
-
-        check_opset(opset, tuple(exporters))
     if calib:
         from edgeconv.calibration.sources import discover
 
@@ -118,6 +114,10 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
                 hits = fast_lookup(keys)
                 if hits is not None:
                     return _fast_outcomes(rows, hits, dry_run)
+        if not (isinstance(model, str) and model.endswith(".onnx")):
+            from edgeconv.export.onnx_export import check_opset  # asks torch for its opset range
+
+            check_opset(opset, tuple(exporters))
         prep = prepare(model, weights=weights, model_args=model_args, inputs=inputs, output_names=output_names,
                        opset=opset, exporters=exporters, dynamic=dynamic, simplify=simplify,
                        trust_checkpoint=trust_checkpoint, use_cache=use_cache, preprocess=pp)
