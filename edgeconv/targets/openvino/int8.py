@@ -134,7 +134,7 @@ def quantize(ctx: ConvertContext, model: Any) -> tuple[Any, dict[str, Any]]:
     calib = ctx.calibration
     if calib is None:
         raise ConfigError("openvino int8 needs calibration data", hint="pass --calib DIR (or use a bundled model)")
-    preset_name = str(ctx.option("preset", "mixed")).lower()
+    preset_name = str(ctx.option("preset", "performance")).lower()
     subset = int(ctx.option("subset_size", 0) or min(300, len(calib)))
     fbc = bool(ctx.option("fast_bias_correction", True))
     model_type = nncf.ModelType.TRANSFORMER if ctx.option("model_type") == "transformer" else None
