@@ -122,7 +122,10 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
             else:
                 click.echo(f"failed  {r['profile']:<20} {r['precision']:<5} {r['error']['message']}")
     failed = [o for o in outcomes if not o.ok]
-    if len(outcomes) > 1 and not as_json:
+    if dry_run and not as_json:
+        hits = sum(1 for r in rows if r.get("cache_hit"))
+        click.echo(f"{len(rows)} row(s) planned, {hits} already in the cache; nothing converted", err=True)
+    elif len(outcomes) > 1 and not as_json:
         kinds: dict[str, int] = {}
         for o in failed:
             kinds[o.error.kind] = kinds.get(o.error.kind, 0) + 1
