@@ -18,7 +18,7 @@ from edgeconv.calibration.dataset import CalibrationSet
 from edgeconv.calibration.preprocess import Preprocess
 from edgeconv.core import cache
 from edgeconv.core.artifact import Artifact, check_out_dir, safe_child
-from edgeconv.core.errors import ConfigError, EdgeconvError
+from edgeconv.core.errors import ConfigError, EdgeconvError, VerificationError
 from edgeconv.pipeline import (
     Prepared,
     artifact_key,
@@ -201,9 +201,55 @@ class Planner:
             self.lint(prep, cal)
         keep_fp32 = tuple(dict.fromkeys((*row.keep_fp32, *keep)))
         evaluator = self.evaluator(row, cal) if post is None else None  # the task metric decodes raw heads
-        return convert_reference(prep, row.profile, out=row.dest, precision=row.precision, calibration=cal,
-                                 keep_fp32=keep_fp32, options=row.options, use_cache=self.use_cache,
-                                 preprocess=self.contract(row), evaluator=evaluator, postprocess=post)
+        try:
+            return convert_reference(prep, row.profile, out=row.dest, precision=row.precision, calibration=cal,
+                                     keep_fp32=keep_fp32, options=row.options, use_cache=self.use_cache,
+                                     preprocess=self.contract(row), evaluator=evaluator, postprocess=post)
+        except VerificationError as e:
+            task = getattr(e, "task", None) or {}
+            over = task.get("budget") is not None and task.get("delta") is not None and \
+                task["delta"] < -task["budget"]
+            if not (over and cal is not None and evaluator is not None and row.options.get("int8_fallback", True)):
+                raise
+            return self.repair(row, prep, cal, evaluator, keep_fp32, e)
+
+    def repair(self, row: PlanRow, prep: Prepared, cal: CalibrationSet, evaluator: TaskEvaluator,
+               keep_fp32: tuple[str, ...], error: VerificationError) -> Artifact:
+        """An INT8 row over its task budget: keep the fewest most-sensitive layers in float that bring it inside
+        (``edgeconv.quant``), then convert again under the real tolerances and record the search in the manifest.
+        When no keep set within the attempt limit meets the budget, the original verification error stands."""
+        import json
+        import tempfile
+
+        from edgeconv.calibration.stats import compute_stats
+        from edgeconv.core.artifact import write_manifest
+        from edgeconv.core.console import log, status
+        from edgeconv.quant import as_patterns, pipeline_builder, rank_layers, repair
+
+        ref = prep.reference
+        budget = float(error.task["budget"])  # type: ignore[attr-defined]
+        log.warning("%s %s loses %.2f points (budget %.2f): searching for layers to keep in float",
+                    row.profile.name, row.precision, -error.task["delta"], budget)  # type: ignore[attr-defined]
+        stats = compute_stats(ref.onnx_path, ref.sha256, cal, "minmax", None, use_cache=self.use_cache)
+        with status(f"ranking layers of {row.label} by INT8 sensitivity"):
+            ranked = rank_layers(ref.onnx_path, cal.feeds(), stats, modules={})
+        with tempfile.TemporaryDirectory(prefix="edgeconv-fallback-") as tmp:
+            build = pipeline_builder(prep, row.profile, calibration=cal, evaluator=evaluator, out_root=tmp,
+                                     options=row.options, use_cache=self.use_cache, latency_runs=0)
+            res = repair(build, ranked, budget, int(row.options.get("int8_fallback_attempts", 12)))
+        if not res.ok:
+            log.warning("%s %s: float fallback found no keep set within the budget (%s)", row.profile.name,
+                        row.precision, res.reason)
+            raise error
+        art = convert_reference(prep, row.profile, out=row.dest, precision=row.precision, calibration=cal,
+                                keep_fp32=tuple(dict.fromkeys((*keep_fp32, *as_patterns(res.keep)))),
+                                options=row.options, use_cache=self.use_cache, preprocess=self.contract(row),
+                                evaluator=evaluator)
+        art.manifest["int8_fallback"] = json.loads(json.dumps(res.to_dict(), default=str))
+        write_manifest(art.path, art.manifest)
+        log.info("%s %s: kept %s in float -> delta %.2f (budget %.2f)", row.profile.name, row.precision,
+                 ", ".join(res.keep), res.delta or 0.0, budget)
+        return art
 
     def describe(self, row: PlanRow) -> dict[str, Any]:
         """What the row would do, and whether the artifact cache already holds it (no conversion)."""

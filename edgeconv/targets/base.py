@@ -72,6 +72,9 @@ COMMON_OPTIONS: dict[str, Option] = {
     "calib_method": Option(str, None, "activation statistics for INT8", choices=("minmax", "entropy", "percentile")),
     "max_drop": Option(float, None, "accuracy budget for reduced precisions (task metric points, 0.01 = 1 point)"),
     "timeout_s": Option(float, 1800.0, "time limit of one isolated conversion + verification, in seconds"),
+    "int8_fallback": Option(bool, True, "an INT8 row over its task budget searches for the fewest layers to keep "
+                            "in float (edgeconv.quant) instead of failing"),
+    "int8_fallback_attempts": Option(int, 12, "conversions the float-fallback search may spend"),
     "device": Option(str, None, "device (name or .toml, see `edgeconv devices list`) the artifact is also verified "
                      "on; default: the first usable device serving the profile"),
 }
