@@ -12,16 +12,11 @@ interleaved, median of N.  Writes ``benchmarks/results/native_mnn_<date>.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-
-RESULTS = Path(__file__).parent / "results"
+from side_by_side import compare, today, write
 
 
 def main() -> None:
@@ -69,39 +64,16 @@ def main() -> None:
         return out
 
     fns = {"edgeconv": lambda: ours.infer({name: x}), "mnnconvert_default": native_once}
-    outs = {k: f() for k, f in fns.items()}
-    for _ in range(10):
-        for f in fns.values():
-            f()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    order = list(fns)
-    for i in range(args.runs):
-        for k in order if i % 2 == 0 else order[::-1]:  # ABBA: neither side always runs first
-            t0 = time.perf_counter()
-            fns[k]()
-            times[k].append((time.perf_counter() - t0) * 1000)
-    pairs = sorted(a / b for a, b in zip(times["edgeconv"], times[order[1]], strict=True))
+    cmp = compare(fns, want, args.runs)
     ours.close()
-    res = {k: {"median_ms": statistics.median(v), "p90_ms": float(np.percentile(v, 90)), "runs": len(v),
-               "max_abs_vs_reference": max(float(np.abs(outs[k][o.name] - want[o.name]).max()) for o in ref.outputs)}
-           for k, v in times.items()}
-    ratio = res["edgeconv"]["median_ms"] / res["mnnconvert_default"]["median_ms"]
-    paired = {"median": statistics.median(pairs), "p25": pairs[len(pairs) // 4], "p75": pairs[3 * len(pairs) // 4]}
-    record = {"date": dt.date.today().isoformat(), "machine": environment(), "model": args.model,
+    record = {"date": today(), "machine": environment(), "model": args.model,
               "threads": args.threads, "runs": args.runs, "MNN": MNN.version(),
               "edgeconv": {"precision_mode": ours.config["precision"], "bytes": art.file("model").stat().st_size,
                            "verification": art.manifest["verification"]["drift"]},
               "native": {"route": "MNNConvert -f ONNX (no other flag), session defaults",
                          "bytes": native.stat().st_size},
-              "latency": res, "ratio_edgeconv_over_native": ratio, "paired_ratio": paired, "target_ratio": 1.0,
-              "pass": ratio <= 1.0,
-              "note": "interleaved in one process; a shared 2-core VM moves single medians by ±10 %"}
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"native_mnn_{record['date']}.json"
-    out.write_text(json.dumps(record, indent=2, default=str))
-    print(json.dumps({k: record[k] for k in ("latency", "ratio_edgeconv_over_native", "paired_ratio", "pass")},
-                     indent=2))
-    print(f"wrote {out}")
+              **cmp}
+    write("native_mnn", record)
 
 
 if __name__ == "__main__":

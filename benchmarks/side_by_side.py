@@ -1,0 +1,59 @@
+"""The measurement the native-route comparisons share: edgeconv's runner and a route's native default, timed
+interleaved in one process (ABBA order, so neither side always runs first), scored against the reference, and the
+result written with the machine named. ``native_{mnn,opencv,executorch}.py`` supply only the two callables."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+RESULTS = Path(__file__).parent / "results"
+NOTE = "interleaved in one process; a shared 2-core VM moves single medians by ±10 %"
+
+
+def compare(fns: dict[str, Callable[[], dict[str, np.ndarray]]], want: dict[str, np.ndarray], runs: int,
+            warmup: int = 10) -> dict[str, Any]:
+    """``fns``: {"edgeconv": ..., "<native name>": ...}. Returns latency per side (median, p90, max abs vs
+    ``want``), the ratio of medians edgeconv / native and the distribution of per-pair ratios."""
+    outs = {k: f() for k, f in fns.items()}
+    for _ in range(warmup):
+        for f in fns.values():
+            f()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    order = list(fns)
+    for i in range(runs):
+        for k in order if i % 2 == 0 else order[::-1]:
+            t0 = time.perf_counter()
+            fns[k]()
+            times[k].append((time.perf_counter() - t0) * 1000)
+    native = order[1]
+    pairs = sorted(a / b for a, b in zip(times["edgeconv"], times[native], strict=True))
+    res = {k: {"median_ms": statistics.median(v), "p90_ms": float(np.percentile(v, 90)), "runs": len(v),
+               "max_abs_vs_reference": max(float(np.abs(outs[k][o] - want[o]).max()) for o in want)}
+           for k, v in times.items()}
+    ratio = res["edgeconv"]["median_ms"] / res[native]["median_ms"]
+    paired = {"median": statistics.median(pairs), "p25": pairs[len(pairs) // 4], "p75": pairs[3 * len(pairs) // 4]}
+    return {"latency": res, "ratio_edgeconv_over_native": ratio, "paired_ratio": paired, "target_ratio": 1.0,
+            "pass": ratio <= 1.0, "note": NOTE}
+
+
+def write(name: str, record: dict[str, Any]) -> Path:
+    """Write ``results/<name>_<date>.json`` and print its headline."""
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"{name}_{record['date']}.json"
+    out.write_text(json.dumps(record, indent=2, default=str))
+    print(json.dumps({k: record[k] for k in ("latency", "ratio_edgeconv_over_native", "paired_ratio", "pass")},
+                     indent=2))
+    print(f"wrote {out}")
+    return out
+
+
+def today() -> str:
+    return dt.date.today().isoformat()
