@@ -135,6 +135,15 @@ class ConvertContext:
             return self.options[name]
         return self.profile.options.get(name, default)
 
+    def blocking_samples(self) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+        """The sample inputs (and reference outputs) a route is judged on: the realistic ones (real or made through
+        the contract) when any exist. Uniform noise is an advisory check in verification — a correct model can
+        amplify it far beyond its real drift — so it must not make a correct route look wrong inside a target either."""
+        feeds, outs = list(self.sample_feeds or []), list(self.sample_outputs or [])
+        kinds = list(self.sample_kinds or ["real"] * len(feeds))
+        keep = [i for i, k in enumerate(kinds) if k != "noise"] or list(range(len(feeds)))
+        return [feeds[i] for i in keep], [outs[i] for i in keep]
+
     def statistics(self, method: str | None = None, params: dict[str, Any] | None = None) -> Any:
         """Shared activation statistics of the reference on the calibration sample (computed once, cached)."""
         from edgeconv.calibration.stats import compute_stats

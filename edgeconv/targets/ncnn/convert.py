@@ -117,26 +117,12 @@ def map_blobs(ref: Any, param: Path, bin_: Path) -> tuple[dict[str, dict[str, st
 ROUTES = ("onnx", "torch")
 
 
-def blocking_samples(ctx: ConvertContext) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
-    """The sample inputs (and reference outputs) a route is judged on: realistic ones when any exist (noise is an
-    advisory check in verification; ``ctx.sample_kinds`` names them, else they are the reference's
-    ``random_feeds(2)``)."""
-    feeds, outs = list(ctx.sample_feeds or []), list(ctx.sample_outputs or [])
-    kinds = getattr(ctx, "sample_kinds", None)
-    if not kinds or len(kinds) != len(feeds):
-        noise = ctx.reference.random_feeds(2)
-        kinds = ["noise" if any(z.keys() == f.keys() and all(np.array_equal(f[k], z[k]) for k in f) for z in noise)
-                 else "real" for f in feeds]
-    keep = [i for i, k in enumerate(kinds) if k != "noise"] or list(range(len(feeds)))
-    return [feeds[i] for i in keep], [outs[i] for i in keep]
-
-
 def route_check(ctx: ConvertContext, run: PnnxRun, blobs: dict[str, dict[str, str]],
                 runtime: dict[str, Any], precision: str) -> dict[str, Any] | None:
     """The pnnx output on the sample inputs against the reference, at ``precision``'s tolerance (None: no samples)."""
     from edgeconv.targets.ncnn.runner import NcnnRunner
 
-    feeds, refs = blocking_samples(ctx)
+    feeds, refs = ctx.blocking_samples()
     if not feeds or not refs:
         return None
     ref = ctx.reference

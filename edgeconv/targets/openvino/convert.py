@@ -66,27 +66,10 @@ def _from_torch(ctx: ConvertContext) -> Any:
     return model
 
 
-def blocking_samples(ctx: ConvertContext) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
-    """The sample inputs (and reference outputs) a route is judged on: realistic ones when any exist.
-
-    Uniform noise is an advisory check in verification (a correct model can amplify it far beyond its real drift),
-    so it must not make a correct route look wrong here either. The kinds come from ``ctx.sample_kinds`` when the
-    pipeline provides them; otherwise noise inputs are recognised as the reference's own ``random_feeds(2)``.
-    """
-    feeds, outs = list(ctx.sample_feeds or []), list(ctx.sample_outputs or [])
-    kinds = getattr(ctx, "sample_kinds", None)
-    if not kinds or len(kinds) != len(feeds):
-        noise = ctx.reference.random_feeds(2)
-        kinds = ["noise" if any(z.keys() == f.keys() and all(np.array_equal(f[k], z[k]) for k in f) for z in noise)
-                 else "real" for f in feeds]
-    keep = [i for i, k in enumerate(kinds) if k != "noise"] or list(range(len(feeds)))
-    return [feeds[i] for i in keep], [outs[i] for i in keep]
-
-
 def float_check(ctx: ConvertContext, core: Any, model: Any) -> dict[str, Any] | None:
     """Run a converted float ov.Model (f32 pinned, on the CPU) on the sample inputs against the reference outputs,
     at the fp32 tolerance: does this route convert correctly? None when no samples were given."""
-    feeds, refs = blocking_samples(ctx)
+    feeds, refs = ctx.blocking_samples()
     if not feeds or not refs:
         return None
     compiled = core.compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
@@ -157,7 +140,7 @@ def load_check(ctx: ConvertContext, core: Any, xml: Path, config: dict[str, Any]
     rec["default_load"] = deploy.hint_name(plain.get_property("INFERENCE_PRECISION_HINT"))
     rec["default_runtime"] = {k: v for k, v in deploy.runtime_summary(plain).items() if k != "kernels"}
     if rec["default_load"] != rec["pinned"] and not embedded:
-        feeds, refs = blocking_samples(ctx)
+        feeds, refs = ctx.blocking_samples()
         if feeds:
             names = [o.name for o in ctx.reference.outputs]
             for key, cm in (("pinned_drift", pinned), ("default_load_drift", plain)):
