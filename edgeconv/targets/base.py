@@ -334,3 +334,19 @@ class OrtRunner(Runner):
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
 
+
+def flat_module(module: Any) -> Any:
+    """``module`` returning a flat tuple of tensors (dict/list/nested outputs flattened in order, the order the ONNX
+    exporter gave the reference outputs): what torch-route converters (litert-torch, ExecuTorch) need."""
+    import torch
+    from torch.utils import _pytree
+
+    class FlatOutputs(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return tuple(_pytree.tree_leaves(self.inner(*args)))
+
+    return FlatOutputs(module)

@@ -21,27 +21,10 @@ from edgeconv.core.compare import tensor_drift
 from edgeconv.core.console import status, track
 from edgeconv.core.errors import CalibrationError, ConfigError, ConversionError
 from edgeconv.core.lazy import require
-from edgeconv.targets.base import ConversionResult, ConvertContext
+from edgeconv.targets.base import ConversionResult, ConvertContext, flat_module
 
 MODEL_FILE = "model.pte"
 OBSERVERS = ("histogram", "minmax")
-
-
-def flat_module(module: Any) -> Any:
-    """``module`` returning a flat tuple of tensors (dict/list outputs flattened in order, as the ONNX exporter
-    orders the reference outputs)."""
-    import torch
-    from torch.utils import _pytree
-
-    class FlatOutputs(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return tuple(_pytree.tree_leaves(self.inner(*args)))
-
-    return FlatOutputs(module)
 
 
 def quantize_pt2e(module: Any, sample: tuple[Any, ...], feeds: Any, *, names: list[str], per_channel: bool,

@@ -18,7 +18,7 @@ from edgeconv.core.console import log, status
 from edgeconv.core.errors import ConfigError, ConversionError, EdgeconvError
 from edgeconv.core.lazy import require
 from edgeconv.core.tensors import TensorSpec
-from edgeconv.targets.base import ConversionResult, ConvertContext
+from edgeconv.targets.base import ConversionResult, ConvertContext, flat_module
 
 MODEL_FILE = "model.tflite"
 INT8_MODES = ("static", "dynamic")
@@ -32,23 +32,6 @@ def resolve_layout(ctx: ConvertContext) -> str:
     return layout
 
 
-def _flat_module(module: Any) -> Any:
-    """Wrap ``module`` so it returns a flat tuple of tensors (dict/list/nested outputs flattened in order), the
-    same order the ONNX exporter gave the reference outputs."""
-    import torch
-    from torch.utils import _pytree
-
-    class FlatOutputs(torch.nn.Module):
-        def __init__(self, inner: torch.nn.Module) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return tuple(_pytree.tree_leaves(self.inner(*args)))
-
-    return FlatOutputs(module)
-
-
 def prepare_module(module: Any, inputs: list[TensorSpec], outputs: list[TensorSpec], layout: str) -> Any:
     """The module litert-torch traces: flat outputs, and channel-last I/O for 4-D tensors when NHWC.
 
@@ -56,7 +39,7 @@ def prepare_module(module: Any, inputs: list[TensorSpec], outputs: list[TensorSp
     """
     import litert_torch
 
-    flat = _flat_module(module)
+    flat = flat_module(module)
     if layout != "NHWC":
         return flat
     ins = [i for i, s in enumerate(inputs) if len(s.shape) == 4]
