@@ -122,10 +122,12 @@ def bench(artifact_dir: str, data: str | None, out: str, threads: int | None, mi
               help="Tolerance over the profiles' (repeatable), e.g. int8.cosine=0.98.")
 @click.option("--dry-run", is_flag=True, help="Print the plan (conversions, cache hits); convert and measure nothing.")
 @click.option("--no-cache", is_flag=True, help="Ignore and do not fill the artifact cache.")
+@click.option("--farm", metavar="local|ray://HOST:PORT", help="Benchmark the rows with a device on a Ray farm, on "
+              "the nodes advertising it (ray start --resources '{\"device:NAME\": 1}'); local: a Ray on this machine.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (report.json's content) on stdout.")
 @handle_errors
 def run(config: str, out: str, baseline: str | None, fail_on: str | None, threads: int | None, tols: tuple[str, ...],
-        dry_run: bool, no_cache: bool, as_json: bool) -> None:
+        dry_run: bool, no_cache: bool, farm: str | None, as_json: bool) -> None:
     """Convert and benchmark a model × targets × precisions matrix from CONFIG.toml into --out."""
     from edgeconv.bench.matrix import load_config, run_matrix
 
@@ -134,7 +136,8 @@ def run(config: str, out: str, baseline: str | None, fail_on: str | None, thread
         cfg["bench"] = {**(cfg.get("bench") or {}), "threads": threads}
     with stdout_to_stderr():  # converters and runtimes that print must not mix into the results
         report = call_with_new_options(run_matrix, cfg, out, baseline, fail_on=fail_on, use_cache=not no_cache,
-                                       tolerances=parse_tolerances(tols), dry_run=dry_run)
+                                       tolerances=parse_tolerances(tols), dry_run=dry_run,
+                                       **({"farm": farm} if farm else {}))
     if as_json:
         emit_json(report)
     elif dry_run:

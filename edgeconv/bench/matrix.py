@@ -3,7 +3,9 @@
 The reference is built once, the evaluation inputs and the reference outputs are made once, then every
 target × precision is converted (verified by the pipeline) and benchmarked in its own worker process.  A target that
 fails to convert, to verify or to run becomes a ``failed`` row with its one-line error and the rest go on; a backend
-that is not installed becomes ``skipped``.
+that is not installed becomes ``skipped``.  With ``farm`` (``--farm local|ray://HOST:PORT``) the rows that name a
+``device`` are measured on a Ray farm after the conversions (``edgeconv.devices.farm``: on the nodes advertising
+``device:NAME``, one row at a time per device) and scored here like any device row.
 
 Config (TOML; relative paths are relative to the config file)::
 
@@ -34,8 +36,10 @@ Config (TOML; relative paths are relative to the config file)::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,12 +142,17 @@ def _preprocess(v: Any) -> Preprocess | None:
 def run_matrix(config: dict[str, Any], out: str | Path, baseline: str | Path | dict[str, Any] | None = None, *,
                fail_on: tuple[str, ...] | str | None = None, use_cache: bool = True,
                keep_artifacts: bool = True, dry_run: bool = False,
-               tolerances: dict[str, dict[str, float]] | None = None) -> dict[str, Any]:
+               tolerances: dict[str, dict[str, float]] | None = None, farm: str | None = None) -> dict[str, Any]:
     """Convert and benchmark every target × precision of ``config``; write the four report files into ``out``.
 
     With ``baseline`` (a report dict or a report.json path) the report is compared and annotated; the returned
     report's ``comparison.failures`` lists the ``fail_on`` conditions that hold (the CLI exits non-zero on them).
+    With ``farm`` the rows with a ``device`` are benchmarked on that Ray farm (see the module's docstring).
     """
+    if farm is not None:
+        from edgeconv.devices.farm import check_farm
+
+        farm = check_farm(farm)
     from edgeconv.core import cache
     from edgeconv.pipeline import default_preprocess, prepare
     from edgeconv.profiles import load_profile
@@ -151,7 +160,7 @@ def run_matrix(config: dict[str, Any], out: str | Path, baseline: str | Path | d
     with cache.disabled(not use_cache):
         return _run_matrix(config, out, baseline, fail_on=fail_on, use_cache=use_cache, keep_artifacts=keep_artifacts,
                            dry_run=dry_run, tolerances=tolerances, prepare=prepare, load_profile=load_profile,
-                           default_preprocess=default_preprocess)
+                           default_preprocess=default_preprocess, farm=farm)
 
 
 def _verification_summary(art: Any) -> dict[str, Any] | None:
@@ -163,9 +172,40 @@ def _verification_summary(art: Any) -> dict[str, Any] | None:
             "task_checked": v.get("task_checked", False), "drift": v.get("drift")}
 
 
+def _finish_row(row_out: dict[str, Any], *, art: Any, convert_s: float, t_bench: float | None = None) -> dict[str, Any]:
+    """The row fields that come from the artifact and the wall clock, once measured and scored."""
+    if art.manifest.get("postprocess"):
+        row_out["postprocess"] = art.manifest["postprocess"].get("placement")
+        if row_out.get("drift") and art.manifest["postprocess"].get("stage") in ("detections", "candidates"):
+            # Near-tied boxes swap places after NMS/top-K: tensor drift on the contract's rows measures their
+            # order, not the model. Detections were matched by IoU at conversion; the task metric is here.
+            row_out["drift"]["pass"] = None
+            for c in row_out["drift"].get("checks") or []:
+                c["pass"] = None
+            row_out["drift"]["note"] = "not judged on NMS output order: detections matched by IoU at conversion"
+            row_out.setdefault("checks", {})["drift"] = None
+        row_out["profile"] = f"{row_out['profile']}+end2end"
+    row_out["wall_seconds"] = {"convert": round(convert_s, 2), "cache": art.manifest.get("cache", "miss"),
+                               "bench": None if t_bench is None else round(time.perf_counter() - t_bench, 2)}
+    row_out["verification"] = _verification_summary(art)
+    log.info("%s %s: %s%s", row_out.get("profile"), row_out.get("precision"), row_out["status"],
+             f" p50 {row_out['latency_ms']['p50']:.3g} ms" if row_out.get("latency_ms") else "")
+    return row_out
+
+
+def _farm_row(art: Any, device: str, feeds_npz: Path, opts: BenchOptions, index: int) -> Any:
+    """The farm's job for one row: the same threads and latency settings ``bench_artifact`` would use."""
+    from edgeconv.bench.evaluate import profile_from_manifest
+    from edgeconv.devices import load_device
+    from edgeconv.devices.farm import FarmRow
+
+    threads = opts.threads if opts.threads is not None else (profile_from_manifest(art.manifest).threads or None)
+    return FarmRow(f"row{index}", load_device(device), art.path, feeds_npz, opts.latency.to_dict(), threads)
+
+
 def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_on: Any, use_cache: bool,
                 keep_artifacts: bool, dry_run: bool, tolerances: Any, prepare: Any, load_profile: Any,
-                default_preprocess: Any) -> dict[str, Any]:
+                default_preprocess: Any, farm: str | None = None) -> dict[str, Any]:
 
     validate_config(config)
     base = Path(config.get("_base_dir", "."))
@@ -236,6 +276,7 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
 
     e2e_refs: dict[str, list[dict[str, Any]]] = {}
     rows: list[dict[str, Any]] = []
+    on_farm: dict[int, tuple[Any, Callable[[], dict[str, Any]]]] = {}  # row index -> (FarmRow, measure + finish)
     jobs = [(t, p) for t in config["targets"] for p in (t.get("precisions") or [None])]
     for t, precision in track(jobs, "benchmarking targets", total=len(jobs)):
         name = t["profile"]
@@ -307,26 +348,22 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
                 e2e_refs[rsha] = ref_outputs(art.reference_onnx, data.feeds, kind="onnx")[0]
             row_refs, row_post = e2e_refs[rsha], detpost.harness_postprocess(art.path)
             row_desc = f"end2end reference.onnx ({art.manifest['postprocess']['placement']['stage']})"
-        row_out = bench_artifact(art, data, row_refs, options=opts, work=work / f"{profile.name}-{precision}",
-                                 feeds_npz=feeds_npz, post=row_post, reference_desc=row_desc, eval_stats=eval_stats,
-                                 device=t.get("device"))
-        if art.manifest.get("postprocess"):
-            row_out["postprocess"] = art.manifest["postprocess"].get("placement")
-            if row_out.get("drift") and art.manifest["postprocess"].get("stage") in ("detections", "candidates"):
-                # Near-tied boxes swap places after NMS/top-K: tensor drift on the contract's rows measures their
-                # order, not the model. Detections were matched by IoU at conversion; the task metric is here.
-                row_out["drift"]["pass"] = None
-                for c in row_out["drift"].get("checks") or []:
-                    c["pass"] = None
-                row_out["drift"]["note"] = "not judged on NMS output order: detections matched by IoU at conversion"
-                row_out.setdefault("checks", {})["drift"] = None
-            row_out["profile"] = f"{row_out['profile']}+end2end"
-        row_out["wall_seconds"] = {"convert": round(t1 - t0, 2), "bench": round(time.perf_counter() - t1, 2),
-                                   "cache": art.manifest.get("cache", "miss")}
-        row_out["verification"] = _verification_summary(art)
-        log.info("%s %s: %s%s", profile.name, precision, row_out["status"],
-                 f" p50 {row_out['latency_ms']['p50']:.3g} ms" if row_out.get("latency_ms") else "")
-        rows.append(row_out)
+        bench = functools.partial(bench_artifact, art, data, row_refs, options=opts,
+                                  work=work / f"{profile.name}-{precision}", feeds_npz=feeds_npz, post=row_post,
+                                  reference_desc=row_desc, eval_stats=eval_stats, device=t.get("device"))
+        done = functools.partial(_finish_row, art=art, convert_s=t1 - t0)
+        if farm and t.get("device"):  # measured on the farm after the conversions, scored the same way
+            on_farm[len(rows)] = (_farm_row(art, t["device"], feeds_npz, opts, len(rows)),
+                                  lambda bench=bench, done=done: done(bench()))
+            rows.append({})
+            continue
+        rows.append(done(bench(), t_bench=t1))
+    if on_farm:
+        from edgeconv.devices.farm import score_on_farm
+
+        for i, row_out in zip(on_farm, score_on_farm(list(on_farm.values()), farm=farm, timeout=options.timeout)):
+            rows[i] = row_out
+            row_out["wall_seconds"]["bench"] = (row_out.get("farm") or {}).get("seconds")  # the node's own time
     if dry_run:
         shutil.rmtree(work, ignore_errors=True)
         return {"schema": "edgeconv.plan/1", "model": {"source": str(model_spec), "sha256": ref.sha256},

@@ -8,26 +8,75 @@ most one row per device in flight so each row's time limit counts from its own s
 node still advertises the device: a node lost mid-row fails that row (and the rows queued behind it) at once
 instead of leaving them pending forever, and the run goes on.
 
-``farm``: ``"local"`` starts a one-node Ray on this machine advertising every device of the rows; ``"ray://HOST"``
-or ``"HOST:PORT"``/``"auto"`` connects to a running cluster (its nodes need ``pip install 'edgeconv[devices]'``);
-``None`` uses the Ray this process is already connected to (tests use ``ray.cluster_utils.Cluster``).
+``farm``: ``"local"`` starts a one-node Ray on this machine advertising every device of the rows;
+``"ray://HOST:PORT"`` (Ray Client), ``"HOST:PORT"`` (the head's GCS address, from a machine of the cluster) or
+``"auto"`` connects to a running cluster (its nodes need ``pip install 'edgeconv[devices]'``); ``None`` uses the Ray
+this process is already connected to (tests use ``ray.cluster_utils.Cluster``).  A Ray that ``run_farm`` started or
+joined is shut down when it returns.
+
+``edgeconv run --farm`` (``edgeconv.bench.matrix``) converts on the host, hands its device rows to :func:`run_farm`,
+then scores each measurement on the host through the same ``bench_artifact`` as any device row: within
+:func:`measured`, the device seam that ``bench_artifact`` calls (``run_device_worker``) returns the farm's
+measurement for that one row instead of running it again, so a farm row and a direct device row are one shape.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import os
+import re
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgeconv.core.console import log
+from edgeconv.core.errors import ConfigError
 from edgeconv.core.lazy import require
 from edgeconv.devices.config import Device, DeviceError, DeviceUnreachable, device_from_dict
 
 RESOURCE = "device:{}"
+FARM_FORMS = "local | auto | ray://HOST:PORT | HOST:PORT"
+_ADDRESS = re.compile(r"^(ray://)?(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):([0-9]{1,5})$")
+Measured = tuple[dict[str, Any], list[dict[str, Any]] | None]
+_MEASURED: contextvars.ContextVar[tuple[str, Path, Measured] | None] = contextvars.ContextVar("farm_measured",
+                                                                                              default=None)
+
+
+def check_farm(farm: str) -> str:
+    """Validate a ``--farm`` value and that Ray is installed, before anything is converted.
+
+    A malformed value is a ConfigError (exit 2); a missing Ray a MissingDependencyError (exit 7)."""
+    value = farm.strip()
+    m = _ADDRESS.match(value)
+    if value not in ("local", "auto") and not (m and 0 < int(m.group(3)) < 65536):
+        raise ConfigError(f"--farm {farm!r} is not a Ray farm address",
+                          hint=f"--farm {FARM_FORMS}, e.g. --farm local or --farm ray://head:10001")
+    require("ray", "devices")
+    return value
+
+
+@contextlib.contextmanager
+def measured(device: str, artifact: Path, result: Measured) -> Iterator[None]:
+    """Within this block, the one device run of ``artifact`` on ``device`` is ``result`` (already measured)."""
+    token = _MEASURED.set((device, Path(artifact).resolve(), result))
+    try:
+        yield
+    finally:
+        _MEASURED.reset(token)
+
+
+def take_measured(device: str, artifact: Path) -> Measured | None:
+    """The measurement :func:`measured` holds for this device and artifact (once), else None: run it."""
+    held = _MEASURED.get()
+    if held is None or held[0] != device or held[1] != Path(artifact).resolve():
+        return None
+    _MEASURED.set(None)
+    return held[2]
 
 
 @dataclass
@@ -81,6 +130,7 @@ def bench_task(device: dict[str, Any], sha: str, files: dict[str, bytes], feeds:
 
     from edgeconv.devices.remote import DeviceOptions, run_on_device
 
+    t0 = time.perf_counter()
     dev = device_from_dict(device)
     art = _unpack(sha, files)
     node = ray.get_runtime_context().get_node_id()
@@ -94,7 +144,8 @@ def bench_task(device: dict[str, Any], sha: str, files: dict[str, bytes], feeds:
             raise  # Ray retries it (retry_exceptions)
         except DeviceError as e:
             return {"ok": False, "error": e.one_line(), "hint": e.hint, "farm": {"node": node}}, None
-    return {**res.timings, "env": res.env, "farm": {"node": node}}, res.outputs
+    return {**res.timings, "env": res.env, "farm": {"node": node, "seconds": round(time.perf_counter() - t0, 2)}}, \
+        res.outputs
 
 
 def connect(farm: str | None, devices: list[str]) -> Any:
@@ -106,11 +157,16 @@ def connect(farm: str | None, devices: list[str]) -> Any:
         return ray
     if ray.is_initialized():
         return ray
-    if farm == "local":
-        ray.init(resources={RESOURCE.format(d): 1 for d in devices}, include_dashboard=False,
-                 log_to_driver=False, configure_logging=False)
-    else:
-        ray.init(address=farm, log_to_driver=False)
+    try:
+        if farm == "local":
+            ray.init(resources={RESOURCE.format(d): 1 for d in devices}, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        else:
+            ray.init(address=farm, log_to_driver=False)
+    except Exception as e:  # noqa: BLE001 - Ray raises ConnectionError, RuntimeError, ValueError, ...
+        raise DeviceUnreachable(f"cannot {'start' if farm == 'local' else 'join'} the Ray farm {farm}: "
+                                f"{type(e).__name__}: {' '.join(str(e).split())[:200]}",
+                                hint="is the head up (`ray start --head`) and is this its address?") from e
     return ray
 
 
@@ -129,7 +185,20 @@ def run_farm(rows: list[FarmRow], *, farm: str | None = "local", timeout: float 
     Failed rows get ``({"ok": False, "error": one line}, None)``: a device error, a row past ``timeout`` (seconds
     from its start), a task that raised, a node lost mid-row, or no live node advertising the device.
     """
-    ray = connect(farm, sorted({r.device.name for r in rows}))
+    if not rows:
+        return {}
+    ray = require("ray", "devices")
+    started = farm is not None and not ray.is_initialized()
+    connect(farm, sorted({r.device.name for r in rows}))
+    try:
+        return _schedule(ray, rows, timeout=timeout, retries=retries, poll=poll)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _schedule(ray: Any, rows: list[FarmRow], *, timeout: float, retries: int,
+              poll: float) -> dict[str, tuple[dict[str, Any], list | None]]:
     remote = ray.remote(bench_task)
     results: dict[str, tuple[dict[str, Any], list | None]] = {}
     queues: dict[str, collections.deque[FarmRow]] = collections.defaultdict(collections.deque)
@@ -184,6 +253,25 @@ def run_farm(rows: list[FarmRow], *, farm: str | None = "local", timeout: float 
                 results[row.key] = _fail(f"device error: device {row.device.name}: {why}")
                 log.warning("%s: %s", row.key, why)
     return results
+
+
+def score_on_farm(jobs: list[tuple[FarmRow, Callable[[], dict[str, Any]]]], *, farm: str | None,
+                  timeout: float = 900.0, retries: int = 1) -> list[dict[str, Any]]:
+    """Measure every row on the farm, then call its ``score`` (the host's ``bench_artifact``) on that measurement.
+
+    ``score`` runs within :func:`measured`, so the device seam it calls returns the farm's record and outputs; the
+    node that measured the row is added to the scored row as ``farm``.
+    """
+    results = run_farm([fr for fr, _ in jobs], farm=farm, timeout=timeout, retries=retries)
+    rows = []
+    for fr, score in jobs:
+        rec = results[fr.key]
+        with measured(fr.device.name, fr.artifact, rec):
+            row = score()
+        if rec[0].get("farm"):
+            row["farm"] = {**rec[0]["farm"], "address": farm}
+        rows.append(row)
+    return rows
 
 
 def _collect(ray: Any, ref: Any, row: FarmRow) -> tuple[dict[str, Any], list | None]:

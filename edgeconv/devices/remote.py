@@ -231,7 +231,13 @@ def run_device_worker(art: Any, feeds_npz: Path, work: Path, *, device: Device |
     """Drop-in for ``edgeconv.bench.evaluate.run_worker`` that measures on ``device``.
 
     Same arguments and the same return: ``(record, outputs)``, or ``({"ok": False, "error": one line}, None)``.
+    Within ``edgeconv.devices.farm.measured(...)`` for this device and artifact it returns that measurement.
     """
+    from edgeconv.devices.farm import take_measured
+
+    held = take_measured(load_device(device).name, Path(getattr(art, "path", art)))
+    if held is not None:  # measured on the farm (edgeconv run --farm): score it, do not run it again
+        return held
     lat = latency.to_dict() if hasattr(latency, "to_dict") else dict(latency or {})
     try:
         res = run_on_device(device, Path(getattr(art, "path", art)), Path(feeds_npz), latency=not skip_latency,
