@@ -43,6 +43,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "edgeconv.devices.cli": ("devices",),
     "edgeconv.diagnose.cli": ("diagnose", "lint"),
     "edgeconv.envs.cli": ("env",),
+    "edgeconv.tune.cli": ("tune",),
 }
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a C tool killed by `| head` reports
 _META = "edgeconv.global"

@@ -1,0 +1,46 @@
+"""The tune result as a table: Markdown for ``tune.md`` and rows for the terminal (one source for both)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+COLUMNS = ("candidate", "status", "p50 ms", "task Δ", "drift rel_l2", "front", "note")
+
+
+def _num(x: Any, fmt: str) -> str:
+    """A measured number, or '-' where there is none (a missing value is never shown as a number)."""
+    return "-" if x is None else format(x, fmt)
+
+
+def rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One tuple of cells per candidate, fastest acceptable first, then the others in search order."""
+    cands = doc.get("candidates") or []
+    ok = sorted((c for c in cands if c.get("status") == "ok"), key=lambda c: (c.get("latency_ms") or {}).get("p50"))
+    rest = [c for c in cands if c.get("status") != "ok"]
+    out = []
+    for c in ok + rest:
+        task = c.get("task") or {}
+        mark = "best" if c["id"] == doc.get("recommended") else ("yes" if c.get("pareto") else "")
+        out.append((c["id"], c.get("status", "?"), _num((c.get("latency_ms") or {}).get("p50"), ".3g"),
+                    _num(task.get("delta"), "+.2f"), _num((c.get("drift") or {}).get("rel_l2"), ".2g"), mark,
+                    " ".join(str(c.get("reason") or "").split())[:120]))
+    return out
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    env, search = doc.get("env") or {}, doc.get("search") or {}
+    lines = [f"# edgeconv tune: {doc.get('model')}", "",
+             f"Profiles: {', '.join(doc.get('profiles') or [])}. Machine: {env.get('cpu')}, {env.get('cores')} cores, "
+             f"{env.get('isa_line') or 'ISA unknown'}; load average {env.get('load')}. "
+             f"{search.get('tried')} candidate(s) tried in {search.get('wall_s')} s; cost axis: "
+             f"{'task metric drop (points)' if doc.get('cost_axis') == 'task' else 'output drift (rel_l2)'}.", "",
+             f"**Recommended:** {doc.get('recommended') or 'none within the budget'}"
+             + (f" (`{doc['best_path']}`)" if doc.get("best_path") else ""), "",
+             "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows(doc):
+        lines.append("| " + " | ".join(x.replace("|", "\\|") for x in r) + " |")
+    if search.get("not_tried"):
+        lines += ["", f"Not tried (--max-candidates / --time-budget): {', '.join(search['not_tried'])}"]
+    for e in search.get("excluded") or []:
+        lines.append(f"- excluded {e['profile']} {e['precision']}: {e['reason']}")
+    return "\n".join(lines) + "\n"
