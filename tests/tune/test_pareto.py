@@ -1,0 +1,64 @@
+"""The selection rules of ``edgeconv tune`` on synthetic numbers: budget, Pareto front, recommendation."""
+
+from __future__ import annotations
+
+import math
+
+from edgeconv.tune.pareto import Point, cost_axis, pareto_front, recommend, within_budget
+from edgeconv.tune.search import select
+
+
+def _pts() -> list[Point]:
+    return [Point("fp32", 10.0, task_delta=0.0), Point("fp16", 8.0, task_delta=-0.1),
+            Point("int8", 4.0, task_delta=-0.6), Point("int8-slow", 6.0, task_delta=-0.6),
+            Point("gain", 9.0, task_delta=+0.3), Point("nolat", None, task_delta=0.0)]
+
+
+def test_front_keeps_only_undominated_points_fastest_first() -> None:
+    front = [p.id for p in pareto_front(_pts())]
+    # int8-slow is beaten by int8 (same cost, faster); gain costs 0 like fp32 but is faster, so fp32 is dominated
+    assert front == ["int8", "fp16", "gain"]
+
+
+def test_a_measured_gain_counts_as_no_cost() -> None:
+    assert Point("g", 1.0, task_delta=2.5).cost("task") == 0.0
+    assert Point("d", 1.0, task_delta=-2.5).cost("task") == 2.5
+
+
+def test_equal_points_are_both_on_the_front() -> None:
+    front = pareto_front([Point("a", 5.0, task_delta=-0.2), Point("b", 5.0, task_delta=-0.2)])
+    assert {p.id for p in front} == {"a", "b"}
+
+
+def test_cost_axis_falls_back_to_drift_when_a_point_has_no_task_metric() -> None:
+    pts = [Point("a", 2.0, task_delta=-0.1, drift_rel_l2=0.01), Point("b", 1.0, drift_rel_l2=0.05)]
+    assert cost_axis(pts) == "drift"
+    assert [p.id for p in pareto_front(pts)] == ["b", "a"]
+    assert cost_axis(pts[:1]) == "task"
+
+
+def test_budget_rules() -> None:
+    assert within_budget(Point("ok", 1.0, task_delta=-0.4, budget=0.5)) == (True, None)
+    ok, why = within_budget(Point("over", 1.0, task_delta=-0.6, budget=0.5))
+    assert not ok and "-0.60" in why and "0.5" in why
+    assert within_budget(Point("over", 1.0, task_delta=-0.6, budget=0.5), max_drop=1.0)[0]  # --max-drop wins
+    assert not within_budget(Point("v", 1.0, verified=False))[0]
+    assert not within_budget(Point("d", 1.0, drift_pass=False))[0]
+    assert not within_budget(Point("n", None))[0]
+    assert not within_budget(Point("nan", math.nan))[0]
+    assert not within_budget(Point("t", 1.0, task_pass=False))[0]  # the harness judged it over the budget
+
+
+def test_recommend_is_the_fastest_acceptable_and_breaks_ties_by_cost() -> None:
+    assert recommend(_pts()).id == "int8"
+    tie = [Point("worse", 3.0, task_delta=-0.5), Point("better", 3.0, task_delta=-0.1)]
+    assert recommend(tie).id == "better"
+    assert recommend([Point("x", None)]) is None
+
+
+def test_select_considers_only_accepted_results() -> None:
+    results = [{"id": "fast-but-rejected", "status": "rejected", "latency_ms": {"p50": 1.0}, "task": {"delta": -5}},
+               {"id": "a", "status": "ok", "latency_ms": {"p50": 3.0}, "task": {"delta": -0.2}},
+               {"id": "b", "status": "ok", "latency_ms": {"p50": 2.0}, "task": {"delta": -0.4}}]
+    axis, front, best = select(results)
+    assert (axis, front, best) == ("task", ["b", "a"], "b")
