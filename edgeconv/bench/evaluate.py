@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from edgeconv.bench import metrics
+from edgeconv.bench.datasets import EvalData, load_eval_data, stage_summary
 from edgeconv.bench.drift import compute_drift, input_stats, stats_shift
 from edgeconv.bench.latency import LatencyConfig, summarize
 from edgeconv.bench.worker import load_outputs, save_feeds
@@ -32,10 +34,8 @@ from edgeconv.core.artifact import Artifact
 from edgeconv.core.console import log
 from edgeconv.core.errors import ConfigError, EdgeconvError
 from edgeconv.core.hashing import sha256_json
-from edgeconv.core.tensors import TensorSpec, random_feeds
+from edgeconv.core.tensors import TensorSpec
 from edgeconv.profiles import Profile
-
-TENSOR_SUFFIXES = (".npy", ".npz")
 
 
 @dataclass
@@ -54,102 +54,6 @@ class BenchOptions:
         lat = LatencyConfig.from_dict(d)
         return cls(latency=lat, threads=d.get("threads"), limit=int(d.get("limit", 100)),
                    timeout=float(d.get("timeout", 900.0)), reference=str(d.get("reference", "auto")))
-
-
-@dataclass
-class EvalData:
-    """Preprocessed evaluation inputs with what is needed to score them."""
-
-    feeds: list[dict[str, np.ndarray]]
-    metas: list[dict[str, float]]
-    labels: list[Any] | None  # detection: (boxes xyxy image px, classes); classification: class index
-    task: str | None
-    source: str
-    preprocess: Preprocess | None = None
-    preprocess_ms: dict[str, Any] | None = None
-    files: list[Path] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.feeds)
-
-
-def _spread(items: list[Any], limit: int) -> list[Any]:
-    """An evenly spaced, deterministic subset: the first N of a class-sorted folder would be one class only."""
-    if limit <= 0 or len(items) <= limit:
-        return items
-    step = len(items) / limit
-    return [items[int(i * step)] for i in range(limit)]
-
-
-def load_eval_data(data: str | Path | None, *, input_spec: TensorSpec, preprocess: Preprocess | None,
-                   task: str | None = None, limit: int = 100, labels: bool = True) -> EvalData:
-    """Build evaluation inputs. ``data``: ``None`` (seeded random inputs: drift only, no task metric), ``zoo`` /
-    ``zoo:detection`` / ``zoo:classification`` (the bundled eval split), a folder of images (labelled as YOLO/COCO
-    detection or ImageFolder classification when ``task`` says so, else unlabelled), or ``.npy``/``.npz`` tensors."""
-    from edgeconv.bench import datasets
-
-    if data is None:
-        n = max(1, min(limit, 8))
-        feeds = [random_feeds([input_spec], seed=i) for i in range(n)]
-        return EvalData(feeds, [{} for _ in feeds], None, task, "random")
-    text = str(data)
-    if text == "zoo" or text.startswith("zoo:"):
-        from edgeconv.zoo.data import eval_split
-
-        kind = text[4:] if text.startswith("zoo:") else (task or "detection")
-        task = task or kind
-        root = eval_split(kind)
-    else:
-        root = Path(text).expanduser()
-        if not root.exists():
-            raise ConfigError(f"evaluation data {root} does not exist", hint="pass --data DIR (images or tensors)")
-    tensor_files = sorted(p for p in ([root] if root.is_file() else root.rglob("*"))
-                          if p.suffix.lower() in TENSOR_SUFFIXES)
-    if tensor_files:
-        feeds = []
-        for p in _spread(tensor_files, limit):
-            if p.suffix == ".npy":
-                x = np.load(p, allow_pickle=False)
-            else:
-                with np.load(p, allow_pickle=False) as z:
-                    x = z[input_spec.name] if input_spec.name in z.files else z[z.files[0]]
-            x = np.asarray(x, dtype=input_spec.dtype)
-            feeds.append({input_spec.name: x if x.ndim == len(input_spec.static_shape) else x[None]})
-        return EvalData(feeds, [{} for _ in feeds], None, task, str(root), files=_spread(tensor_files, limit))
-    if preprocess is None:
-        raise ConfigError("image evaluation data needs a preprocessing contract",
-                          hint="pass --preprocess (or convert with --preprocess so the artifact records it)")
-    items: list[tuple[Path, Any]]
-    has_labels = False
-    if labels and task == "detection":
-        try:
-            det = datasets.load_detection_labels(root)
-            items = [(p, (b, c)) for p, b, c in det]
-            has_labels = True
-        except (FileNotFoundError, ValueError):
-            items = [(p, None) for p in datasets.list_images(root)]
-    elif labels and task == "classification" and any(d.is_dir() for d in root.iterdir()):
-        samples, _ = datasets.load_imagefolder(root)
-        items = [(p, c) for p, c in samples]
-        has_labels = True
-    else:
-        items = [(p, None) for p in datasets.list_images(root)]
-    if not items:
-        raise ConfigError(f"no images found under {root}")
-    items = _spread(items, limit)
-    feeds, metas, pre_ms = [], [], []
-    for path, _ in items:
-        t0 = time.perf_counter_ns()
-        x, meta = preprocess.apply_with_meta(preprocess.load(path))
-        pre_ms.append((time.perf_counter_ns() - t0) / 1e6)
-        feeds.append({input_spec.name: x})
-        metas.append(meta)
-    return EvalData(feeds, metas, [lab for _, lab in items] if has_labels else None, task, str(root), preprocess,
-                    _stage(summarize(pre_ms)), [p for p, _ in items])
-
-
-def _stage(s: dict[str, Any]) -> dict[str, Any]:
-    return {k: s[k] for k in ("p50", "p90", "mean", "n")}
 
 
 # --- reference ---------------------------------------------------------------------------------------------------
@@ -189,18 +93,6 @@ def _torch_outputs(module: Any, feeds: list[dict[str, np.ndarray]], names: list[
 # --- task metric -------------------------------------------------------------------------------------------------
 
 
-def _to_image_coords(det: Any, meta: dict[str, float]) -> Any:
-    """Detections are in model-input pixels; labels are in original-image pixels: undo resize/letterbox."""
-    if not meta or len(det) == 0:
-        return det
-    from edgeconv.bench.detection import Detections
-
-    b = det.boxes.astype(np.float64).copy()
-    b[:, [0, 2]] = (b[:, [0, 2]] - meta.get("pad_x", 0.0)) / meta.get("scale_x", 1.0)
-    b[:, [1, 3]] = (b[:, [1, 3]] - meta.get("pad_y", 0.0)) / meta.get("scale_y", 1.0)
-    return Detections(b, det.scores, det.classes)
-
-
 def _post_all(post: Callable[..., Any], outs: list[dict[str, np.ndarray]], task: str,
               metas: list[dict[str, float]]) -> tuple[list[Any], list[float]]:
     results, ms = [], []
@@ -209,7 +101,7 @@ def _post_all(post: Callable[..., Any], outs: list[dict[str, np.ndarray]], task:
         r = post(o)
         ms.append((time.perf_counter_ns() - t0) / 1e6)
         if task == "detection":
-            results.append(_to_image_coords(r[0], meta))
+            results.append(metrics.to_image_coords(r[0], meta))
         else:
             results.append(np.asarray(r).reshape(-1))
     return results, ms
@@ -220,14 +112,53 @@ _REF_MEMO: dict[tuple[int, int, int], tuple[Any, list[Any], dict[str, Any]]] = {
 
 def task_metric(task: str | None, post: Callable[..., Any] | None, refs: list[dict], gots: list[dict],
                 data: EvalData, tol: dict[str, float]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The ``task`` block (metric, reference, value, delta, pass; in percent) and the post-processing timing.
+    """The ``task`` block (metric, reference, value, delta, delta_ci95, pass; in percent) and the post-processing
+    timing. ``task`` is a spec string (docs/tasks.md).
 
-    With labels: the task metric of the artifact and of the reference on the same inputs (mAP50-95, top-1).
-    Without: agreement with the reference (label-free mAP50 of its detections, top-1 agreement) — 100 = same.
+    With labels: the task metric of the artifact and of the reference on the same inputs (mAP50-95, top-1, exact
+    match, mIoU). Without: agreement with the reference (label-free mAP50 of its detections, top-1 agreement, exact
+    string agreement, label-free mIoU) — 100 = same. ``delta_ci95``: the paired bootstrap interval of the delta.
     """
-    if task not in ("detection", "classification") or post is None or not gots:
+    from edgeconv import tasks
+
+    tk = tasks.parse(task) if task else None
+    if tk is None or not gots:
         return None, None
-    from edgeconv.bench import metrics
+    if tk.scored:
+        block, post_ms = _scored_block(tk, post, refs, gots, data)
+    elif post is None:
+        return None, None
+    else:
+        block, post_ms = _bench_block(tk.name, post, refs, gots, data)
+    block["delta"] = block["value"] - block["reference"]
+    block["unit"] = "%"
+    block["labelled"] = data.labels is not None
+    block["samples"] = len(gots)
+    limit = tol.get("task_delta")
+    block["tolerance"] = limit
+    block["pass"] = None if limit is None else bool(-block["delta"] <= limit)  # a drop beyond the budget fails
+    return block, stage_summary(summarize(post_ms))
+
+
+def _scored_block(tk: Any, post: Callable[..., Any] | None, refs: list[dict], gots: list[dict],
+                  data: EvalData) -> tuple[dict[str, Any], list[float]]:
+    """CTC / segmentation: scored by ``edgeconv.tasks`` on the raw outputs (or what ``post`` returns from them)."""
+    from edgeconv import tasks
+
+    ms = []
+    for o in gots:  # the decode is this task's post-processing: time it as the other tasks' post is timed
+        t0 = time.perf_counter_ns()
+        tk.predict(post(o) if post is not None else o)
+        ms.append((time.perf_counter_ns() - t0) / 1e6)
+    if post is not None:
+        refs, gots = [post(o) for o in refs], [post(o) for o in gots]
+    return tasks.score(tk, refs, gots, labels=data.labels, metas=data.metas), ms
+
+
+def _bench_block(task: str, post: Callable[..., Any], refs: list[dict], gots: list[dict],
+                 data: EvalData) -> tuple[dict[str, Any], list[float]]:
+    """Detection / classification through the user's (or bundled) post-processor."""
+    from edgeconv.tasks import paired_ci
 
     # The reference side is the same for every row of a matrix: decode and score it once.
     memo_key = (id(refs), id(post), id(data))
@@ -246,28 +177,34 @@ def task_metric(task: str | None, post: Callable[..., Any] | None, refs: list[di
             m_ref = ref_scores["map"]
             m_got = metrics.coco_map(got_res, data.labels)
             block = {"metric": "map50_95", "reference": 100 * m_ref["map50_95"], "value": 100 * m_got["map50_95"],
-                     "extra": {"map50": 100 * m_got["map50"], "reference_map50": 100 * m_ref["map50"]}}
+                     "extra": {"map50": 100 * m_got["map50"], "reference_map50": 100 * m_ref["map50"]},
+                     "delta_ci95": metrics.map_delta_ci(got_res, ref_res, data.labels)}
         else:
             m = metrics.label_free_map(got_res, ref_res)
+            ref_gts = [(r.boxes, r.classes) for r in (metrics._as_det(x).filter(0.25) for x in ref_res)]
             block = {"metric": "label_free_map50", "reference": 100.0, "value": 100 * m["map50"],
-                     "extra": {"label_free_map50_95": 100 * m["map50_95"]}}
+                     "extra": {"label_free_map50_95": 100 * m["map50_95"]},
+                     "delta_ci95": metrics.map_delta_ci(got_res, None, ref_gts, key="map50")}
     else:
         got_l, ref_l = np.stack(got_res), np.stack(ref_res)
+        n = len(ref_l)
+        got_top = got_l.reshape(n, -1).argmax(1)
+        ref_top = ref_l.reshape(n, -1).argmax(1)
         agree = 100 * metrics.top1_agreement(got_l, ref_l)
+
+        def pct(rows: np.ndarray) -> float:
+            return 100.0 * float(rows.mean())
+
         if data.labels is not None:
             lab = np.asarray(data.labels)
             block = {"metric": "top1", "reference": 100 * metrics.topk_accuracy(ref_l, lab, (1,))["top1"],
-                     "value": 100 * metrics.topk_accuracy(got_l, lab, (1,))["top1"], "extra": {"top1_agreement": agree}}
+                     "value": 100 * metrics.topk_accuracy(got_l, lab, (1,))["top1"], "extra": {"top1_agreement": agree},
+                     "delta_ci95": paired_ci((got_top == lab.reshape(-1)).astype(float),
+                                             (ref_top == lab.reshape(-1)).astype(float), pct)}
         else:
-            block = {"metric": "top1_agreement", "reference": 100.0, "value": agree, "extra": {}}
-    block["delta"] = block["value"] - block["reference"]
-    block["unit"] = "%"
-    block["labelled"] = data.labels is not None
-    block["samples"] = len(gots)
-    limit = tol.get("task_delta")
-    block["tolerance"] = limit
-    block["pass"] = None if limit is None else bool(-block["delta"] <= limit)  # a drop beyond the budget fails
-    return block, _stage(summarize(post_ms))
+            block = {"metric": "top1_agreement", "reference": 100.0, "value": agree, "extra": {},
+                     "delta_ci95": paired_ci((got_top == ref_top).astype(float), None, pct)}
+    return block, post_ms
 
 
 # --- one artifact ------------------------------------------------------------------------------------------------

@@ -161,40 +161,81 @@ def _ap_101(tp: np.ndarray, fp: np.ndarray, npig: int) -> np.ndarray:
 
 def map_numpy(preds: Sequence[Detections], gts: Sequence[GroundTruth]) -> dict[str, float]:
     """COCO bbox mAP in numpy, numerically matching pycocotools: the fast path for loops (see module docstring)."""
+    return map_from_parts(map_parts(preds, gts))
+
+
+#: Per category (of the ground truth): per image its sorted scores and (T, D) matches (None: no detections), and
+#: per image its number of ground-truth boxes.
+MapParts = list[tuple[list[np.ndarray | None], list[np.ndarray | None], np.ndarray]]
+
+
+def map_parts(preds: Sequence[Detections], gts: Sequence[GroundTruth]) -> MapParts:
+    """The per-image, per-category matching of ``map_numpy`` (the costly part), kept apart from the accumulation so
+    a bootstrap over image sets matches once and only re-accumulates (``map_from_parts(parts, indices)``)."""
     if len(preds) != len(gts):
         raise ValueError(f"{len(preds)} predictions for {len(gts)} ground-truth images")
     preds = [_as_det(p) for p in preds]
     gts = [_as_gt(g) for g in gts]
-    n_thr = len(IOU_THRESHOLDS)
-    cats = sorted({int(c) for _, cl in gts for c in cl})
-    if not cats:
-        return {"map50": -1.0, "map50_95": -1.0}
-    per_cat = []
-    for c in cats:
-        scores, matches, npig = [], [], 0
-        for p, (gb, gc) in zip(preds, gts):
+    n, n_thr = len(gts), len(IOU_THRESHOLDS)
+    parts: MapParts = []
+    for c in sorted({int(c) for _, cl in gts for c in cl}):
+        scores: list[np.ndarray | None] = [None] * n
+        matches: list[np.ndarray | None] = [None] * n
+        npig = np.zeros(n, np.int64)
+        for i, (p, (gb, gc)) in enumerate(zip(preds, gts)):
             g = _xywh(gb[gc == c])
+            npig[i] = len(g)
             sel = np.nonzero(p.classes == c)[0]
-            npig += len(g)
             if len(sel) == 0:
                 continue
             # Float64 round-trip of the float32 boxes/scores, as the pycocotools path sees them.
             s = p.scores[sel].astype(np.float64)
             order = np.argsort(-s, kind="mergesort")[:MAX_DETS]
-            d = _xywh(p.boxes[sel][order])
-            matches.append(_match(_coco_iou(d, g), n_thr))
-            scores.append(s[order])
-        if npig == 0:
+            matches[i] = _match(_coco_iou(_xywh(p.boxes[sel][order]), g), n_thr)
+            scores[i] = s[order]
+        parts.append((scores, matches, npig))
+    return parts
+
+
+def map_from_parts(parts: MapParts, indices: Sequence[int] | np.ndarray | None = None) -> dict[str, float]:
+    """mAP of the images ``indices`` (repeats count as separate images; None: all) from ``map_parts``."""
+    n_thr = len(IOU_THRESHOLDS)
+    per_cat = []
+    for scores, matches, npig in parts:
+        ids = range(len(npig)) if indices is None else indices
+        total = int(npig[np.asarray(ids, np.int64)].sum()) if len(npig) else 0
+        if total == 0:
             continue
-        if scores:
-            s_all = np.concatenate(scores)
+        s_sel = [scores[i] for i in ids if scores[i] is not None]
+        if s_sel:
+            s_all = np.concatenate(s_sel)
             inds = np.argsort(-s_all, kind="mergesort")
-            dtm = np.concatenate(matches, axis=1)[:, inds]
+            dtm = np.concatenate([matches[i] for i in ids if matches[i] is not None], axis=1)[:, inds]
         else:
             dtm = np.zeros((n_thr, 0), dtype=bool)
-        per_cat.append(_ap_101(dtm, ~dtm, npig))
+        per_cat.append(_ap_101(dtm, ~dtm, total))
+    if not per_cat:
+        return {"map50": -1.0, "map50_95": -1.0}
     prec = np.stack(per_cat)  # (K, T, R)
     return {"map50": float(prec[:, 0].mean()), "map50_95": float(prec.mean())}
+
+
+def map_delta_ci(preds: Sequence[Detections], reference_preds: Sequence[Detections] | None,
+                 gts: Sequence[GroundTruth], key: str = "map50_95", resamples: int = 200,
+                 seed: int = 0) -> list[float] | None:
+    """Paired bootstrap 95 % interval of ``100 * (mAP(preds) - mAP(reference_preds))`` over resampled image sets
+    (``reference_preds`` None: the reference scores 100, label-free). Matching is done once per model."""
+    from edgeconv.tasks import bootstrap_ci
+
+    got = map_parts(preds, gts)
+    ref = map_parts(reference_preds, gts) if reference_preds is not None else None
+
+    def delta(idx: np.ndarray) -> float:
+        g = map_from_parts(got, idx)[key]
+        r = map_from_parts(ref, idx)[key] if ref is not None else 1.0
+        return 100.0 * (g - r) if g >= 0 and r >= 0 else float("nan")
+
+    return bootstrap_ci(len(gts), delta, resamples=resamples, seed=seed)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -215,6 +256,16 @@ def label_free_map(
         r = _as_det(r).filter(score_thr)
         ref_gts.append((r.boxes, r.classes))
     return coco_map(preds, ref_gts)
+
+
+def to_image_coords(det: Detections, meta: Mapping[str, float]) -> Detections:
+    """Detections are in model-input pixels; labels are in original-image pixels: undo resize/letterbox."""
+    if not meta or len(det) == 0:
+        return det
+    b = det.boxes.astype(np.float64).copy()
+    b[:, [0, 2]] = (b[:, [0, 2]] - meta.get("pad_x", 0.0)) / meta.get("scale_x", 1.0)
+    b[:, [1, 3]] = (b[:, [1, 3]] - meta.get("pad_y", 0.0)) / meta.get("scale_y", 1.0)
+    return Detections(b, det.scores, det.classes)
 
 
 def softmax(outputs: Mapping[str, np.ndarray] | np.ndarray, axis: int = -1) -> np.ndarray:
