@@ -244,28 +244,30 @@ def capture_tflite(artifact: Any, feeds: list[dict[str, np.ndarray]], reference:
 def ncnn_layer_map(artifact: Any, feed: dict[str, np.ndarray], threads: int | None = None) -> dict[str, str]:
     """ONNX node → the ncnn layer computing it, for an ncnn artifact (fp32 or int8), by value matching.
 
-    Each ncnn layer's top blob is matched to a reference tensor; every reference node between that tensor and the
-    nearest matched inputs (a fused conv+activation is one ncnn layer) maps to the layer. This is what a caller
-    needs to turn ``keep_fp32_nodes`` (reference node names) into ncnn layer names for ``ncnn.int8.quantize``.
+    The ncnn target's own map (``targets.ncnn.layermap``, what ``--keep-fp32`` uses): the one an int8 conversion
+    recorded (``conversion.node_layers``, made on the fp32 net), else made here on the artifact's fp32 net — an int8
+    artifact's float twin, matched by cosine — with ``feed`` and a wide-range noise input as probes. ``threads`` is
+    accepted for symmetry with the captures; the map runs on one thread.
     """
-    from edgeconv.diagnose.capture import capture_reference
-    from edgeconv.diagnose.drift import Graph, _upstream
-    from edgeconv.targets.ncnn import ncnnfile
+    from edgeconv.core.tensors import random_feeds
+    from edgeconv.export.reference import graph_specs
+    from edgeconv.targets.ncnn.layermap import layer_map
 
+    del threads
+    conv = artifact.manifest["conversion"]
+    if conv.get("node_layers"):
+        return dict(conv["node_layers"])
     ref_path = Path(artifact.path) / "reference.onnx"
-    graph = Graph.load(ref_path)
-    ref = capture_reference(ref_path, [feed])
-    cap = capture_ncnn(artifact, [feed], ref.values, graph.order, label="map", threads=threads)
-    blob_of = dict(cap.sources)
-    layers, _ = ncnnfile.parse_param(artifact.file("model").read_text())
-    layer_of_blob = {t: la.name for la in layers for t in la.tops}
-    have = set(blob_of)
-    out: dict[str, str] = {}
-    for t, blob in blob_of.items():
-        layer = layer_of_blob.get(blob)
-        if layer is None:
-            continue
-        for node in _upstream(graph, t, have)[1]:
-            out.setdefault(node, layer)
-    return out
-
+    param, bin_ = artifact.file("model"), artifact.file("weights")
+    inputs, _ = graph_specs(ref_path)
+    probes = [feed, random_feeds(inputs, seed=321, low=-3.0, high=3.0)]
+    runtime = {k: v for k, v in dict(conv.get("runtime", {})).items() if k != "int8"}
+    work = Path(tempfile.mkdtemp(prefix="edgeconv-diag-ncnn-"))
+    try:
+        quantized = bool(conv.get("runtime", {}).get("int8"))
+        if quantized:
+            param, bin_ = float_twin(param, bin_, work)
+        return layer_map(ref_path, param, bin_, dict(conv["blobs"]["inputs"]), probes, {**runtime, "int8": False},
+                         min_cosine=FLOAT_TWIN_MIN_COS if quantized else None)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -114,6 +114,57 @@ def map_blobs(ref: Any, param: Path, bin_: Path) -> tuple[dict[str, dict[str, st
     return {"inputs": {k: v[0] for k, v in ins.items()}, "outputs": outs}, report
 
 
+def keep_layers(ctx: ConvertContext, run: PnnxRun, blobs: dict[str, dict[str, str]],
+                runtime: dict[str, Any]) -> tuple[set[str], dict[str, Any] | None]:
+    """The ncnn layers ``--keep-fp32`` keeps in float (its patterns matched on the reference graph, their nodes mapped
+    onto the fp32 ncnn net by value, ``layermap``; a pattern no ncnn layer computes is a ConfigError), and a record
+    with the node → layer map (None when it could not be made; without --keep-fp32 that only costs the record)."""
+    from edgeconv.targets.ncnn import ncnnfile
+    from edgeconv.targets.ncnn.layermap import keep_layers as match_layers
+    from edgeconv.targets.ncnn.layermap import layer_map
+
+    realistic, _ = ctx.blocking_samples()
+    probes = list(realistic[:1])
+    if ctx.calibration is not None:
+        for i, f in enumerate(ctx.calibration.feeds()):
+            probes.append(f)
+            if i >= 1:
+                break
+    from edgeconv.core.tensors import random_feeds
+
+    probes.append(random_feeds(ctx.reference.inputs, seed=321, low=-3.0, high=3.0))  # past ReLU-ish thresholds
+    try:
+        with status("ncnn int8: mapping reference nodes onto ncnn layers"):
+            mapping = layer_map(ctx.reference.onnx_path, run.param, run.bin, blobs["inputs"], probes, runtime)
+    except Exception as e:
+        if ctx.keep_fp32:
+            raise ConversionError(f"ncnn: could not map --keep-fp32 onto ncnn layers: {type(e).__name__}: {e}",
+                                  hint="drop --keep-fp32 for ncnn, or report the model") from e
+        log.debug("ncnn: reference nodes not mapped onto layers (%s)", e)
+        return set(), None
+    layers, _ = ncnnfile.parse_param(run.param.read_text())
+    ctx_map = {"node_layers": mapping}
+    if not ctx.keep_fp32:
+        return set(), ctx_map
+    names = [la.name for la in layers if la.type in ("Convolution", "ConvolutionDepthWise", "InnerProduct")] or \
+        [la.name for la in layers if la.type != "Input"]
+    kept, per_pattern = match_layers(ctx.reference.onnx_path, tuple(ctx.keep_fp32), mapping, names)
+    return kept, {**ctx_map, "patterns": per_pattern, "layers": sorted(kept)}
+
+
+def quantized_layers(param: Path) -> list[str]:
+    """Names of the layers an ncnn .param runs in int8 (``int8_scale_term``, param 8, set)."""
+    from edgeconv.targets.ncnn import ncnnfile
+
+    layers, _ = ncnnfile.parse_param(param.read_text())
+    return [la.name for la in layers if la.pint(8)]
+
+
+def as_layer_patterns(layers: set[str]) -> tuple[str, ...]:
+    """Exact ncnn layer names as the fnmatch patterns ``int8.quantize`` takes (glob characters escaped)."""
+    return tuple("".join(f"[{c}]" if c in "*?[" else c for c in n) for n in sorted(layers))
+
+
 ROUTES = ("onnx", "torch")
 
 
@@ -260,15 +311,25 @@ def convert(ctx: ConvertContext) -> ConversionResult:
                 raise ConfigError("int8 needs calibration data", hint="pass --calib DIR (or use the bundled sample)")
             from edgeconv.targets.ncnn.int8 import quantize
 
+            kept, keep_record = keep_layers(ctx, run, blobs, float_runtime)
             with status("ncnn int8: calibrating and quantizing weights"):
                 meta["int8"] = quantize(run.param, run.bin, ctx.out_dir / "model.param", ctx.out_dir / "model.bin",
                                         ctx.calibration, blobs["inputs"],
                                         method=str(ctx.option("calib_method", DEFAULT_CALIB)),
-                                        keep_fp32=ctx.keep_fp32, table=ctx.out_dir / "model.table",
+                                        keep_fp32=as_layer_patterns(kept), table=ctx.out_dir / "model.table",
                                         keep_output_blobs=frozenset(blobs["outputs"].values())
                                         if ctx.option("keep_outputs_fp32", False) else frozenset(),
                                         winograd=bool(ctx.option("int8_winograd", True)))
             files.append("model.table")
+            if keep_record is not None:
+                node_layers = keep_record.pop("node_layers")
+                if ctx.keep_fp32:
+                    meta["int8"]["keep_fp32"] = keep_record
+                # reference nodes ncnn computes in float anyway (every non-conv/fc layer, kept and skipped ones): the
+                # float-fallback search skips them instead of spending an attempt on no change
+                int8_layers = set(quantized_layers(ctx.out_dir / "model.param"))
+                meta["float_layers"] = sorted(n for n, la in node_layers.items() if la not in int8_layers)
+                meta["node_layers"] = node_layers
         else:
             shutil.copyfile(run.param, ctx.out_dir / "model.param")
             shutil.copyfile(run.bin, ctx.out_dir / "model.bin")
