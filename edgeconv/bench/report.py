@@ -119,8 +119,24 @@ def make_report(results: list[dict[str, Any]], *, model: dict[str, Any], env: di
         from edgeconv.core.env import environment
 
         env = environment()
+    for r in results:
+        attach_lint(r)
     return {"schema": SCHEMA, "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "model": model, "env": env, **extra, "results": results}
+
+
+def attach_lint(row: dict[str, Any]) -> None:
+    """Copy the pre-quantization lint findings (``manifest.json``'s ``lint``) of the row's artifact into the row, so
+    the report shows them from its own JSON; a row without an artifact, manifest or findings is left as it is."""
+    path = (row.get("artifact") or {}).get("path")
+    if "lint" in row or not path:
+        return
+    try:
+        lint = json.loads((Path(path) / "manifest.json").read_text()).get("lint")
+    except (OSError, ValueError):
+        return
+    if isinstance(lint, list) and lint:
+        row["lint"] = [{k: f.get(k) for k in ("rule", "severity", "message")} for f in lint if isinstance(f, dict)]
 
 
 def _json_safe(o: Any) -> Any:
@@ -212,10 +228,69 @@ def _drift_text(d: dict[str, Any] | None) -> str:
     return f"cos {cos:.6f}, max {mx:.2g}" if cos is not None and mx is not None else "–"
 
 
+def _num(v: Any) -> float | None:
+    """A finite number or None: a missing or non-finite value is never formatted as a number."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
 def _task_text(t: dict[str, Any] | None) -> str:
+    """``78.77 (-0.19 [-0.42, +0.03]) map50_95``: value, delta and its 95 % interval where the row has one."""
     if not t:
         return "–"
-    return f"{t['value']:.2f} ({t['delta']:+.2f}) {t['metric']}"
+    value, delta = _num(t.get("value")), _num(t.get("delta"))
+    if value is None:
+        return f"no data ({t.get('metric', 'task')})"
+    ci = t.get("delta_ci95")
+    lo, hi = (_num(ci[0]), _num(ci[1])) if isinstance(ci, (list, tuple)) and len(ci) == 2 else (None, None)
+    interval = f" [{lo:+.2f}, {hi:+.2f}]" if lo is not None and hi is not None else ""
+    d = f" ({delta:+.2f}{interval})" if delta is not None else ""
+    return f"{value:.2f}{d} {t.get('metric', '')}".rstrip()
+
+
+def _eff_text(r: dict[str, Any]) -> str:
+    """The roofline column: achieved GFLOP/s, the fraction of the measured peak at the row's compute precision,
+    and whether this model is memory- or compute-bound there."""
+    e = r.get("roofline") or {}
+    g, frac = _num(e.get("gflops")), _num(e.get("fraction_of_peak"))
+    if g is None:
+        return "–"
+    share = f"{frac:.0%} of {e.get('compute_precision', 'fp32')} peak, " if frac is not None else ""
+    return f"{g:.3g} GFLOP/s ({share}{e.get('bound', '?')}-bound)"
+
+
+def _has_roofline(results: list[dict[str, Any]]) -> bool:
+    return any((r.get("roofline") or {}).get("gflops") is not None for r in results)
+
+
+def _lint_notes(r: dict[str, Any]) -> list[str]:
+    return [f"lint {f.get('severity') or 'warning'} [{f.get('rule') or '?'}]: {' '.join(str(f.get('message')).split())}"
+            for f in r.get("lint") or [] if isinstance(f, dict)]
+
+
+def roofline_summary(report: dict[str, Any]) -> str | None:
+    """One line: the measured peaks and the best row's fraction of the fp32 GEMM peak (issue 20's 30 % goal),
+    with the reason when it is under (memory-bound layers' share of the work)."""
+    rows = [r for r in report.get("results", []) if _num((r.get("roofline") or {}).get("fraction_of_fp32_peak"))]
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: r["roofline"]["fraction_of_fp32_peak"])
+    e = best["roofline"]
+    peak = (e.get("peak") or {}).get("gflops") or {}
+    parts = [f"{k} {peak[k]:.0f}" for k in ("fp32", "int8", "bf16") if _num(peak.get(k))]
+    bw = _num((e.get("peak") or {}).get("bandwidth_gbs"))
+    text = (f"Roofline (measured at {e.get('threads')} thread(s)): GEMM peak {', '.join(parts) or '–'} GFLOP/s"
+            f"{f', copy bandwidth {bw:.1f} GB/s' if bw else ''}; best row {row_key(best)} at "
+            f"{e['fraction_of_fp32_peak']:.0%} of the fp32 peak")
+    if e["fraction_of_fp32_peak"] < 0.3:
+        share = _num(e.get("memory_bound_macs_share"))
+        text += (f" (under 30 %: {e.get('memory_bound_layers', 0)} memory-bound layers"
+                 f"{f' hold {share:.0%} of the MACs' if share is not None else ''}; model intensity "
+                 f"{e.get('intensity')} FLOP/B)")
+    return text
 
 
 def row_key(r: dict[str, Any]) -> str:
@@ -240,7 +315,10 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"{env.get('cpu', '?')} · {env.get('cores', '?')} cores · {env.get('os', '')} · "
              f"reference: {report.get('reference', 'reference.onnx')}", ""]
     cmp_ = report.get("comparison")
-    hdr = "| target | precision | status | p50 ms (95% CI) | p99 ms | size | drift | task (Δ) |"
+    eff = _has_roofline(report.get("results", []))
+    hdr = "| target | precision | status | p50 ms (95% CI) | p99 ms | size | drift | task (Δ [95% CI]) |"
+    if eff:
+        hdr += " efficiency |"
     if cmp_:
         hdr += " vs baseline |"
     lines += [hdr, "|" + "---|" * (hdr.count("|") - 1)]
@@ -255,6 +333,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         art = r.get("artifact") or {}
         cells = [r.get("profile", "?"), r.get("precision", "?"), status_mark(r), p50, p99, _size(art.get("bytes")),
                  _drift_text(r.get("drift")), _task_text(r.get("task"))]
+        if eff:
+            cells.append(_eff_text(r))
         if cmp_:
             c = r.get("comparison") or {}
             cells.append(c.get("verdict", "–") + (f" ({c['change']:+.1%})" if c.get("change") is not None else ""))
@@ -262,6 +342,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     notes = [(row_key(r), r["error"]) for r in report.get("results", []) if r.get("error")]
     notes += [(row_key(r), r["latency_note"]) for r in report.get("results", []) if r.get("latency_note")]
     notes += [(row_key(r), w) for r in report.get("results", []) for w in r.get("warnings") or []]
+    notes += [(row_key(r), n) for r in report.get("results", []) for n in _lint_notes(r)]
+    summary = roofline_summary(report)
+    if summary:
+        lines += ["", summary]
     if notes:
         lines += ["", "**Notes**", ""] + [f"- `{k}`: {v}" for k, v in notes]
     if cmp_:
@@ -392,10 +476,11 @@ def _html_row(r: dict[str, Any]) -> dict[str, Any]:
             "p99": _ms(lat.get("p99")), "cold": _ms((r.get("cold_start_ms") or {}).get("total")),
             "rss": f"{r['peak_rss_mb']:.0f} MiB" if r.get("peak_rss_mb") else "–",
             "size": _size((r.get("artifact") or {}).get("bytes")), "drift": _drift_text(r.get("drift")),
-            "task": _task_text(r.get("task")),
+            "task": _task_text(r.get("task")), "eff": _eff_text(r),
             "vs": (c.get("verdict", "–") + (f" ({c['change']:+.1%})" if c.get("change") is not None else "")) if c
             else None,
-            "note": r.get("error") or r.get("latency_note") or "; ".join(r.get("warnings") or [])}
+            "note": "; ".join(x for x in (r.get("error"), r.get("latency_note"), *(r.get("warnings") or []),
+                                          *_lint_notes(r)) if x)}
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -413,6 +498,7 @@ def render_html(report: dict[str, Any]) -> str:
         title=str((report.get("model") or {}).get("name", "model")), env=env, created=report.get("created", ""),
         versions=", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items()),
         rows=[_html_row(r) for r in results], has_vs=bool(report.get("comparison")),
+        has_eff=_has_roofline(results), roofline=roofline_summary(report),
         comparison=report.get("comparison"),
         task_plot=_scatter(_task_points(results), xlabel="p50 latency (ms, log)",
                            ylabel=f"{task['metric'] if task else 'task metric'}{unit}", log_y=False,
@@ -440,7 +526,8 @@ def _checks(r: dict[str, Any]) -> list[tuple[str, str, str | None]]:
     if t is None:
         out.append(("task", "skipped", "no task metric (no postprocess or data)"))
     elif t.get("pass") is False:
-        out.append(("task", "failure", f"{t['metric']} {t['value']:.2f} vs reference {t['reference']:.2f} "
+        ref = _num(t.get("reference"))
+        out.append(("task", "failure", f"{_task_text(t)} vs reference {'–' if ref is None else f'{ref:.2f}'} "
                                       f"(budget {t.get('tolerance')})"))
     else:
         out.append(("task", "pass", None))

@@ -289,3 +289,35 @@ def roofline_block(artifact: Any, latency_p50_ms: float, *, threads: int | None 
     block["lowest_intensity_layers"] = [{k: la[k] for k in ("node", "op", "kernel", "group", "intensity")}
                                         for la in cost["layers"][:5]]
     return block
+
+
+def add_roofline(report: dict[str, Any], *, use_cache: bool = True,
+                 measure: Any = None) -> dict[str, Any]:
+    """Give every measured row of ``report`` its ``roofline`` block (what ``bench --roofline`` and
+    ``run --roofline`` call before writing the report) and the report a ``roofline`` section with the peaks used.
+
+    The peak is measured once per thread count the rows ran at (a row's ``threads``; none = every core), because a
+    one-thread row judged against a two-core peak would look half as efficient as it is. A row whose block cannot be
+    computed (no reference ONNX in its folder, shapes that do not infer) gets ``{"error": ...}`` and no numbers.
+    ``measure(threads)`` replaces :func:`measure_peak` (tests pass a fixed peak). Returns ``report``.
+    """
+    from edgeconv.core.artifact import Artifact
+    from edgeconv.core.errors import EdgeconvError
+
+    measure = measure or (lambda t: measure_peak(t, use_cache=use_cache))
+    peaks: dict[int, dict[str, Any]] = {}
+    for row in report.get("results", []):
+        p50 = (row.get("latency_ms") or {}).get("p50")
+        path = (row.get("artifact") or {}).get("path")
+        if row.get("status") != "ok" or not p50 or not path:
+            continue
+        threads = int(row.get("threads") or os.cpu_count() or 1)
+        try:
+            if threads not in peaks:
+                peaks[threads] = measure(threads)
+            row["roofline"] = roofline_block(Artifact.load(path), float(p50), peak=peaks[threads])
+        except (EdgeconvError, OSError, ValueError, KeyError) as e:
+            row["roofline"] = {"error": " ".join(f"{type(e).__name__}: {e}".split())[:300]}
+    if peaks:
+        report["roofline"] = {"peaks": {str(t): p for t, p in peaks.items()}}
+    return report
