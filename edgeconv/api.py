@@ -64,7 +64,7 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
             tolerances: dict[str, dict[str, float]] | None = None, dry_run: bool = False,
             eval_data: str | None = None, task: str | None = None, decoder: str | None = None,
             check_task: bool = True, postprocess: str | None = None,
-            postprocess_options: dict[str, Any] | None = None) -> list[ConvertOutcome]:
+            postprocess_options: dict[str, Any] | None = None, jobs: int | None = None) -> list[ConvertOutcome]:
     """Convert one model to each target (and precision) into ``out/<profile>-<precision>``.
 
     ``model``: ``FILE.py:FACTORY``, ``package.module:FACTORY``, a TorchScript/.pt2/.onnx path, ``zoo:NAME``, or an
@@ -79,9 +79,18 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
     Targets, precisions, options and the preprocessing are validated before the model is loaded; model loading and
     export errors raise (nothing can be converted); a failing target is recorded in its outcome and the others go
     on. With ``dry_run`` nothing is converted: each outcome says what would be made and whether it is cached.
+    ``jobs``: rows converted at once in worker processes (default: :func:`default_jobs`).
     """
     from edgeconv.pipeline import prepare
-    from edgeconv.plan import Planner, fast_keys, fast_lookup, make_rows, remember, source_fingerprint
+    from edgeconv.plan import (
+        Planner,
+        default_jobs,
+        fast_keys,
+        fast_lookup,
+        make_rows,
+        remember,
+        source_fingerprint,
+    )
 
     pp = _as_preprocess(preprocess)
     if calib:
@@ -126,23 +135,27 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
                           else None, postprocess={"end2end": "auto"}.get(postprocess or "", postprocess),
                           postprocess_options=dict(postprocess_options or {}))
         outcomes: list[ConvertOutcome] = []
-        for row in rows:
-            oc = ConvertOutcome(row.profile.name, row.precision, row.dest)
-            if dry_run:
-                oc.planned, oc.plan = True, planner.describe(row)
+        if dry_run:
+            for row in rows:
+                oc = ConvertOutcome(row.profile.name, row.precision, row.dest, planned=True, plan=planner.describe(row))
                 oc.cache_hit = bool(oc.plan.get("cache_hit"))
                 outcomes.append(oc)
-                continue
-            try:
-                oc.artifact = planner.convert(row)
-                if row.label in keys:
-                    remember(keys[row.label], oc.artifact.manifest["cache_key"])
-            except EdgeconvError as e:
+            planner.close()
+            return outcomes
+        results = planner.convert_many(rows, default_jobs(len(rows)) if jobs is None else jobs)
+        for row, res in zip(rows, results, strict=True):
+            oc = ConvertOutcome(row.profile.name, row.precision, row.dest)
+            if isinstance(res, EdgeconvError):
                 if len(rows) == 1:  # one conversion asked for: its error is the command's error
-                    raise
-                e.target = e.target or row.profile.name
-                log.error("%s", e.one_line())
-                oc.error = e
+                    planner.close()
+                    raise res
+                res.target = res.target or row.profile.name
+                log.error("%s", res.one_line())
+                oc.error = res
+            else:
+                oc.artifact = res
+                if row.label in keys:
+                    remember(keys[row.label], res.manifest["cache_key"])
             outcomes.append(oc)
         planner.close()
     return outcomes

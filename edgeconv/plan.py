@@ -9,6 +9,7 @@ asked for them. ``--dry-run`` prints the rows and whether each would be a cache 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from edgeconv.calibration.dataset import CalibrationSet
 from edgeconv.calibration.preprocess import Preprocess
 from edgeconv.core import cache
 from edgeconv.core.artifact import Artifact, check_out_dir, safe_child
+from edgeconv.core.console import log, plain_progress
 from edgeconv.core.errors import ConfigError, EdgeconvError, VerificationError
 from edgeconv.pipeline import (
     Prepared,
@@ -197,21 +199,72 @@ class Planner:
     def convert(self, row: PlanRow) -> Artifact:
         cal = self.calibration(row)
         prep, post, keep = self.end2end(row)
-        if cal is not None and post is None:
-            self.lint(prep, cal)
+        findings = self.lint(prep, cal) if cal is not None and post is None else None
         keep_fp32 = tuple(dict.fromkeys((*row.keep_fp32, *keep)))
         evaluator = self.evaluator(row, cal) if post is None else None  # the task metric decodes raw heads
         try:
-            return convert_reference(prep, row.profile, out=row.dest, precision=row.precision, calibration=cal,
-                                     keep_fp32=keep_fp32, options=row.options, use_cache=self.use_cache,
-                                     preprocess=self.contract(row), evaluator=evaluator, postprocess=post)
+            art = convert_reference(prep, row.profile, out=row.dest, precision=row.precision, calibration=cal,
+                                    keep_fp32=keep_fp32, options=row.options, use_cache=self.use_cache,
+                                    preprocess=self.contract(row), evaluator=evaluator, postprocess=post)
         except VerificationError as e:
             task = getattr(e, "task", None) or {}
             over = task.get("budget") is not None and task.get("delta") is not None and \
                 task["delta"] < -task["budget"]
             if not (over and cal is not None and evaluator is not None and row.options.get("int8_fallback", True)):
                 raise
-            return self.repair(row, prep, cal, evaluator, keep_fp32, e)
+            art = self.repair(row, prep, cal, evaluator, keep_fp32, e)
+        if findings is not None:  # what the lint said before quantizing travels with the artifact and its report
+            from edgeconv.core.artifact import write_manifest
+
+            art.manifest["lint"] = findings
+            write_manifest(art.path, art.manifest)
+        return art
+
+    def convert_many(self, rows: list[PlanRow], jobs: int = 1,
+                     on_done: Callable[[PlanRow, Artifact | EdgeconvError], None] | None = None,
+                     ) -> list[Artifact | EdgeconvError]:
+        """Convert ``rows``, up to ``jobs`` at once in forked worker processes; each row's artifact or its error
+        (never raised), in row order. A row's error is only its own: the others go on.
+
+        What the rows share is made once here first (calibration sets and their content hashes, held-out
+        evaluators, end2end references, the INT8 lint), so the workers inherit it instead of each rebuilding it.
+        With ``jobs`` 1, or when a backend whose thread pools do not survive a fork is already loaded in this
+        process, the rows run one after another in this process.
+        """
+        from edgeconv.core.isolate import Call, run_many
+
+        loaded = sorted({m for r in rows for m in get_target(r.profile.backend).fork_unsafe_modules
+                         if m in sys.modules})
+        if jobs > 1 and len(rows) > 1 and loaded:
+            log.debug("converting one row at a time: %s already loaded here (a fork would hang)", ", ".join(loaded))
+            jobs = 1
+        if jobs <= 1 or len(rows) <= 1:
+            out: list[Artifact | EdgeconvError] = []
+            for row in rows:
+                try:
+                    res: Artifact | EdgeconvError = self.convert(row)
+                except EdgeconvError as e:
+                    res = e
+                out.append(res)
+                if on_done is not None:
+                    on_done(row, res)
+            return out
+        for row in rows:
+            try:
+                cal = self.calibration(row)
+                if cal is not None:
+                    _ = cal.key  # content hashes, once
+                prep, post, _keep = self.end2end(row)
+                if cal is not None and post is None:
+                    self.lint(prep, cal)
+                    self.evaluator(row, cal)
+            except EdgeconvError:
+                pass  # the worker meets the same error and reports it as the row's
+        calls = [Call(self.convert, (row,), what=f"{row.label} conversion", target=row.profile.name,
+                      timeout=_row_time_limit(row)) for row in rows]
+        log.info("converting %d rows, %d at a time", len(rows), jobs)
+        return run_many(calls, jobs, stage="convert", child_setup=plain_progress,
+                        on_done=None if on_done is None else (lambda i, r: on_done(rows[i], r)))
 
     def repair(self, row: PlanRow, prep: Prepared, cal: CalibrationSet, evaluator: TaskEvaluator,
                keep_fp32: tuple[str, ...], error: VerificationError) -> Artifact:
@@ -269,6 +322,34 @@ class Planner:
         except EdgeconvError as e:
             d.update(error=e.one_line(), cache_hit=False)
         return d
+
+
+def default_jobs(rows: int) -> int:
+    """Rows converted at once: ``$EDGECONV_JOBS`` if set, else one per core, at most one per 3 GB of available
+    memory (a detector's conversion peaks at ~1-2 GB) and never more than there are rows."""
+    import os
+
+    env = os.environ.get("EDGECONV_JOBS")
+    if env:
+        try:
+            return max(1, min(rows, int(env)))
+        except ValueError:
+            raise ConfigError(f"EDGECONV_JOBS={env!r} is not a number",
+                              hint="set EDGECONV_JOBS=2 (or unset it)") from None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        by_mem = max(1, int(avail // (3 << 30)))
+    except (ValueError, OSError, AttributeError):
+        by_mem = 1
+    return max(1, min(rows, cores, by_mem))
+
+
+def _row_time_limit(row: PlanRow) -> float:
+    """A worker's limit for one whole row: its conversions' own limit, times the float-fallback attempts."""
+    per = float(row.options.get("timeout_s", 1800.0))
+    attempts = int(row.options.get("int8_fallback_attempts", 12)) if row.precision == "int8" else 0
+    return per * (2 + attempts)
 
 
 # --- the fast path: a repeated plan decided from file hashes alone, before torch or any backend is imported ------

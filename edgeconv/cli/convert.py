@@ -66,6 +66,8 @@ def _error_dict(e: EdgeconvError | None) -> dict[str, Any] | None:
               help="Detections contract option: max_det, score_threshold, iou_threshold, class_agnostic, head, ...")
 @click.option("--tol", "tols", multiple=True, metavar="PRECISION.METRIC=VALUE",
               help="Verification tolerance over the profile's (repeatable), e.g. int8.cosine=0.98.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Rows converted at once in worker processes "
+              "(default: one per core, bounded by memory; $EDGECONV_JOBS).")
 @click.option("--dry-run", is_flag=True,
               help="Print what would be converted (and which are cache hits); write nothing.")
 @click.option("--no-cache", is_flag=True, help="Ignore and do not fill the artifact cache.")
@@ -78,7 +80,7 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
             calib_method: str | None, preprocess: str | None, keep_fp32: tuple[str, ...], route: str | None,
             max_drop: float | None, embed_preprocess: bool, backend_options: tuple[str, ...], device: str | None,
             postprocess: str,
-            post_options: tuple[str, ...], tols: tuple[str, ...],
+            post_options: tuple[str, ...], tols: tuple[str, ...], jobs: int | None,
             dry_run: bool, no_cache: bool, as_json: bool) -> None:
     """Convert a model to one or more targets; every artifact is verified against the reference ONNX."""
     from edgeconv.api import convert as api_convert
@@ -100,8 +102,9 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
             exporters=exporters or EXPORTERS, dynamic=dyn, simplify=not no_simplify, calib=calib, calib_size=calib_size,
             calib_seed=calib_seed, preprocess=Preprocess.parse(preprocess) if preprocess else None, keep_fp32=keep_fp32,
             options=options, use_cache=not no_cache, trust_checkpoint=trust_checkpoint, tolerances=tolerances,
-            dry_run=dry_run, **({"postprocess": postprocess, "postprocess_options": _kv(post_options, "--post-option")}
-                            if postprocess != "raw" else {}))
+            dry_run=dry_run, jobs=jobs,
+            **({"postprocess": postprocess, "postprocess_options": _kv(post_options, "--post-option")}
+               if postprocess != "raw" else {}))
     rows = [_outcome_dict(o) for o in outcomes]
     if as_json:
         emit_json(rows)

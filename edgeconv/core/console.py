@@ -38,7 +38,7 @@ console = Console(stderr=True)
 log = logging.getLogger("edgeconv")
 T = TypeVar("T")
 
-_state = {"quiet": False, "verbose": False}
+_state = {"quiet": False, "verbose": False, "plain": False}
 _PLAIN_EVERY_S = 15.0  # a progress line at most this often when stderr is not a terminal
 
 
@@ -99,6 +99,16 @@ def is_quiet() -> bool:
     return _state["quiet"]
 
 
+def plain_progress() -> None:
+    """Progress as log lines instead of live bars/spinners: for worker processes that share the parent's
+    terminal (several live displays drawn at once overwrite each other)."""
+    _state["plain"] = True
+
+
+def _live() -> bool:
+    return console.is_terminal and not _state["plain"]
+
+
 def _eta(done: int, total: int | None, elapsed: float) -> str:
     if not total or done <= 0:
         return ""
@@ -116,7 +126,7 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
     if _state["quiet"]:
         yield from items
         return
-    if console.is_terminal:
+    if _live():
         with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
                       transient=True) as p:
@@ -137,7 +147,7 @@ def status(message: str) -> Iterator[None]:
     """A spinner for a single slow step (export, a backend conversion); a log line when stderr is not a terminal."""
     if _state["quiet"]:
         yield
-    elif console.is_terminal:
+    elif _live():
         with console.status(escape(message)):
             yield
     else:

@@ -16,14 +16,19 @@ import contextlib
 import multiprocessing as mp
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from edgeconv.core import errors as E
 
 
-def _child(conn: Any, func: Callable[..., Any], args: tuple, kwargs: dict, forked: bool) -> None:
+def _child(conn: Any, func: Callable[..., Any], args: tuple, kwargs: dict, forked: bool,
+           setup: Callable[[], None] | None = None) -> None:
+    if setup is not None:
+        setup()
     if forked and "torch" in sys.modules:
         with contextlib.suppress(Exception):  # best effort; a torch without the call still runs
             sys.modules["torch"].set_num_threads(1)
@@ -47,25 +52,28 @@ def _signal_name(code: int | None) -> str:
         return f"signal {-code}"
 
 
-def run_isolated(func: Callable[..., Any], *args: Any, timeout: float, what: str, target: str | None = None,
-                 start: str | None = None, error: type[E.EdgeconvError] = E.ConversionError,
-                 stage: str | None = None, **kwargs: Any) -> Any:
-    """Call ``func(*args, **kwargs)`` in a child process; errors keep their edgeconv kind, a crash or a hang
-    becomes ``error`` (ConversionError by default) naming ``what`` and the signal."""
+def _start(func: Callable[..., Any], args: tuple, kwargs: dict, start: str | None,
+           child_setup: Callable[[], None] | None = None, daemon: bool = True) -> tuple[Any, Any, bool]:
     method = start or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     ctx = mp.get_context(method)
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, func, args, kwargs, method == "fork"), daemon=True)
+    proc = ctx.Process(target=_child, args=(child, func, args, kwargs, method == "fork", child_setup), daemon=daemon)
     proc.start()
     child.close()
+    return proc, parent, method == "fork"
+
+
+def _finish(proc: Any, parent: Any, *, timeout: float, what: str, target: str | None,
+            error: type[E.EdgeconvError], stage: str | None, limit: float | None = None) -> Any:
+    """Wait for one child (at most ``timeout`` seconds) and return its result or raise its error with its kind."""
     try:
         if not parent.poll(timeout):
             proc.kill()
             proc.join(5)
             if proc.exitcode is not None and proc.exitcode not in (0, -signal.SIGKILL):
                 raise error(f"{what} crashed ({_signal_name(proc.exitcode)})", target=target, stage=stage)
-            raise error(f"{what} did not finish within {timeout:.0f} s and was stopped", target=target, stage=stage,
-                        hint="raise the time limit (--option timeout_s=...) or simplify the model")
+            raise error(f"{what} did not finish within {limit or timeout:.0f} s and was stopped", target=target,
+                        stage=stage, hint="raise the time limit (--option timeout_s=...) or simplify the model")
         try:
             msg = parent.recv()
         except (EOFError, OSError):
@@ -92,3 +100,69 @@ def run_isolated(func: Callable[..., Any], *args: Any, timeout: float, what: str
     for k, v in extra.items():
         setattr(err, k, v)
     raise err
+
+
+def run_isolated(func: Callable[..., Any], *args: Any, timeout: float, what: str, target: str | None = None,
+                 start: str | None = None, error: type[E.EdgeconvError] = E.ConversionError,
+                 stage: str | None = None, **kwargs: Any) -> Any:
+    """Call ``func(*args, **kwargs)`` in a child process; errors keep their edgeconv kind, a crash or a hang
+    becomes ``error`` (ConversionError by default) naming ``what`` and the signal."""
+    proc, parent, _ = _start(func, args, kwargs, start)
+    return _finish(proc, parent, timeout=timeout, what=what, target=target, error=error, stage=stage)
+
+
+@dataclass
+class Call:
+    """One unit of work for :func:`run_many`."""
+
+    func: Callable[..., Any]
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    what: str = "task"
+    target: str | None = None
+    timeout: float = 3600.0
+
+
+def run_many(calls: list[Call], jobs: int, *, error: type[E.EdgeconvError] = E.ConversionError,
+             stage: str | None = None, child_setup: Callable[[], None] | None = None,
+             on_done: Callable[[int, Any], None] | None = None) -> list[Any]:
+    """Run ``calls`` in up to ``jobs`` forked children at once; returns each call's result or its error (an
+    ``EdgeconvError`` instance, never raised), in the order of ``calls``.
+
+    Children are started from the calling thread only (no thread pool: forking a multi-threaded parent can
+    deadlock the child on a lock another thread held), each with its own time limit; one child's crash or hang is
+    that call's error and the others go on. The children are not daemonic (their own work may isolate itself in
+    grandchildren); every one still running is killed when this returns or raises. ``child_setup`` runs first in
+    each child (e.g. plain progress output, so several children do not draw spinners over each other).
+    """
+    from multiprocessing.connection import wait
+
+    results: list[Any] = [None] * len(calls)
+    pending = list(range(len(calls)))
+    running: dict[Any, tuple[int, Any, float]] = {}  # pipe -> (index, process, deadline)
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, jobs):
+                i = pending.pop(0)
+                c = calls[i]
+                proc, parent, _ = _start(c.func, c.args, c.kwargs, "fork", child_setup, daemon=False)
+                running[parent] = (i, proc, time.monotonic() + c.timeout)
+            now = time.monotonic()
+            soonest = min(d for _, _, d in running.values())
+            ready = wait(list(running), timeout=max(0.0, soonest - now))
+            expired = [p for p, (_, _, d) in running.items() if d <= time.monotonic()]
+            for p in dict.fromkeys([*ready, *expired]):
+                i, proc, deadline = running.pop(p)
+                c = calls[i]
+                try:
+                    results[i] = _finish(proc, p, timeout=max(0.0, deadline - time.monotonic()), what=c.what,
+                                         target=c.target, error=error, stage=stage, limit=c.timeout)
+                except E.EdgeconvError as e:
+                    results[i] = e
+                if on_done is not None:
+                    on_done(i, results[i])
+    finally:
+        for _, proc, _ in running.values():
+            proc.kill()
+            proc.join(5)
+    return results

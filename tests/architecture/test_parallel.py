@@ -1,0 +1,79 @@
+"""Rows converted at once in forked workers: results in row order, one row's crash or hang only its own, the same
+artifacts as converting one at a time, and the workers really run side by side."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from edgeconv import api
+from edgeconv.core.errors import ConfigError, ConversionError, ExportError
+from edgeconv.core.isolate import Call, run_many
+from edgeconv.plan import default_jobs
+
+FIX = Path(__file__).parent.parent / "fixtures" / "tiny_model.py"
+
+
+def _wait_for(me: Path, other: Path) -> str:
+    """Announce this worker, then wait for the other one: only possible when both run at the same time."""
+    me.write_text("here")
+    deadline = time.monotonic() + 60
+    while not other.exists():
+        if time.monotonic() > deadline:
+            raise ExportError("the other worker never started")
+        time.sleep(0.02)
+    return me.name
+
+
+def _segfault() -> None:
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def _raise_config() -> None:
+    raise ConfigError("bad thing", hint="do the other thing")
+
+
+def test_run_many_runs_side_by_side_and_keeps_order(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    res = run_many([Call(_wait_for, (a, b), timeout=90), Call(_wait_for, (b, a), timeout=90)], jobs=2)
+    assert res == ["a", "b"]
+
+
+def test_run_many_failures_stay_in_their_slot(tmp_path: Path) -> None:
+    calls = [Call(_segfault, what="crasher", target="x"), Call(_raise_config), Call(time.sleep, (30,), timeout=1.5),
+             Call(len, ("abc",))]
+    done: list[int] = []
+    res = run_many(calls, jobs=2, on_done=lambda i, r: done.append(i))
+    assert isinstance(res[0], ConversionError) and "SIGSEGV" in res[0].message and res[0].target == "x"
+    assert isinstance(res[1], ConfigError) and res[1].hint == "do the other thing"  # its kind and hint survive
+    assert isinstance(res[2], ConversionError) and "did not finish within 2 s" in res[2].message
+    assert res[3] == 3
+    assert sorted(done) == [0, 1, 2, 3]
+
+
+def test_default_jobs_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGECONV_JOBS", "3")
+    assert default_jobs(10) == 3 and default_jobs(2) == 2
+    monkeypatch.setenv("EDGECONV_JOBS", "many")
+    with pytest.raises(ConfigError, match="EDGECONV_JOBS"):
+        default_jobs(4)
+    monkeypatch.delenv("EDGECONV_JOBS")
+    assert 1 <= default_jobs(64) <= (os.cpu_count() or 1)
+
+
+def test_parallel_rows_fail_alone_and_match_sequential(plugin_env: dict[str, str], tmp_path: Path,
+                                                       tiny_weights: Path) -> None:
+    kw = {"weights": str(tiny_weights), "inputs": ["images:1x3x64x64"], "use_cache": False}
+    par = api.convert(f"{FIX}:build", targets=["crashy", "echo", "onnxruntime"], out=tmp_path / "par", jobs=2, **kw)
+    assert [o.profile for o in par] == ["crashy", "echo", "onnxruntime"]
+    assert isinstance(par[0].error, ConversionError) and "SIGSEGV" in par[0].error.message
+    assert par[1].ok and par[2].ok
+    seq = api.convert(f"{FIX}:build", targets=["echo", "onnxruntime"], out=tmp_path / "seq", jobs=1, **kw)
+    for p, s in zip(par[1:], seq, strict=True):
+        assert p.artifact.manifest["cache_key"] == s.artifact.manifest["cache_key"]
+        for name in s.artifact.manifest["files"]:
+            assert (p.out / name).read_bytes() == (s.out / name).read_bytes(), name
