@@ -137,7 +137,7 @@ def run(config: str, out: str, baseline: str | None, fail_on: str | None, thread
     with stdout_to_stderr():  # converters and runtimes that print must not mix into the results
         report = call_with_new_options(run_matrix, cfg, out, baseline, fail_on=fail_on, use_cache=not no_cache,
                                        tolerances=parse_tolerances(tols), dry_run=dry_run,
-                                       **({"farm": farm} if farm else {}))
+                                       **({"farm": farm} if farm is not None else {}))
     if as_json:
         emit_json(report)
     elif dry_run:
