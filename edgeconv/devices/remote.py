@@ -35,7 +35,7 @@ from edgeconv.devices.transports import DeviceTimeout, Transport, open_transport
 
 HERE = Path(__file__).resolve().parent
 WORKER_FILES = ("worker.py", "latency_core.py")
-RUNTIME_OF = {"onnxruntime": "onnxruntime", "ncnn": "ncnn", "tflite": "ai_edge_litert"}
+RUNTIME_OF = {"onnxruntime": "onnxruntime", "ncnn": "ncnn", "tflite": "ai_edge_litert", "mnn": "MNN"}
 EMULATED_NOTE = "emulated device (qemu-user): latency is not comparable with hardware; drift is the ARM kernels'"
 
 

@@ -2,10 +2,10 @@
 
 It is copied to the device (with ``latency_core.py`` beside it) and needs only the standard library, numpy and the
 backend's runtime: no edgeconv, no torch.  The runners below map the artifact's manifest exactly as the host runners
-in ``edgeconv/targets/{onnxruntime,ncnn,tflite}/runner.py`` do (reference names, NCHW with the batch axis, ncnn blob
-table, TFLite NHWC and (de)quantization), so outputs from a device and from the host are comparable value for value;
-``tests/devices`` checks they are identical when both run the same runtime.  It is one file (over 400 lines) on
-purpose: it is exactly what a device receives, with nothing of edgeconv to import.
+in ``edgeconv/targets/{onnxruntime,ncnn,tflite,mnn}/runner.py`` do (reference names, NCHW with the batch axis, ncnn
+blob table, TFLite NHWC and (de)quantization, MNN's NCHW host copies), so outputs from a device and from the host are
+comparable value for value; ``tests/devices`` checks they are identical when both run the same runtime.  It is one
+file (over 400 lines) on purpose: it is exactly what a device receives, with nothing of edgeconv to import.
 
 Job (JSON, paths relative to the job file's folder unless absolute): ``artifact`` (folder with manifest.json),
 ``feeds`` (npz: ``__names__`` + ``s<i>__<j>``), ``result`` (npz to write), ``latency`` (LatencyConfig fields),
@@ -296,8 +296,67 @@ class TfliteRunner:
         self.interpreter = None
 
 
-RUNNERS = {"onnxruntime": OrtRunner, "ncnn": NcnnRunner, "tflite": TfliteRunner}
-RUNTIME_OF = {"onnxruntime": "onnxruntime", "ncnn": "ncnn", "tflite": "ai_edge_litert"}
+class MnnRunner:
+    """targets/mnn/runner.py: session API on the CPU backend, explicit threads and precision mode, NCHW host copies."""
+
+    def __init__(self, art: Path, mf: dict[str, Any], threads: int | None) -> None:
+        import MNN
+
+        self.MNN = MNN
+        conv = mf["conversion"]
+        runtime = {k: v for k, v in (conv.get("runtime") or {}).items() if v is not None}
+        opts = (mf.get("profile") or {}).get("options") or {}
+        cfg: dict[str, Any] = {"backend": "CPU", "numThread": int(threads) if threads else (os.cpu_count() or 1),
+                               "precision": runtime.get("precision_mode") or opts.get("precision_mode") or "normal"}
+        memory = runtime.get("memory_mode") or opts.get("memory_mode")
+        if memory:
+            cfg["memory"] = memory
+        self.interpreter = MNN.Interpreter(str(art / mf["roles"]["model"]))
+        self.session = self.interpreter.createSession(cfg)
+        self.io = conv["io"]
+        self.shapes: dict[str, tuple[int, ...]] = {}
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        MNN, itp = self.MNN, self.interpreter
+        changed = False
+        for ref, name in self.io["inputs"].items():  # reshape when the batch (or a dynamic axis) changes
+            shape = tuple(int(d) for d in feeds[ref].shape)
+            if self.shapes.get(ref) != shape:
+                t = itp.getSessionInput(self.session, name)
+                if tuple(t.getShape()) != shape:
+                    itp.resizeTensor(t, shape)
+                    changed = True
+                self.shapes[ref] = shape
+        if changed:
+            itp.resizeSession(self.session)
+        hosts = []  # the host tensors wrap these buffers: kept alive until runSession returns
+        for ref, name in self.io["inputs"].items():
+            x = np.ascontiguousarray(feeds[ref], dtype=np.float32).copy()
+            host = MNN.Tensor(x.shape, MNN.Halide_Type_Float, x, MNN.Tensor_DimensionType_Caffe)
+            itp.getSessionInput(self.session, name).copyFrom(host)
+            hosts.append((x, host))
+        itp.runSession(self.session)
+        out = {}
+        for ref, name in self.io["outputs"].items():
+            t = itp.getSessionOutput(self.session, name)
+            shape = tuple(t.getShape())
+            host = MNN.Tensor(shape, MNN.Halide_Type_Float, np.zeros(shape, np.float32), MNN.Tensor_DimensionType_Caffe)
+            t.copyToHostTensor(host)
+            out[ref] = np.array(host.getNumpyData(), dtype=np.float32, copy=True).reshape(shape)
+        del hosts
+        return out
+
+    def close(self) -> None:
+        if getattr(self, "session", None) is not None:
+            release = getattr(self.interpreter, "releaseSession", None)
+            if release is not None:
+                release(self.session)
+            self.session = None
+            self.interpreter = None
+
+
+RUNNERS = {"onnxruntime": OrtRunner, "ncnn": NcnnRunner, "tflite": TfliteRunner, "mnn": MnnRunner}
+RUNTIME_OF = {"onnxruntime": "onnxruntime", "ncnn": "ncnn", "tflite": "ai_edge_litert", "mnn": "MNN"}
 
 
 def open_runner(art: Path, threads: int | None = None) -> tuple[Any, dict[str, Any]]:

@@ -26,6 +26,8 @@ def device_arts(tiny_prepared, tmp_path_factory) -> dict[str, Path]:
         arts["ncnn"] = convert_reference(tiny_prepared, "ncnn", out=out / "ncnn", precision="fp16").path
     if all(importlib.util.find_spec(m) for m in ("ai_edge_litert", "litert_torch")):
         arts["tflite"] = convert_reference(tiny_prepared, "android-phone", out=out / "tflite", precision="fp32").path
+    if importlib.util.find_spec("MNN"):
+        arts["mnn"] = convert_reference(tiny_prepared, "mnn", out=out / "mnn", precision="fp32").path
     return arts
 
 
@@ -77,4 +79,4 @@ def arm64_board():
 def board_device(arm64_board, tmp_path) -> Device:
     return device_from_dict({"name": "test-arm64", "transport": "qemu", "board": "arm64", "cpu": "cortex-a76",
                              "arch": "aarch64", "workdir": str(tmp_path / "boardwork"),
-                             "runtimes": ["numpy", "ncnn", "onnxruntime", "ai_edge_litert"]})
+                             "runtimes": ["numpy", "ncnn", "onnxruntime", "ai_edge_litert", "MNN"]})

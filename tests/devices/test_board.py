@@ -38,12 +38,12 @@ def test_board_check_sees_arm_features_and_runtimes(board_device):
     cpu = p["cpu"]
     assert cpu["source"] == "hwcap"  # /proc/cpuinfo is the host's under qemu-user; AT_HWCAP is the emulated CPU's
     assert cpu["fp16_arithmetic"] and cpu["dotprod"] and not cpu["i8mm"]  # Cortex-A76 (Raspberry Pi 5)
-    assert all(p["runtimes"][m]["ok"] for m in ("numpy", "ncnn", "onnxruntime", "ai_edge_litert"))
+    assert all(p["runtimes"][m]["ok"] for m in ("numpy", "ncnn", "onnxruntime", "ai_edge_litert", "MNN"))
     maxcpu = check_device(device_from_dict({**board_device.to_dict(), "cpu": "max"}))
     assert maxcpu["probe"]["cpu"]["i8mm"]
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "ncnn", "tflite"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "ncnn", "tflite", "mnn"])
 def test_board_runs_each_backend_close_to_the_host(backend, device_arts, board_device):
     if backend not in device_arts:
         pytest.skip(f"{backend} is not installed here")

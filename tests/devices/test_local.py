@@ -31,7 +31,7 @@ def _host_outputs(art_dir: Path, feeds, threads=None):
         return [r.infer(f) for f in feeds]
 
 
-@pytest.mark.parametrize("backend", ["onnxruntime", "ncnn", "tflite"])
+@pytest.mark.parametrize("backend", ["onnxruntime", "ncnn", "tflite", "mnn"])
 def test_device_runner_matches_host_runner_exactly(backend, device_arts, local_device):
     if backend not in device_arts:
         pytest.skip(f"{backend} is not installed here")
