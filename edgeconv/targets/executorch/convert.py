@@ -5,14 +5,14 @@ calibration sample, then exported again and lowered the same way.  The conversio
 graph XNNPACK took (``delegation``): operators left outside the delegate run on ExecuTorch's portable kernels, which
 are slow on a device, so the fraction is worth reading.
 
-The module is wrapped so its outputs are a flat tuple in the reference ONNX's output order; the ``.pte`` is then run
-once on a random input next to the reference and each output is checked by shape, so a reordered or mis-shaped
-output is a conversion error, not a silent mismatch.
+The user's module is wrapped (``targets.base.flat_module``; never copied, never sent ``.eval()``) so its outputs
+are a flat tuple in the reference ONNX's output order; the ``.pte`` is then run once on a random input next to the
+reference and each output is checked by shape, so a reordered or mis-shaped output is a conversion error, not a
+silent mismatch.
 """
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
@@ -112,7 +112,12 @@ def convert(ctx: ConvertContext) -> ConversionResult:
     names = [s.name for s in ref.inputs]
     feeds0 = ref.random_feeds(1)[0]
     sample = tuple(torch.from_numpy(np.ascontiguousarray(feeds0[n])) for n in names)
-    module = flat_module(copy.deepcopy(ref.module).eval()).eval()
+    # The user's module itself, wrapped, never deep-copied: a model holding a Python module (or a lock, a file) as an
+    # attribute cannot be copied, and torch.export / PT2E do not modify it (they trace into new graph modules). No
+    # .eval() either, which would call methods a model may shadow (``self.eval = ...``, ``self.modules = [...]``):
+    # the intake already put the model in inference mode; only edgeconv's own wrapper gets the flag here.
+    module = flat_module(ref.module)
+    object.__setattr__(module, "training", False)
     meta: dict[str, Any] = {"format": "pte", "converter": "torch.export → to_edge_transform_and_lower (XNNPACK)"}
     if ctx.keep_fp32:
         raise ConfigError("executorch: keep_fp32 is not supported by the XNNPACK quantizer route",
