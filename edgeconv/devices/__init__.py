@@ -26,7 +26,8 @@ from edgeconv.devices.remote import (
     verify_on_device,
 )
 from edgeconv.devices.resolve import device_for_profile
+from edgeconv.devices.support import unsupported_reason
 
 __all__ = ["Device", "DeviceError", "DeviceOptions", "DeviceResult", "DeviceUnreachable", "device_for_profile",
            "device_from_dict", "devices_serving", "list_devices", "load_device", "probe_device", "run_device_worker",
-           "run_on_device", "verify_on_device"]
+           "run_on_device", "unsupported_reason", "verify_on_device"]

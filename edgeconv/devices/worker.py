@@ -357,6 +357,8 @@ class MnnRunner:
 
 RUNNERS = {"onnxruntime": OrtRunner, "ncnn": NcnnRunner, "tflite": TfliteRunner, "mnn": MnnRunner}
 RUNTIME_OF = {"onnxruntime": "onnxruntime", "ncnn": "ncnn", "tflite": "ai_edge_litert", "mnn": "MNN"}
+#: backends whose runner takes any one of several runtimes (TfliteRunner: ai-edge-litert, else tflite-runtime)
+RUNTIME_CHOICES = {"tflite": ("ai_edge_litert", "tflite_runtime")}
 
 
 def open_runner(art: Path, threads: int | None = None) -> tuple[Any, dict[str, Any]]:
