@@ -475,9 +475,15 @@ def verify(art: Artifact, ctx: ConvertContext, backend: Target, result: Conversi
               "device": device,
               "note": result.verify_note or (why or None)}
     if fails:
-        hint = ("the artifact's accuracy is below the budget: --keep-fp32 sensitive layers, another calibration "
-                "method (--calib-method), or a larger calibration sample" if task and task["delta"] < -(budget or 0)
-                else "the converter produced a model that differs; see --verbose, try --route or --opset")
+        if task and task["delta"] < -(budget or 0):
+            hint = ("the artifact's accuracy is below the budget: --keep-fp32 sensitive layers, another calibration "
+                    "method (--calib-method), or a larger calibration sample")
+        elif ctx.calibration is not None:  # a quantization error, not a converter bug: say what changes INT8
+            hint = ("INT8 quantization error: `edgeconv lint MODEL --calib DIR` / `edgeconv diagnose ARTIFACT` name "
+                    "the layers; keep them float (--keep-fp32 NAME), try --calib-method percentile|entropy or a larger "
+                    f"--calib-size, or accept more drift (--tol {precision}.cosine=...)")
+        else:
+            hint = "the converter produced a model that differs; see --verbose, try --route or --opset"
         err = VerificationError(f"{profile.name} {precision} differs from the reference: {'; '.join(fails)}",
                                 hint=hint, stage="verify", target=profile.name)
         err.task = task  # type: ignore[attr-defined]  # callers tell a budget failure from a drift failure

@@ -210,9 +210,18 @@ class Planner:
             task = getattr(e, "task", None) or {}
             over = task.get("budget") is not None and task.get("delta") is not None and \
                 task["delta"] < -task["budget"]
-            if not (over and cal is not None and evaluator is not None and row.options.get("int8_fallback", True)):
+            if cal is None or not row.options.get("int8_fallback", True) or post is not None:
                 raise
-            art = self.repair(row, prep, cal, evaluator, keep_fp32, e)
+            if over and evaluator is not None:
+                art = self.repair(row, prep, cal, evaluator, keep_fp32, e)
+            elif not over and "cosine" in e.message and row.profile.tol(row.precision).get("cosine") is not None:
+                # No task metric to hold it to: the same search, with the worst-case cosine on real inputs as the
+                # objective (its budget is the profile's cosine tolerance).
+                cos = float(row.profile.tol(row.precision)["cosine"])
+                art = self.repair(row, prep, cal, drift_evaluator(prep, cal), keep_fp32, e,
+                                  budget=100.0 * (1.0 - cos), final_evaluator=evaluator)
+            else:
+                raise
         if findings is not None:  # what the lint said before quantizing travels with the artifact and its report
             from edgeconv.core.artifact import write_manifest
 
@@ -267,10 +276,14 @@ class Planner:
                         on_done=None if on_done is None else (lambda i, r: on_done(rows[i], r)))
 
     def repair(self, row: PlanRow, prep: Prepared, cal: CalibrationSet, evaluator: TaskEvaluator,
-               keep_fp32: tuple[str, ...], error: VerificationError) -> Artifact:
+               keep_fp32: tuple[str, ...], error: VerificationError, *, budget: float | None = None,
+               final_evaluator: TaskEvaluator | bool | None = True) -> Artifact:
         """An INT8 row over its task budget: keep the fewest most-sensitive layers in float that bring it inside
         (``edgeconv.quant``), then convert again under the real tolerances and record the search in the manifest.
-        When no keep set within the attempt limit meets the budget, the original verification error stands."""
+        When no keep set within the attempt limit meets the budget, the original verification error stands.
+
+        ``evaluator`` scores each attempt against ``budget`` (default: the task budget the error names);
+        ``final_evaluator`` is what the chosen artifact is verified with (True: the same evaluator)."""
         import json
         import tempfile
 
@@ -280,9 +293,13 @@ class Planner:
         from edgeconv.quant import as_patterns, pipeline_builder, rank_layers, repair
 
         ref = prep.reference
-        budget = float(error.task["budget"])  # type: ignore[attr-defined]
-        log.warning("%s %s loses %.2f points (budget %.2f): searching for layers to keep in float",
-                    row.profile.name, row.precision, -error.task["delta"], budget)  # type: ignore[attr-defined]
+        if budget is None:
+            budget = float(error.task["budget"])  # type: ignore[attr-defined]
+            log.warning("%s %s loses %.2f points (budget %.2f): searching for layers to keep in float",
+                        row.profile.name, row.precision, -error.task["delta"], budget)  # type: ignore[attr-defined]
+        else:
+            log.warning("%s %s: %s; searching for layers to keep in float (objective: %s)", row.profile.name,
+                        row.precision, error.message.split(": ", 1)[-1], evaluator.metric)
         stats = compute_stats(ref.onnx_path, ref.sha256, cal, "minmax", None, use_cache=self.use_cache)
         with status(f"ranking layers of {row.label} by INT8 sensitivity"):
             ranked = rank_layers(ref.onnx_path, cal.feeds(), stats, modules={})
@@ -297,8 +314,9 @@ class Planner:
         art = convert_reference(prep, row.profile, out=row.dest, precision=row.precision, calibration=cal,
                                 keep_fp32=tuple(dict.fromkeys((*keep_fp32, *as_patterns(res.keep)))),
                                 options=row.options, use_cache=self.use_cache, preprocess=self.contract(row),
-                                evaluator=evaluator)
-        art.manifest["int8_fallback"] = json.loads(json.dumps(res.to_dict(), default=str))
+                                evaluator=evaluator if final_evaluator is True else final_evaluator or None)
+        art.manifest["int8_fallback"] = {**json.loads(json.dumps(res.to_dict(), default=str)),
+                                         "objective": evaluator.metric, "budget": budget}
         write_manifest(art.path, art.manifest)
         log.info("%s %s: kept %s in float -> delta %.2f (budget %.2f)", row.profile.name, row.precision,
                  ", ".join(res.keep), res.delta or 0.0, budget)
@@ -322,6 +340,28 @@ class Planner:
         except EdgeconvError as e:
             d.update(error=e.one_line(), cache_hit=False)
         return d
+
+
+def drift_evaluator(prep: Prepared, cal: CalibrationSet, samples: int = 16) -> TaskEvaluator:
+    """An objective for the float-fallback search where no task metric exists: the worst-case output cosine
+    (in percent, the pipeline's own measure) against the reference on ``samples`` calibration-distribution inputs."""
+    import itertools
+
+    from edgeconv.core.compare import compare_outputs
+    from edgeconv.core.hashing import sha256_json
+    from edgeconv.targets.base import OrtRunner
+
+    feeds = list(itertools.islice(cal.feeds(), samples))
+    with OrtRunner(prep.reference.onnx_path) as r:
+        refs = [r.infer(f) for f in feeds]
+
+    def score(outs: list[dict[str, Any]], labels: list[Any]) -> float:
+        return 100.0 * float(compare_outputs(labels, outs).get("cosine") or 0.0)
+
+    return TaskEvaluator("worst_cosine", list(zip(feeds, refs, strict=True)), score,
+                         sha256_json({"objective": "worst_cosine", "calibration": cal.key, "samples": samples,
+                                      "reference": prep.reference.sha256}),
+                         {"unit": "%", "source": "calibration sample", "task": "drift"})
 
 
 def default_jobs(rows: int) -> int:

@@ -116,3 +116,14 @@ def test_console_script_help_runs() -> None:
     res = subprocess.run([sys.executable, "-m", "edgeconv.cli", "convert", "--help"], capture_output=True, text=True,
                          check=False)
     assert res.returncode == 0 and "--target" in res.stdout
+
+
+def test_json_failure_of_a_one_row_command_still_prints_the_row(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "edgeconv.cli", "convert", "--model", str(tmp_path / "missing.py:build"),
+           "--target", "onnxruntime", "-p", "fp32", "--out", str(tmp_path / "o"), "--json"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 3, res.stderr
+    (row,) = json.loads(res.stdout)
+    assert row["status"] == "failed" and row["profile"] == "onnxruntime" and row["precision"] == "fp32"
+    assert row["error"]["kind"] == "model-load" and row["error"]["exit_code"] == 3 and row["error"]["hint"]
+    assert "does not exist" in res.stderr  # the one-line error still goes to stderr

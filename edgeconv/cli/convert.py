@@ -6,7 +6,9 @@ overrides a profile's verification tolerance for this call; ``--json`` prints on
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -95,7 +97,7 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
         options["embed_preprocess"] = True
     tolerances = parse_tolerances(tols)
     dyn = DynamicSpec(batch="batch" in (dynamic or ""), spatial="spatial" in (dynamic or ""), max_batch=max_batch)
-    with stdout_to_stderr():  # converters that print must not mix into the results
+    with _json_on_error(as_json, targets, precisions), stdout_to_stderr():  # printing converters go to stderr
         outcomes = call_with_new_options(
             api_convert, model, targets=list(targets), out=out, precisions=list(precisions) or None, weights=weights,
             model_args=list(model_arg), inputs=list(inputs), output_names=list(output_names) or None, opset=opset,
@@ -137,6 +139,21 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
                    err=True)
     if failed:
         sys.exit(max(o.error.exit_code for o in failed))
+
+
+@contextlib.contextmanager
+def _json_on_error(as_json: bool, targets: tuple[str, ...], precisions: tuple[str, ...]) -> Iterator[None]:
+    """With --json, a command that fails as a whole (one row asked for, or a model that does not load) still
+    prints its row on stdout, with the error's kind, message and hint, before exiting with the error's code."""
+    try:
+        yield
+    except EdgeconvError as e:
+        if as_json:
+            with contextlib.suppress(Exception):
+                emit_json([{"profile": e.target or (targets[0] if len(targets) == 1 else None),
+                            "precision": precisions[0] if len(precisions) == 1 else None, "status": "failed",
+                            "error": _error_dict(e)}])
+        raise
 
 
 def _num(v: Any, fmt: str) -> str:
