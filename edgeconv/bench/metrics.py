@@ -220,22 +220,77 @@ def map_from_parts(parts: MapParts, indices: Sequence[int] | np.ndarray | None =
     return {"map50": float(prec[:, 0].mean()), "map50_95": float(prec.mean())}
 
 
+def map_resampled(parts: MapParts, weights: np.ndarray, cells: int = 2_000_000) -> dict[str, np.ndarray]:
+    """mAP of many resampled image sets at once: ``weights[b, i]`` = how often image ``i`` is in set ``b``.
+
+    The bootstrap's cost bound: per category, the detections are sorted once, and each set's TP/FP curves are
+    weighted cumulative sums (a detection repeated k times is k equal steps; the precision envelope at the first
+    of them equals the one at the last, so one weighted step gives the same 101-point precision). The recall
+    thresholds are found on integer TP counts, so ties resolve exactly as ``map_numpy`` resolves them: all-ones
+    weights reproduce it. Returns ``{"map50": (B,), "map50_95": (B,)}`` (NaN where a set has no ground truth).
+    ``cells`` bounds the working arrays (sets x thresholds x detections of one category per pass).
+    """
+    w_all = np.asarray(weights, np.float64)
+    b_all, n_thr, n_rec = len(w_all), len(IOU_THRESHOLDS), len(RECALL_THRESHOLDS)
+    tot = np.zeros((b_all, 2))
+    count = np.zeros(b_all)
+    for scores, matches, npig in parts:
+        sel = [i for i, s in enumerate(scores) if s is not None]
+        if sel:
+            s_all = np.concatenate([scores[i] for i in sel])
+            img = np.concatenate([np.full(len(scores[i]), i) for i in sel])
+            order = np.argsort(-s_all, kind="mergesort")
+            img, m = img[order], np.concatenate([matches[i] for i in sel], axis=1)[:, order]
+        else:
+            img, m = np.zeros(0, np.int64), np.zeros((n_thr, 0), bool)
+        nd = len(img)
+        chunk = max(1, cells // (n_thr * max(nd, 1)))  # sets per pass: bounded memory, few passes for small nd
+        for b0 in range(0, b_all, chunk):
+            w = w_all[b0:b0 + chunk]
+            b = len(w)
+            npb = w @ npig.astype(np.float64)
+            active = npb > 0
+            q = np.zeros((b, n_thr, n_rec))
+            if nd and active.any():
+                wd = w[:, img]
+                tp = np.cumsum(m[None] * wd[:, None], axis=2)
+                fp = np.cumsum((~m)[None] * wd[:, None], axis=2)
+                env = np.maximum.accumulate((tp / (fp + tp + np.spacing(1)))[..., ::-1], axis=2)[..., ::-1]
+                den = np.where(active, npb, 1.0)[:, None]
+                # The smallest TP count c with float(c / npig) >= r: the threshold map_numpy's searchsorted finds.
+                need = np.ceil(RECALL_THRESHOLDS[None] * den)
+                need = np.where((need - 1) / den >= RECALL_THRESHOLDS[None], need - 1, need)
+                need = np.where(need / den < RECALL_THRESHOLDS[None], need + 1, need)
+                big = float(npb.max() + 2)
+                rows = (np.arange(b * n_thr, dtype=np.float64) * big).reshape(b, n_thr, 1)
+                g = np.searchsorted((tp + rows).ravel(), (need[:, None, :] + rows).ravel(), side="left")
+                local = g - np.repeat(np.arange(b * n_thr), n_rec) * nd
+                ok = local < nd
+                vals = np.zeros(g.shape)
+                vals[ok] = env.ravel()[g[ok]]
+                q = vals.reshape(b, n_thr, n_rec)
+            tot[b0:b0 + b, 0] += np.where(active, q[:, 0].mean(1), 0.0)
+            tot[b0:b0 + b, 1] += np.where(active, q.mean((1, 2)), 0.0)
+            count[b0:b0 + b] += active
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"map50": tot[:, 0] / count, "map50_95": tot[:, 1] / count}
+
+
 def map_delta_ci(preds: Sequence[Detections], reference_preds: Sequence[Detections] | None,
                  gts: Sequence[GroundTruth], key: str = "map50_95", resamples: int = 200,
                  seed: int = 0) -> list[float] | None:
     """Paired bootstrap 95 % interval of ``100 * (mAP(preds) - mAP(reference_preds))`` over resampled image sets
-    (``reference_preds`` None: the reference scores 100, label-free). Matching is done once per model."""
-    from edgeconv.tasks import bootstrap_ci
+    (``reference_preds`` None: the reference scores 100, label-free). Matching is done once per model and the
+    resamples are accumulated together (``map_resampled``)."""
+    from edgeconv.tasks import interval, resample_indices
 
-    got = map_parts(preds, gts)
-    ref = map_parts(reference_preds, gts) if reference_preds is not None else None
-
-    def delta(idx: np.ndarray) -> float:
-        g = map_from_parts(got, idx)[key]
-        r = map_from_parts(ref, idx)[key] if ref is not None else 1.0
-        return 100.0 * (g - r) if g >= 0 and r >= 0 else float("nan")
-
-    return bootstrap_ci(len(gts), delta, resamples=resamples, seed=seed)
+    n = len(gts)
+    if n < 2:
+        return None
+    w = np.stack([np.bincount(idx, minlength=n) for idx in resample_indices(n, resamples, seed)])
+    got = map_resampled(map_parts(preds, gts), w)[key]
+    ref = map_resampled(map_parts(reference_preds, gts), w)[key] if reference_preds is not None else 1.0
+    return interval(100.0 * (got - ref))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import numpy as np
 
 from edgeconv.core.errors import ConfigError
 from edgeconv.tasks.base import EXAMPLES, Task, split_options
-from edgeconv.tasks.bootstrap import RESAMPLES, SEED, bootstrap_ci, paired_ci
+from edgeconv.tasks.bootstrap import RESAMPLES, SEED, bootstrap_ci, interval, paired_ci, resample_indices
 from edgeconv.tasks.ctc import CtcTask, edit_distance, greedy_decode
 from edgeconv.tasks.segmentation import SegmentationTask, confusion, mask_to_output, scores_from_confusion
 
@@ -125,5 +125,5 @@ def score_one(task: str | Task, outputs: Sequence[Mapping[str, np.ndarray] | np.
 
 
 __all__ = ["RESAMPLES", "SEED", "TASKS", "ClassificationTask", "CtcTask", "DetectionTask", "SegmentationTask", "Task",
-           "bootstrap_ci", "confusion", "edit_distance", "greedy_decode", "mask_to_output", "name_of", "names",
-           "paired_ci", "parse", "score", "score_one", "scores_from_confusion"]
+           "bootstrap_ci", "confusion", "edit_distance", "greedy_decode", "interval", "mask_to_output", "name_of",
+           "names", "paired_ci", "parse", "resample_indices", "score", "score_one", "scores_from_confusion"]

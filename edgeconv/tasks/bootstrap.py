@@ -25,8 +25,18 @@ def bootstrap_ci(n: int, delta: Callable[[np.ndarray], float], *, resamples: int
     with fewer than 2 items. ``delta`` gets an index array (repeats included) and returns artifact - reference."""
     if n < 2 or resamples < 1:
         return None
+    return interval([delta(idx) for idx in resample_indices(n, resamples, seed)], level)
+
+
+def resample_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED) -> list[np.ndarray]:
+    """The resamples every interval uses: ``resamples`` draws of ``n`` indices with replacement, seeded."""
     rng = np.random.default_rng(seed)
-    vals = np.array([delta(rng.integers(0, n, n)) for _ in range(resamples)], np.float64)
+    return [rng.integers(0, n, n) for _ in range(resamples)]
+
+
+def interval(values: list[float] | np.ndarray, level: float = 0.95) -> list[float] | None:
+    """The percentile interval of resampled deltas (non-finite values, e.g. an empty class set, are dropped)."""
+    vals = np.asarray(values, np.float64)
     vals = vals[np.isfinite(vals)]
     if not len(vals):
         return None

@@ -53,6 +53,14 @@ def test_map_from_parts_equals_map_numpy_and_its_interval() -> None:
     idx = np.array([0, 0, 5, 7])
     assert metrics.map_from_parts(parts, idx)["map50_95"] == pytest.approx(
         metrics.map_numpy([got[i] for i in idx], [gts[i] for i in idx])["map50_95"])
+    rng_idx = np.random.default_rng(3)
+    sets = [np.arange(40), *[rng_idx.integers(0, 40, 40) for _ in range(5)]]
+    many = metrics.map_resampled(parts, np.stack([np.bincount(i, minlength=40) for i in sets]))
+    for b, i in enumerate(sets):  # all sets accumulated at once == each set accumulated on its own
+        one = metrics.map_from_parts(parts, i)
+        assert many["map50_95"][b] == pytest.approx(one["map50_95"], abs=1e-12)
+        assert many["map50"][b] == pytest.approx(one["map50"], abs=1e-12)
+    assert many["map50_95"][0] == pytest.approx(metrics.map_numpy(got, gts)["map50_95"], abs=1e-12)
     lo, hi = metrics.map_delta_ci(got, ref, gts)
     delta = 100 * (metrics.map_numpy(got, gts)["map50_95"] - metrics.map_numpy(ref, gts)["map50_95"])
     assert lo <= delta <= hi < 0  # the noisier boxes lose mAP, and 40 images are enough to say so
