@@ -3,6 +3,7 @@ an unreachable host, and nothing left on the device but the cache."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,7 @@ def test_wrong_key_is_one_line(device_arts, ssh_device, sshd):
     with pytest.raises(DeviceError, match="refused the key") as e:
         run_on_device(dev, device_arts["onnxruntime"], _feeds(device_arts["onnxruntime"], 1), latency=False)
     assert "\n" not in e.value.one_line() and e.value.hint
+    _assert_no_jobs(dev)
 
 
 def test_untrusted_host_key_is_one_line(device_arts, ssh_device, tmp_path):
@@ -71,6 +73,31 @@ def test_unreachable_host_is_one_line(device_arts, ssh_device):
     with pytest.raises(DeviceUnreachable, match="unreachable") as e:
         run_on_device(dev, device_arts["onnxruntime"], _feeds(device_arts["onnxruntime"], 1), latency=False)
     assert "\n" not in e.value.one_line()
+    _assert_no_jobs(dev)
+
+
+@pytest.mark.parametrize(("body", "says"), [
+    ('echo "Segmentation fault (core dumped)" >&2; exit 139', "crashed (exit code 139)"),
+    ('echo garbage > "$(dirname "$2")/result.npz"; exit 0', "malformed result"),
+])
+def test_ssh_worker_crash_and_malformed_result_are_one_line_and_cleaned(device_arts, ssh_device, tmp_path, body,
+                                                                        says):
+    exe = tmp_path / "badpython"  # the device's own Python misbehaves (loopback: a file on this machine)
+    exe.write_text(f"#!/bin/sh\n{body}\n")
+    exe.chmod(0o755)
+    dev = device_from_dict({**ssh_device.to_dict(), "python": str(exe)})
+    with pytest.raises(DeviceError, match=re.escape(says)) as e:
+        run_on_device(dev, device_arts["onnxruntime"], _feeds(device_arts["onnxruntime"], 1), latency=False)
+    assert "\n" not in e.value.one_line() and e.value.one_line().startswith("device error")
+    _assert_no_jobs(dev)
+    assert (Path(dev.workdir) / "cache" / "artifacts").is_dir()  # the cache stays: the next run reuses it
+
+
+def _assert_no_jobs(dev) -> None:
+    """Nothing but the cache on the device: no job folder is left, whatever went wrong."""
+    wd = Path(dev.workdir)
+    assert not wd.exists() or {p.name for p in wd.iterdir()} <= {"cache", "jobs"}
+    assert not (wd / "jobs").exists() or list((wd / "jobs").iterdir()) == []
 
 
 def test_ssh_worker_hang_is_stopped_and_cleaned(device_arts, ssh_device, tmp_path):
