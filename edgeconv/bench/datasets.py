@@ -257,6 +257,9 @@ def load_eval_data(data: str | Path | None, *, input_spec: TensorSpec, preproces
         from edgeconv.zoo.data import eval_split
 
         kind = text[4:] if text.startswith("zoo:") else (tname or "detection")
+        if kind not in ("detection", "classification"):
+            raise ConfigError(f"there is no bundled evaluation split for {kind!r} (only detection, classification)",
+                              hint="pass --data DIR with your own labelled images")
         task = task or kind
         tname = tname or kind
         root = eval_split(kind)
