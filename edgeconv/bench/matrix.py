@@ -283,7 +283,8 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
         try:
             profile = load_profile(_path(base, name) if name.endswith(".toml") else name)
             name = profile.name
-            row_opts = {**(t.get("options") or {}), **({"device": t["device"]} if t.get("device") else {})}
+            # on a farm the device is reached from its node, not from here: its drift is the farm row's own
+            row_opts = {**(t.get("options") or {}), **({"device": t["device"]} if t.get("device") and not farm else {})}
             row = make_rows([profile], [precision] if precision else None, out / "artifacts",
                             keep_fp32=tuple(t.get("keep_fp32", ())), options=row_opts or None,
                             tolerances=tolerances)[0]

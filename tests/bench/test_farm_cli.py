@@ -103,8 +103,8 @@ def test_cli_farm_runs_each_row_on_its_device_node_and_a_lost_node_fails_only_it
     import ray
 
     c, nodes = cluster
-    # farm-b's Python sleeps before a benchmark job (not before the conversion's verification on the device, which
-    # skips latency): its node is removed while that row runs on the farm
+    # farm-b's Python sleeps before a benchmark job (a verification on the device, were one run, skips latency): its
+    # node is removed while that row runs on the farm
     slow = tmp_path / "slowpython"
     slow.write_text(f"#!/bin/sh\nif grep -q '\"skip_latency\": false' \"$2\"; then\n"
                     f"  echo $$ > {tmp_path / 'slow.pid'}; sleep 20\nfi\nexec {sys.executable} \"$@\"\n")
