@@ -52,6 +52,9 @@ os.environ.setdefault("YOLO_OFFLINE", "true")
 ROWS = (("onnx", "fp32", "onnxruntime"), ("openvino", "fp32", "openvino"), ("openvino", "fp16", "openvino"),
         ("ncnn", "fp32", "ncnn"), ("ncnn", "fp16", "ncnn"), ("tflite", "fp32", "tflite"))
 IMGSZ = 320
+#: What a row's numbers mean beyond the table's columns.
+NOTES = {("tflite", "fp32"): "Ultralytics' TFLite head divides boxes by the image size (its own tflite decode), so "
+                             "its max abs vs torch is that scale, not an error; its input is NHWC"}
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -173,7 +176,8 @@ def _ultra_runner(fmt: str, prec: str, path: str, threads: int, x: np.ndarray, o
         return run
     from ai_edge_litert.interpreter import Interpreter
 
-    tfl = next(Path(path).glob("*float32.tflite"), None) or next(Path(path).glob("*.tflite"))
+    p = Path(path)  # 8.4 writes one .tflite file (litert-torch); older releases a folder of them
+    tfl = p if p.is_file() else next(p.glob("*float32.tflite"), None) or next(p.glob("*.tflite"))
     it = Interpreter(model_path=str(tfl), num_threads=threads)
     it.allocate_tensors()
     inp, outp = it.get_input_details()[0], it.get_output_details()[0]
@@ -245,8 +249,8 @@ def markdown(res: dict[str, Any]) -> str:
     lines = [f"# edgeconv vs Ultralytics export: YOLO11n {IMGSZ}×{IMGSZ}, {res['threads']} thread", "",
              f"{res['date']} · {m['cpu']}, {m['cores']} cores, {m.get('isa_line')} · load average before "
              f"{res['load_before']}, after {res['load_after']} (machine shared with other jobs; run under `nice`) · "
-             f"python {sys.executable}", "", "Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()),
-             ""]
+             f"python {res.get('python')}", "",
+             "Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()), ""]
     if res["status"] != "ok":
         return "\n".join([*lines, f"**Skipped**: {res['reason']}", ""])
     lines += ["| format | precision | p50 ms edgeconv | p50 ms Ultralytics | p50 ratio (paired) | export CPU s "
@@ -255,7 +259,7 @@ def markdown(res: dict[str, Any]) -> str:
         a, b = r["edgeconv"], r["ultralytics"]
         lat = r.get("latency") or {}
         la, lb = lat.get("edgeconv") or {}, lat.get("ultralytics") or {}
-        note = r.get("error") or a.get("error") or b.get("error") or ""
+        note = r.get("error") or a.get("error") or b.get("error") or NOTES.get((r["format"], r["precision"]), "")
 
         def f(v: Any, spec: str = ".3g") -> str:
             return "–" if v is None else format(v, spec)
@@ -264,7 +268,7 @@ def markdown(res: dict[str, Any]) -> str:
                      f"{f(r.get('p50_ratio'))} ({f(pr.get('median'))}) | {f(a.get('export_cpu_s'))} / "
                      f"{f(b.get('export_cpu_s'))} | {f(r.get('export_cpu_ratio'))} | "
                      f"{f(la.get('max_abs_vs_reference'), '.2g')} / {f(lb.get('max_abs_vs_reference'), '.2g')} | "
-                     f"{' '.join(note.split())[:160].replace('|', '/')} |")
+                     f"{' '.join(note.split())[:200].replace('|', '/')} |")
     c = res["cost"]
     lines += ["", "Export CPU: edgeconv's reference (export + verify + simplify, once) "
               f"{c['edgeconv_reference_cpu_s']} s; edgeconv all rows {c['edgeconv_all_rows_cpu_s']} s (rows "
@@ -284,7 +288,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=60)
+    ap.add_argument("--render", type=Path, help="Only re-render the .md of a result .json written by this script.")
     args = ap.parse_args()
+    if args.render:
+        res = json.loads(args.render.read_text())
+        args.render.with_suffix(".md").write_text(markdown(res))
+        return
     why = ultralytics_missing()
     now = dt.datetime.now(dt.UTC)
     res: dict[str, Any] = {"benchmark": "peer_ultralytics", "date": now.isoformat(timespec="seconds"),
