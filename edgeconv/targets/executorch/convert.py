@@ -13,12 +13,13 @@ silent mismatch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from edgeconv.core.compare import tensor_drift
-from edgeconv.core.console import status, track
+from edgeconv.core.console import log, status, track
 from edgeconv.core.errors import CalibrationError, ConfigError, ConversionError
 from edgeconv.core.lazy import require
 from edgeconv.targets.base import ConversionResult, ConvertContext, flat_module
@@ -28,8 +29,14 @@ OBSERVERS = ("histogram", "minmax")
 
 
 def quantize_pt2e(module: Any, sample: tuple[Any, ...], feeds: Any, *, names: list[str], per_channel: bool,
-                  observer: str, total: int | None) -> tuple[Any, int]:
-    """PT2E with the XNNPACK quantizer: export, insert observers, run the calibration feeds, convert to Q/DQ."""
+                  observer: str, total: int | None, keep: Callable[[Any], set[str]] | None = None,
+                  record: dict[str, Any] | None = None) -> tuple[Any, int]:
+    """PT2E with the XNNPACK quantizer: export, insert observers, run the calibration feeds, convert to Q/DQ.
+
+    ``keep`` maps the exported graph to the names of the nodes to leave in float: the quantizer's filter function
+    skips every pattern touching one (a float node's inputs and outputs get no Q/DQ of their own; a quantized
+    neighbour still quantizes its side of the edge, so a tensor is float only when its producer and consumers are
+    kept). ``record`` receives the nodes left in float."""
     import dataclasses
 
     import torch
@@ -50,6 +57,12 @@ def quantize_pt2e(module: Any, sample: tuple[Any, ...], feeds: Any, *, names: li
         config = dataclasses.replace(config, input_activation=act, output_activation=act)
     quantizer = XNNPACKQuantizer().set_global(config)
     graph = torch.export.export(module, sample).module()
+    kept = keep(graph) if keep is not None else set()
+    if kept:
+        quantizer.set_filter_function(lambda n: n.name not in kept)
+        if record is not None:
+            present = {n.name for n in graph.graph.nodes}
+            record["kept_float"] = sorted(kept & present)
     graph = prepare_pt2e(graph, quantizer)
     seen = 0
     with torch.no_grad():
@@ -119,19 +132,28 @@ def convert(ctx: ConvertContext) -> ConversionResult:
     module = flat_module(ref.module)
     object.__setattr__(module, "training", False)
     meta: dict[str, Any] = {"format": "pte", "converter": "torch.export → to_edge_transform_and_lower (XNNPACK)"}
-    if ctx.keep_fp32:
-        raise ConfigError("executorch: keep_fp32 is not supported by the XNNPACK quantizer route",
-                          hint="drop --keep-fp32 for this target")
+    if ctx.keep_fp32 and ctx.precision != "int8":
+        log.warning("--keep-fp32 only applies to int8; ignored for %s", ctx.precision)
     if ctx.precision == "int8":
         if ctx.calibration is None:
             raise ConfigError("int8 needs calibration data", hint="pass --calib DIR (or use the bundled sample)")
         observer = str(ctx.option("observer", "histogram"))
         per_channel = bool(ctx.option("per_channel", True))
+        record: dict[str, Any] = {}
+        keep_fn = None
+        if ctx.keep_fp32:
+            from edgeconv.targets.executorch.keep import map_keep_nodes
+
+            def keep_fn(gm: Any) -> set[str]:
+                kept, record["keep_fp32"] = map_keep_nodes(ref.onnx_path, tuple(ctx.keep_fp32), gm, sample, feeds0)
+                return kept
         with status("int8: PT2E calibration (XNNPACK quantizer)"):
             module, seen = quantize_pt2e(module, sample, ctx.calibration.feeds(), names=names,
-                                         per_channel=per_channel, observer=observer, total=len(ctx.calibration))
+                                         per_channel=per_channel, observer=observer, total=len(ctx.calibration),
+                                         keep=keep_fn, record=record)
         meta["quantization"] = {"method": "pt2e", "quantizer": "XNNPACKQuantizer (symmetric int8)",
-                                "per_channel": per_channel, "observer": observer, "calibration_samples": seen}
+                                "per_channel": per_channel, "observer": observer, "calibration_samples": seen,
+                                **record}
     with status(f"ExecuTorch: torch.export + XNNPACK lowering ({ctx.precision})"):
         try:
             with torch.no_grad():
