@@ -19,9 +19,10 @@ HERE = Path(__file__).parent
 CTC = "ctc:alphabet=0123456789,blank=0,labels=prefix"
 
 
-def _convert(tmp: Path, factory: str, inputs: str, preprocess: str, task: str, **kw: Any) -> Any:
+def _convert(tmp: Path, factory: str, inputs: str, preprocess: str, task: str, calib: str = "calib",
+             **kw: Any) -> Any:
     (oc,) = api.convert(f"{HERE / 'task_models.py'}:{factory}", targets=["onnxruntime"], precisions=["int8"],
-                        out=tmp / "out", inputs=[inputs], calib=str(tmp / "calib"), calib_size=40,
+                        out=tmp / "out", inputs=[inputs], calib=str(tmp / calib), calib_size=40,
                         preprocess=preprocess, eval_data=str(tmp / "test"), task=task, use_cache=False,
                         exporters=("legacy",), simplify=False, **kw)
     return oc
@@ -49,7 +50,8 @@ def test_segmentation_int8_is_checked_on_miou(tmp_path: Path) -> None:
     tm.write_seg_data(tmp_path / "calib", 40, seed=1, fragile=True)
     tm.write_seg_data(tmp_path / "test", 20, seed=2, fragile=True)
     oc = _convert(tmp_path, "build_seg", "images:1x3x32x32", "size=32x32", "segmentation:ignore=255",
-                  model_args={"fragile": True})
+                  calib="calib/images", model_args={"fragile": True})  # the images, not their masks
+    assert oc.artifact.manifest["calibration"]["used"] == 40
     assert oc.error is None, oc.error
     m = oc.artifact.manifest
     task = m["verification"]["task"]
