@@ -124,12 +124,9 @@ def keep_layers(ctx: ConvertContext, run: PnnxRun, blobs: dict[str, dict[str, st
     from edgeconv.targets.ncnn.layermap import layer_map
 
     realistic, _ = ctx.blocking_samples()
-    probes = list(realistic[:1])
+    probes = list(realistic[:1])  # every probe holds every tensor of both nets in memory: a few, not many
     if ctx.calibration is not None:
-        for i, f in enumerate(ctx.calibration.feeds()):
-            probes.append(f)
-            if i >= 1:
-                break
+        probes.append(next(iter(ctx.calibration.feeds())))
     from edgeconv.core.tensors import random_feeds
 
     probes.append(random_feeds(ctx.reference.inputs, seed=321, low=-3.0, high=3.0))  # past ReLU-ish thresholds
