@@ -48,9 +48,19 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # Ultralytics would pip-install a missing exporter otherwise
 os.environ.setdefault("YOLO_OFFLINE", "true")
 
-#: (Ultralytics format, precision, edgeconv profile)
-ROWS = (("onnx", "fp32", "onnxruntime"), ("openvino", "fp32", "openvino"), ("openvino", "fp16", "openvino"),
-        ("ncnn", "fp32", "ncnn"), ("ncnn", "fp16", "ncnn"), ("tflite", "fp32", "tflite"))
+#: (Ultralytics format, precision, edgeconv profile, edgeconv options). The NHWC TFLite row is the same Ultralytics
+#: file against edgeconv's artifact with an NHWC input (what ``edgeconv tune`` tries), beside the NCHW default.
+ROWS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
+    ("onnx", "fp32", "onnxruntime", {}), ("openvino", "fp32", "openvino", {}), ("openvino", "fp16", "openvino", {}),
+    ("ncnn", "fp32", "ncnn", {}), ("ncnn", "fp16", "ncnn", {}), ("tflite", "fp32", "tflite", {}),
+    ("tflite", "fp32", "tflite", {"layout": "NHWC"}))
+
+
+def _key(row: tuple[str, str, str, dict[str, Any]]) -> str:
+    fmt, prec, _, opts = row
+    return "-".join([fmt, prec, *(f"{k}={v}" for k, v in opts.items())])
+
+
 IMGSZ = 320
 #: What a row's numbers mean beyond the table's columns.
 NOTES = {("tflite", "fp32"): "Ultralytics' TFLite head divides boxes by the image size (its own tflite decode), so "
@@ -107,7 +117,7 @@ def ultralytics_exports(yolo: Any, work: Path) -> dict[tuple[str, str], dict[str
     cwd = os.getcwd()
     os.chdir(work)  # a yaml-built model exports next to its (relative) yaml name
     try:
-        for fmt, prec, _ in ROWS:
+        for fmt, prec in dict.fromkeys((r[0], r[1]) for r in ROWS):
             try:
                 path, cpu = _timed(lambda fmt=fmt, prec=prec: yolo.export(
                     format=fmt, imgsz=IMGSZ, device="cpu", half=prec == "fp16", verbose=False))
@@ -121,19 +131,21 @@ def ultralytics_exports(yolo: Any, work: Path) -> dict[tuple[str, str], dict[str
     return out
 
 
-def edgeconv_exports(module: Any, work: Path) -> tuple[dict[tuple[str, str], dict[str, Any]], float, Any]:
+def edgeconv_exports(module: Any, work: Path) -> tuple[dict[str, dict[str, Any]], float, Any]:
     """edgeconv's reference (once) and each row's conversion + verification, cache off; their CPU seconds."""
     from edgeconv.pipeline import convert_reference, prepare
 
     prep, ref_cpu = _timed(lambda: prepare(module, inputs=[f"images:1x3x{IMGSZ}x{IMGSZ}"], use_cache=False))
-    out: dict[tuple[str, str], dict[str, Any]] = {}
-    for fmt, prec, profile in ROWS:
+    out: dict[str, dict[str, Any]] = {}
+    for row in ROWS:
+        _, prec, profile, opts = row
+        key = _key(row)
         try:
-            art, cpu = _timed(lambda p=profile, prec=prec, fmt=fmt: convert_reference(
-                prep, p, out=work / f"{fmt}-{prec}", precision=prec, use_cache=False))
-            out[(fmt, prec)] = {"path": str(art.path), "export_cpu_s": cpu, "artifact": art}
+            art, cpu = _timed(lambda p=profile, prec=prec, o=opts, k=key: convert_reference(
+                prep, p, out=work / k, precision=prec, options=o or None, use_cache=False))
+            out[key] = {"path": str(art.path), "export_cpu_s": cpu, "artifact": art}
         except Exception as e:  # noqa: BLE001
-            out[(fmt, prec)] = {"error": _err(e)}
+            out[key] = {"error": _err(e)}
     return out, ref_cpu, prep
 
 
@@ -206,9 +218,10 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     with torch.no_grad():
         want = {out_name: module(torch.from_numpy(x)).numpy()}
     rows = []
-    for fmt, prec, profile in ROWS:
-        a, b = ours[(fmt, prec)], theirs[(fmt, prec)]
-        row: dict[str, Any] = {"format": fmt, "precision": prec, "edgeconv_profile": profile,
+    for spec in ROWS:
+        fmt, prec, profile, opts = spec
+        a, b = ours[_key(spec)], theirs[(fmt, prec)]
+        row: dict[str, Any] = {"format": fmt, "precision": prec, "edgeconv_profile": profile, "edgeconv_options": opts,
                                "edgeconv": {k: v for k, v in a.items() if k != "artifact"}, "ultralytics": b}
         if "artifact" in a and "path" in b:
             art = a["artifact"]
@@ -225,12 +238,13 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             except Exception as e:  # noqa: BLE001 - a row that cannot be timed says why; the others go on
                 row["error"] = _err(e)
         rows.append(row)
-    both = [r for r in rows if "p50_ratio" in r]
-    fmts_theirs = {(f, p) for (f, p), v in theirs.items() if "path" in v}
+    both = [r for r in rows if "p50_ratio" in r and not r["edgeconv_options"]]
+    theirs_ok = {(f, p) for (f, p), v in theirs.items() if "path" in v}
+    default_rows = [_key(r) for r in ROWS if not r[3]]  # the NHWC variant is an extra, not a format of its own
     cost = {"edgeconv_reference_cpu_s": ref_cpu,
-            "edgeconv_all_rows_cpu_s": round(ref_cpu + sum(v.get("export_cpu_s", 0) for v in ours.values()), 2),
-            "edgeconv_rows_both_have_cpu_s": round(ref_cpu + sum(ours[k].get("export_cpu_s", 0) for k in fmts_theirs),
-                                                   2),
+            "edgeconv_all_rows_cpu_s": round(ref_cpu + sum(ours[k].get("export_cpu_s", 0) for k in default_rows), 2),
+            "edgeconv_rows_both_have_cpu_s": round(ref_cpu + sum(
+                ours[_key(r)].get("export_cpu_s", 0) for r in ROWS if not r[3] and (r[0], r[1]) in theirs_ok), 2),
             "ultralytics_all_exports_cpu_s": round(sum(v.get("export_cpu_s", 0) for v in theirs.values()), 2)}
     shutil.rmtree(work, ignore_errors=True)
     return {"status": "ok", "rows": rows, "cost": cost,
@@ -264,7 +278,9 @@ def markdown(res: dict[str, Any]) -> str:
         def f(v: Any, spec: str = ".3g") -> str:
             return "–" if v is None else format(v, spec)
         pr = r.get("paired_ratio") or {}
-        lines.append(f"| {r['format']} | {r['precision']} | {f(la.get('median_ms'))} | {f(lb.get('median_ms'))} | "
+        opts = ", ".join(f"{k}={v}" for k, v in (r.get("edgeconv_options") or {}).items())
+        label = f"{r['format']} (edgeconv {opts})" if opts else r["format"]
+        lines.append(f"| {label} | {r['precision']} | {f(la.get('median_ms'))} | {f(lb.get('median_ms'))} | "
                      f"{f(r.get('p50_ratio'))} ({f(pr.get('median'))}) | {f(a.get('export_cpu_s'))} / "
                      f"{f(b.get('export_cpu_s'))} | {f(r.get('export_cpu_ratio'))} | "
                      f"{f(la.get('max_abs_vs_reference'), '.2g')} / {f(lb.get('max_abs_vs_reference'), '.2g')} | "
