@@ -10,7 +10,7 @@ from edgeconv.calibration.preprocess import Preprocess
 from edgeconv.core import cache
 from edgeconv.core.console import log
 from edgeconv.core.env import cpu_info, environment
-from edgeconv.core.errors import EdgeconvError
+from edgeconv.core.errors import ConfigError, EdgeconvError
 from edgeconv.export.onnx_export import EXPORTERS, DynamicSpec
 from edgeconv.profiles import Profile, list_profiles
 from edgeconv.targets.registry import all_targets
@@ -93,6 +93,12 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
     )
 
     pp = _as_preprocess(preprocess)
+    if task is not None:
+        from edgeconv.tasks import parse as parse_task
+
+        parse_task(task)  # a bad task spec fails now, not after the export
+    if eval_data is not None and not str(eval_data).startswith("zoo") and not Path(eval_data).exists():
+        raise ConfigError(f"evaluation data {eval_data} does not exist", hint="pass --eval DIR (labelled images)")
     if calib:
         from edgeconv.calibration.sources import discover
 

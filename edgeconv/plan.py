@@ -467,6 +467,16 @@ def fast_keys(source_fp: str, rows: list[PlanRow], *, calib: str | Path | None, 
     from edgeconv.pipeline import VERIFY_RULES
 
     calib_fp = data_fingerprint(calib or zoo_calib)
+    evaluation = dict(evaluation)
+    data = evaluation.get("data")
+    if data is not None and not str(data).startswith("zoo"):
+        evaluation["data_fp"] = data_fingerprint(data)  # the held-out data's content, not only its path
+    task = evaluation.get("task")
+    if task:  # files a task spec names (alphabet=@chars.txt, labels=plates.csv, masks=DIR)
+        import re
+
+        named = [t for t in re.split(r"[,:=@]", str(task)) if t and Path(t).exists()]
+        evaluation["task_files"] = [data_fingerprint(t) for t in named]
     keys = {}
     for row in rows:
         backend = get_target(row.profile.backend)

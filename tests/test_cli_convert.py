@@ -127,3 +127,12 @@ def test_json_failure_of_a_one_row_command_still_prints_the_row(tmp_path: Path) 
     assert row["status"] == "failed" and row["profile"] == "onnxruntime" and row["precision"] == "fp32"
     assert row["error"]["kind"] == "model-load" and row["error"]["exit_code"] == 3 and row["error"]["hint"]
     assert "does not exist" in res.stderr  # the one-line error still goes to stderr
+
+
+def test_bad_task_spec_and_missing_eval_data_fail_before_the_model_loads(tmp_path: Path) -> None:
+    base = ["convert", "--model", str(tmp_path / "missing.py:build"), "--target", "onnxruntime", "--out",
+            str(tmp_path / "o")]
+    code, out = run(*base, "--task", "ctc:alphabet=0123456789,blnk=0")
+    assert code == 2 and "blnk" in out and "blank" in out, out  # names the bad key and the valid one
+    code, out = run(*base, "--eval", str(tmp_path / "nowhere"), "--task", "classification")
+    assert code == 2 and "nowhere" in out, out

@@ -56,6 +56,12 @@ def _error_dict(e: EdgeconvError | None) -> dict[str, Any] | None:
 @click.option("--route", help="Backend route where it has several (each target declares its own; see "
               "`edgeconv targets --json`), e.g. onnx or torch.")
 @click.option("--max-drop", type=float, help="Accuracy budget for INT8 (task metric), where the backend has one.")
+@click.option("--eval", "eval_data", type=click.Path(), help="Labelled held-out data: reduced-precision artifacts are "
+              "scored on it at conversion and refused (or repaired) over their task budget (default for zoo: models: "
+              "the bundled eval split).")
+@click.option("--task", metavar="SPEC", help="Task of --eval: detection, classification, ctc:alphabet=@chars.txt,"
+              "blank=0, segmentation:ignore=255 (docs/tasks.md).")
+@click.option("--decoder", metavar="FILE.py:FN", help="Detections decoder for --eval (raw head outputs -> boxes).")
 @click.option("--embed-preprocess", is_flag=True, help="Embed the preprocessing into the model (OpenVINO).")
 @click.option("--option", "backend_options", multiple=True, metavar="KEY=VALUE", help="Backend option (repeatable).")
 @click.option("--device", help="Also verify on this device (name from `edgeconv devices list`, or a .toml); default: "
@@ -80,7 +86,8 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
             precisions: tuple[str, ...], out: str, opset: int, exporters: tuple[str, ...], dynamic: str | None,
             max_batch: int, no_simplify: bool, calib: str | None, calib_size: int, calib_seed: int,
             calib_method: str | None, preprocess: str | None, keep_fp32: tuple[str, ...], route: str | None,
-            max_drop: float | None, embed_preprocess: bool, backend_options: tuple[str, ...], device: str | None,
+            max_drop: float | None, eval_data: str | None, task: str | None, decoder: str | None,
+            embed_preprocess: bool, backend_options: tuple[str, ...], device: str | None,
             postprocess: str,
             post_options: tuple[str, ...], tols: tuple[str, ...], jobs: int | None,
             dry_run: bool, no_cache: bool, as_json: bool) -> None:
@@ -104,7 +111,7 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
             exporters=exporters or EXPORTERS, dynamic=dyn, simplify=not no_simplify, calib=calib, calib_size=calib_size,
             calib_seed=calib_seed, preprocess=Preprocess.parse(preprocess) if preprocess else None, keep_fp32=keep_fp32,
             options=options, use_cache=not no_cache, trust_checkpoint=trust_checkpoint, tolerances=tolerances,
-            dry_run=dry_run, jobs=jobs,
+            dry_run=dry_run, jobs=jobs, eval_data=eval_data, task=task, decoder=decoder,
             **({"postprocess": postprocess, "postprocess_options": _kv(post_options, "--post-option")}
                if postprocess != "raw" else {}))
     rows = [_outcome_dict(o) for o in outcomes]
@@ -118,10 +125,10 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
             elif r["status"] == "ok":
                 d = r["verification"] or {}
                 t = r.get("task") or {}
-                task = (f", {t['metric']} {t['delta']:+.2f} pts (budget {t.get('budget', float('nan')):.2f})"
+                task_s = (f", {t['metric']} {t['delta']:+.2f} pts (budget {t.get('budget', float('nan')):.2f})"
                         if t.get("delta") is not None else "")
                 click.echo(f"ok      {r['profile']:<20} {r['precision']:<5} {r['out']}  "
-                           f"(max_abs {_num(d.get('max_abs'), '.2e')}, cosine {_num(d.get('cosine'), '.6f')}{task})")
+                           f"(max_abs {_num(d.get('max_abs'), '.2e')}, cosine {_num(d.get('cosine'), '.6f')}{task_s})")
             elif r["status"] == "not-executed":
                 click.echo(f"checked {r['profile']:<20} {r['precision']:<5} {r['out']}  ({r['note']})")
             else:
