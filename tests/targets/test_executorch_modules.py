@@ -45,6 +45,19 @@ class Shadows(nn.Module):
         return torch.relu(self.bn(self.conv(x)))
 
 
+class ShadowsNamedModules(nn.Module):
+    """``named_modules`` shadowed by data: torch.export calls it on the root, which recurses into each child's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.named_modules = [self.conv, self.bn]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x)))
+
+
 def _init(m: nn.Module) -> nn.Module:
     torch.manual_seed(0)
     with torch.no_grad():
@@ -61,7 +74,16 @@ def build_shadows() -> nn.Module:
     return _init(Shadows())
 
 
-@pytest.mark.parametrize("factory", ["build_holds_a_module", "build_shadows"])
+def build_shadows_named_modules() -> nn.Module:
+    return _init(ShadowsNamedModules())
+
+
+@pytest.mark.parametrize("factory", [
+    "build_holds_a_module", "build_shadows",
+    pytest.param("build_shadows_named_modules", marks=pytest.mark.xfail(
+        strict=True, reason="targets.base.flat_module's wrapper does not yet walk the module registries in "
+        "named_modules() (torch.export calls it; the export wrapper does): remove this mark with that change")),
+])
 def test_user_module_is_converted_as_it_is(factory: str, tmp_path: Path) -> None:
     """Both fail on a deep copy + ``.eval()`` (``cannot pickle 'module' object``; ``'dict' object is not callable``)."""
     prep = prepare(f"{__file__}:{factory}", inputs=["images:1x3x16x16"], use_cache=False)
@@ -72,5 +94,5 @@ def test_user_module_is_converted_as_it_is(factory: str, tmp_path: Path) -> None
     assert v["status"] == "ok" and v["drift"]["max_abs"] < 1e-4  # BatchNorm ran with its running statistics
     if factory == "build_holds_a_module":
         assert module.math is math
-    else:
+    elif factory == "build_shadows":
         assert module.eval == {"every": 5} and module.train == {"epochs": 300} and module.modules[1] is module.bn
