@@ -198,6 +198,8 @@ def quantize(param: Path, bin_: Path, out_param: Path, out_bin: Path, calib: Any
              keep_output_blobs: frozenset[str] = frozenset(), winograd: bool = True) -> dict[str, Any]:
     """fp32 ncnn model + calibration sample → int8 ncnn model (and its table); returns manifest metadata.
 
+    ``keep_fp32``: *ncnn* layer names (fnmatch globs, or ``op:<ncnn layer type>``) left in fp32; the converter
+    turns ``--keep-fp32`` (reference ONNX names) into these through ``layermap``.
     ``keep_output_blobs``: layers producing these blobs (the detect head's output convs) stay fp32 — their raw
     logits feed thresholds and box decoding directly, where int8 rounding costs the most mAP.
     """
