@@ -70,10 +70,12 @@ def measured(device: str, artifact: Path, result: Measured) -> Iterator[None]:
         _MEASURED.reset(token)
 
 
-def take_measured(device: str, artifact: Path) -> Measured | None:
+def take_measured(device: Device | str, artifact: Path) -> Measured | None:
     """The measurement :func:`measured` holds for this device and artifact (once), else None: run it."""
+    from edgeconv.devices.config import load_device
+
     held = _MEASURED.get()
-    if held is None or held[0] != device or held[1] != Path(artifact).resolve():
+    if held is None or held[0] != load_device(device).name or held[1] != Path(artifact).resolve():
         return None
     _MEASURED.set(None)
     return held[2]

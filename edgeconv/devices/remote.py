@@ -235,7 +235,7 @@ def run_device_worker(art: Any, feeds_npz: Path, work: Path, *, device: Device |
     """
     from edgeconv.devices.farm import take_measured
 
-    held = take_measured(load_device(device).name, Path(getattr(art, "path", art)))
+    held = take_measured(device, Path(getattr(art, "path", art)))
     if held is not None:  # measured on the farm (edgeconv run --farm): score it, do not run it again
         return held
     lat = latency.to_dict() if hasattr(latency, "to_dict") else dict(latency or {})

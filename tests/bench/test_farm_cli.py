@@ -153,3 +153,24 @@ def test_cli_farm_runs_each_row_on_its_device_node_and_a_lost_node_fails_only_it
     d = json.loads((tmp_path / "direct" / "report.json").read_text())["results"][0]
     assert set(a) - {"farm"} == set(d) and d["device"] == "farm-a"
 
+
+
+def test_a_farm_measurement_is_scored_not_run_again(tmp_path):
+    """Within ``measured``, the device seam bench_artifact calls returns the farm's record for that row, once."""
+    from edgeconv.devices import run_device_worker
+    from edgeconv.devices.config import device_from_dict
+    from edgeconv.devices.farm import measured
+
+    dev = device_from_dict({"name": "nowhere", "transport": "local", "python": "/nonexistent/python3",
+                            "workdir": str(tmp_path / "d")})
+    art = tmp_path / "art"
+    art.mkdir()
+    rec = ({"ok": True, "latency_ms": {"p50": 1.0}}, [{"out": None}])
+    kw = {"device": dev, "threads": None, "latency": {}, "timeout": 5}
+    with measured("nowhere", art, rec):
+        assert run_device_worker(art, tmp_path / "feeds.npz", tmp_path, **kw) is rec
+        again, outs = run_device_worker(art, tmp_path / "feeds.npz", tmp_path, **kw)  # taken once: runs now
+    assert again["ok"] is False and outs is None and "\n" not in again["error"]
+    other = device_from_dict({**dev.to_dict(), "name": "elsewhere"})
+    with measured("nowhere", art, rec):
+        assert run_device_worker(art, tmp_path / "feeds.npz", tmp_path, **{**kw, "device": other})[1] is None
