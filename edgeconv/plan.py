@@ -190,7 +190,7 @@ class Planner:
                 return []
             ref = prep.reference
             stats = compute_stats(ref.onnx_path, ref.sha256, cal, "minmax", None, use_cache=self.use_cache)
-            found = lint(ref.onnx_path, stats.ranges, len(cal), modules={})
+            found = lint(ref.onnx_path, stats.ranges, len(cal), modules=_module_names(ref) or {})
             for f in found:
                 log.warning("int8 lint [%s]: %s%s", f.rule, f.message, f" ({f.suggestion})" if f.suggestion else "")
             self._lints[key] = [f.to_dict() for f in found]
@@ -302,7 +302,7 @@ class Planner:
                         row.precision, error.message.split(": ", 1)[-1], evaluator.metric)
         stats = compute_stats(ref.onnx_path, ref.sha256, cal, "minmax", None, use_cache=self.use_cache)
         with status(f"ranking layers of {row.label} by INT8 sensitivity"):
-            ranked = rank_layers(ref.onnx_path, cal.feeds(), stats, modules={})
+            ranked = rank_layers(ref.onnx_path, cal.feeds(), stats, modules=_module_names(ref))
         with tempfile.TemporaryDirectory(prefix="edgeconv-fallback-") as tmp:
             build = pipeline_builder(prep, row.profile, calibration=cal, evaluator=evaluator, out_root=tmp,
                                      options=row.options, use_cache=self.use_cache, latency_runs=0)
@@ -340,6 +340,18 @@ class Planner:
         except EdgeconvError as e:
             d.update(error=e.one_line(), cache_hit=False)
         return d
+
+
+def _module_names(ref: Any) -> dict[str, Any] | None:
+    """ONNX node -> PyTorch module for the layers a fallback keeps (exporter metadata, else a scoped re-export);
+    None lets the ranking use what the file alone says."""
+    try:
+        from edgeconv.diagnose.modules import reference_module_map
+
+        return reference_module_map(ref)
+    except Exception as e:  # noqa: BLE001 - names are a report nicety: a failure must not stop the repair
+        log.debug("module names for the fallback report unavailable: %s", e)
+        return None
 
 
 def drift_evaluator(prep: Prepared, cal: CalibrationSet, samples: int = 16) -> TaskEvaluator:

@@ -29,6 +29,7 @@ def test_cosine_failure_is_repaired_without_a_task_metric(pattern: Any, tmp_path
     fb = art.manifest["int8_fallback"]
     assert fb["ok"] and fb["objective"] == "worst_cosine" and fb["budget"] == pytest.approx(2.0)
     assert fb["keep_fp32_nodes"] and set(fb["keep_fp32_nodes"]) <= set(art.manifest["keep_fp32_nodes"])
+    assert fb["keep_fp32_modules"] and "?" not in fb["keep_fp32_modules"]  # named by PyTorch module
     v = art.manifest["verification"]
     assert v["status"] == "ok" and v["drift"]["cosine"] >= 0.98
     assert art.manifest["lint"] and art.manifest["lint"][0]["rule"] == "whole-tensor-norm"
