@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
-COLUMNS = ("candidate", "status", "p50 ms", "task Δ", "drift rel_l2", "front", "note")
+COLUMNS = ("candidate", "status", "p50 ms", "task Δ [95% CI]", "drift rel_l2", "front", "note")
 
 
 def _num(x: Any, fmt: str) -> str:
     """A measured number, or '-' where there is none (a missing value is never shown as a number)."""
     return "-" if x is None else format(x, fmt)
+
+
+def _delta(task: dict[str, Any]) -> str:
+    """The task delta with its 95 % interval where the harness gave one."""
+    d, ci = task.get("delta"), task.get("delta_ci95")
+    if d is None:
+        return "-"
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
+        return f"{d:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]"
+    return f"{d:+.2f}"
 
 
 def rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
@@ -22,7 +32,7 @@ def rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
         task = c.get("task") or {}
         mark = "best" if c["id"] == doc.get("recommended") else ("yes" if c.get("pareto") else "")
         out.append((c["id"], c.get("status", "?"), _num((c.get("latency_ms") or {}).get("p50"), ".3g"),
-                    _num(task.get("delta"), "+.2f"), _num((c.get("drift") or {}).get("rel_l2"), ".2g"), mark,
+                    _delta(task), _num((c.get("drift") or {}).get("rel_l2"), ".2g"), mark,
                     " ".join(str(c.get("reason") or "").split())[:120]))
     return out
 

@@ -62,3 +62,16 @@ def test_select_considers_only_accepted_results() -> None:
                {"id": "b", "status": "ok", "latency_ms": {"p50": 2.0}, "task": {"delta": -0.4}}]
     axis, front, best = select(results)
     assert (axis, front, best) == ("task", ["b", "a"], "b")
+
+
+def test_table_shows_the_delta_interval_and_no_number_where_there_is_none() -> None:
+    from edgeconv.tune.table import markdown, rows
+
+    doc = {"model": "m", "recommended": "a", "candidates": [
+        {"id": "a", "status": "ok", "pareto": True, "latency_ms": {"p50": 2.0},
+         "task": {"delta": -0.05, "delta_ci95": [-0.76, 0.76]}, "drift": {"rel_l2": 0.07}},
+        {"id": "b", "status": "rejected", "reason": "verification error: x", "latency_ms": None, "task": None}]}
+    (a, b) = rows(doc)
+    assert a == ("a", "ok", "2", "-0.05 [-0.76, +0.76]", "0.07", "best", "")
+    assert b[2:5] == ("-", "-", "-") and b[6] == "verification error: x"
+    assert "| b | rejected | - | - | - |" in markdown(doc)
