@@ -53,8 +53,16 @@ class SourceModel:
         return {"kind": self.kind, "spec": self.spec, "sha256": self.sha256, **self.details}
 
 
+_WORDS = {"true": True, "false": False, "none": None, "null": None}
+
+
 def parse_model_args(items: list[str] | tuple[str, ...] | None) -> dict[str, Any]:
-    """``key=value`` pairs; values are parsed as Python literals when they look like one (3, 0.5, True, [1,2])."""
+    """``key=value`` pairs; values are parsed as Python literals when they look like one (3, 0.5, True, [1,2]).
+
+    ``true``/``false``/``none``/``null`` in any case are the booleans and None too: that is how the README, TOML and
+    every shell user writes them (``--option int8_fallback=false``), and as the string ``'false'`` a bool option
+    was refused ("must be bool, not str") and a factory flag would have been truthy.
+    """
     import ast
 
     out: dict[str, Any] = {}
@@ -64,6 +72,9 @@ def parse_model_args(items: list[str] | tuple[str, ...] | None) -> dict[str, Any
         key, sep, val = item.partition("=")
         if not sep or not key.isidentifier():
             raise ConfigError(f"--model-arg '{item}' is not KEY=VALUE", hint="e.g. --model-arg num_classes=5")
+        if val.strip().lower() in _WORDS:
+            out[key] = _WORDS[val.strip().lower()]
+            continue
         try:
             out[key] = ast.literal_eval(val) if len(val) < 10_000 else val
         except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):

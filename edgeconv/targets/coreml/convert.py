@@ -1,8 +1,9 @@
 """PyTorch → Core ML ``.mlpackage`` (ML program) with coremltools: fp32, fp16, and INT8 weights.
 
 coremltools converts from PyTorch only (its ONNX frontend was removed in coremltools 6), so this target takes the
-reference's torch module (traced on the reference input shape).  INT8 is coremltools.optimize's data-free linear
-weight quantization (per-channel symmetric int8 weights, fp16 compute: what the Neural Engine runs), so it needs
+reference's torch module (traced on the reference input shape; torch.export when the trace does not convert).
+INT8 is coremltools.optimize's data-free linear weight quantization (per-channel symmetric int8 weights, fp16
+compute: what the Neural Engine runs), so it needs
 no calibration sample.  The preprocessing contract is embedded as an image input when Core ML can express it:
 an ImageType applies ``y = scale * x + bias`` with one scale for all channels, so the contract's std must be the
 same for every channel; otherwise the input stays a float multi-array and the caller applies the contract.
@@ -53,6 +54,40 @@ def _unsupported_torch_op(message: str) -> str | None:
     return m.group(1) if m else None
 
 
+def _convert_torch(ct: Any, torch: Any, module: Any, example: Any,
+                   kwargs: dict[str, Any]) -> tuple[Any, str, list[dict[str, str]]]:
+    """coremltools from ``torch.jit.trace``, then from ``torch.export`` when the traced graph does not convert.
+
+    Why both: a trace records shape arithmetic as ops (``x.view(x.size(0), -1)`` becomes ``aten::size`` →
+    ``aten::Int``), and coremltools' ``Int`` cast fails on it ("only 0-dimensional arrays can be converted to Python
+    scalars": every CIFAR ResNet of akamaster/pytorch_resnet_cifar10); ``torch.export`` specialises those shapes to
+    constants.  The trace stays first because it is the frontend coremltools has tested longest.  Every attempt is
+    returned for the manifest; the last error is raised when none converts.
+    """
+    attempts: list[dict[str, str]] = []
+    last: Exception | None = None
+    for frontend in ("torch.jit.trace", "torch.export"):
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if frontend == "torch.jit.trace":
+                    src = torch.jit.trace(module, example, check_trace=False)
+                else:
+                    src = torch.export.export(module, (example,)).run_decompositions({})
+                mlmodel = ct.convert(src, **kwargs)
+            attempts.append({"frontend": frontend, "status": "ok"})
+            return mlmodel, frontend, attempts
+        except Exception as e:  # noqa: BLE001 - recorded; the next frontend is tried, the last error raised
+            attempts.append({"frontend": frontend, "status": "failed",
+                             "error": f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"})
+            if frontend == "torch.jit.trace":
+                log.info("coreml: the traced model does not convert (%s); trying torch.export",
+                         attempts[-1]["error"][:160])
+            last = e
+    assert last is not None
+    raise last
+
+
 def convert(ctx: ConvertContext) -> ConversionResult:
     ct = require("coremltools", "coreml", target=ctx.profile.name)
     torch = require("torch", "torch", target=ctx.profile.name)
@@ -90,12 +125,10 @@ def convert(ctx: ConvertContext) -> ConversionResult:
     precision = ct.precision.FLOAT32 if ctx.precision == "fp32" else ct.precision.FLOAT16
     module = ref.module
     example = torch.zeros(shape, dtype=torch.float32)
+    kwargs = {"inputs": [ct_in], "outputs": outputs, "convert_to": "mlprogram",
+              "minimum_deployment_target": getattr(ct.target, target), "compute_precision": precision}
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(module, example, check_trace=False)
-            mlmodel = ct.convert(traced, inputs=[ct_in], outputs=outputs, convert_to="mlprogram",
-                                 minimum_deployment_target=getattr(ct.target, target), compute_precision=precision)
+        mlmodel, frontend, attempts = _convert_torch(ct, torch, module, example, kwargs)
     except Exception as e:
         op = _unsupported_torch_op(str(e))
         if op:
@@ -106,7 +139,8 @@ def convert(ctx: ConvertContext) -> ConversionResult:
                               hint="re-run with --verbose for the converter's traceback") from e
     meta: dict[str, Any] = {"format": "mlpackage (mlprogram)", "deployment_target": target,
                             "compute_precision": "fp32" if ctx.precision == "fp32" else "fp16",
-                            "frontend": "torch.jit.trace", "embedded_preprocess": image is not None,
+                            "frontend": frontend, "frontend_attempts": attempts,
+                            "embedded_preprocess": image is not None,
                             "image_input": image}
     if ctx.precision == "int8":
         from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights

@@ -27,6 +27,9 @@ MODEL_FILE = "model.mnn"
 CALIB_METHODS = {"minmax": "EMA", "entropy": "KL"}
 # Chosen by measurement on the bundled detector (benchmarks/results/mnn_int8_*.json): see DEFAULT_* in __init__.
 QUANTIZED_OPS = ("Convolution", "ConvolutionDepthwise", "Deconvolution")
+# Below this cosine on the calibration sample an EMA quantization has collapsed (quantization noise stays >= 0.95 on
+# every model measured: benchmarks/results/thirdparty_*), and KL is tried instead.
+EMA_SANITY = 0.9
 
 
 def _tool_record(run: ToolRun) -> dict[str, Any]:
@@ -66,6 +69,14 @@ def probe(model: Path, ref: Any) -> tuple[dict[str, Any], list[dict[str, str]]]:
     return {**io, "probe": report}, ops
 
 
+def _node_outputs(onnx_path: Path) -> dict[str, str]:
+    """Reference node name -> its first output tensor (the name MNNConvert gives the operator)."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    return {n.name: n.output[0] for n in graph.node if n.name and n.output}
+
+
 def head_ops(onnx_path: Path) -> list[str]:
     """MNN names of the layers that compute the model outputs (Conv/Gemm/MatMul reached from each output through
     layout-only ops).  MNNConvert names an operator after its node's first output tensor."""
@@ -84,14 +95,29 @@ def head_ops(onnx_path: Path) -> list[str]:
     return heads
 
 
-def _match_ops(ops: list[dict[str, str]], patterns: tuple[str, ...]) -> list[str]:
-    """MNN operator names selected by keep_fp32 patterns: NAME, glob, or ``op:Type`` (an MNN operator type)."""
+def _computing(ops: list[dict[str, str]], tensor: str) -> list[str]:
+    """MNN operators that compute ``tensor``: MNNConvert names an operator after its node's first output, and a
+    Gemm/MatMul it turns into a convolution ``<tensor>__matmul_converted``."""
+    return [o["name"] for o in ops if (o["name"] == tensor or o["name"].startswith(tensor + "__"))
+            and o["type"].split()[0] in QUANTIZED_OPS]
+
+
+def _match_ops(ops: list[dict[str, str]], patterns: tuple[str, ...],
+               node_outputs: dict[str, str] | None = None) -> list[str]:
+    """MNN operator names selected by keep_fp32 patterns: NAME, glob, or ``op:Type`` (an MNN operator type).
+
+    A reference ONNX node name (what ``--keep-fp32`` and the INT8 float-fallback search use: ``node_linear``) is
+    translated to the MNN operators computing that node's output, since MNN does not keep node names.
+    """
+    node_outputs = node_outputs or {}
     hits: list[str] = []
     for pat in patterns:
         if pat.startswith("op:"):
             found = [o["name"] for o in ops if o["type"] == pat[3:]]
         else:
             found = [o["name"] for o in ops if fnmatch.fnmatchcase(o["name"], pat)]
+            for node in fnmatch.filter(node_outputs, pat) if not found else ():
+                found += [n for n in _computing(ops, node_outputs[node]) if n not in found]
         if not found:
             raise ConfigError(f"keep_fp32 pattern '{pat}' matches no MNN operator",
                               hint="MNN operator names follow the ONNX node names; 'op:Convolution' selects a type")
@@ -112,13 +138,20 @@ def _int8(ctx: ConvertContext, fp32: Path, work: Path, ops: list[dict[str, str]]
                               hint="calib_method minmax (EMA) or entropy (KL); or feature_method EMA|KL|ADMM")
         feature = CALIB_METHODS.get(method, DEFAULT_FEATURE)
     weight = str(ctx.option("weight_method", DEFAULT_WEIGHT))
-    skip = _match_ops(ops, tuple(ctx.keep_fp32))
+    skip = _match_ops(ops, tuple(ctx.keep_fp32), _node_outputs(ctx.reference.onnx_path))
     if ctx.option("head_fp32", False):
-        names = {o["name"] for o in ops}
-        skip += [h for h in head_ops(ctx.reference.onnx_path) if h in names and h not in skip]
+        for h in head_ops(ctx.reference.onnx_path):
+            skip += [n for n in _computing(ops, h) if n not in skip]
+    chosen = ctx.option("feature_method") is not None or ctx.option("calib_method") is not None
     if skip and feature == "EMA":
-        raise ConfigError("MNN's EMA quantization ignores skip_quant_op_names (keep_fp32 / head_fp32)",
-                          hint="use feature_method KL or ADMM with keep_fp32, or drop keep_fp32")
+        if chosen:
+            raise ConfigError("MNN's EMA quantization ignores skip_quant_op_names (keep_fp32 / head_fp32)",
+                              hint="use feature_method KL or ADMM with keep_fp32, or drop keep_fp32")
+        # the default, not the user's choice: KL honours the skip list (the INT8 float-fallback search relies on it;
+        # refusing here made every one of its attempts fail)
+        log.info("mnn int8: %d layer(s) kept in float: KL activations (EMA ignores skip_quant_op_names)", len(skip))
+        meta["feature_method_reason"] = "keep_fp32 with the default method: EMA ignores skip_quant_op_names"
+        feature = "KL"
     ref = ctx.reference
     mode = str(ctx.option("calib_input", "auto"))
     why = mcal.images_possible(ctx.calibration, tuple(ref.inputs[0].static_shape), len(ref.inputs))
@@ -160,11 +193,62 @@ def _int8(ctx: ConvertContext, fp32: Path, work: Path, ops: list[dict[str, str]]
     if not run.ok:
         raise ConversionError(describe(run, "MNN quantization tool"),
                               hint="try feature_method=EMA|KL|ADMM or another calibration sample")
+    if feature == "EMA" and not chosen:
+        sanity = int8_sanity(ctx, ctx.out_dir / MODEL_FILE)
+        if sanity < EMA_SANITY:
+            # quantized.out's EMA collapses on some graphs (CIFAR ResNets: cosine -0.25 on real images, with or
+            # without Winograd or batching) where KL on the same sample is at quantization-noise level (0.996)
+            log.warning("mnn int8: EMA activations give cosine %.3f on the calibration sample; re-quantizing with KL",
+                        sanity)
+            cfg = mcal.quant_config(data, data_dir, feature="KL", weight=weight, batch=1, skip_ops=skip)
+            cfg_path.write_text(json.dumps(cfg, indent=1))
+            with status(f"MNN quantization tool (KL activations, {weight} weights, {data['written']} samples)"):
+                run = mnnquant(fp32, ctx.out_dir / MODEL_FILE, cfg_path,
+                               timeout=float(ctx.option("quant_timeout", 1800.0)))
+            if not run.ok:
+                raise ConversionError(describe(run, "MNN quantization tool (KL after EMA)"),
+                                      hint="try feature_method=ADMM or another calibration sample")
+            meta["feature_fallback"] = {"from": "EMA", "to": "KL", "ema_cosine": sanity,
+                                        "kl_cosine": int8_sanity(ctx, ctx.out_dir / MODEL_FILE),
+                                        "threshold": EMA_SANITY}
+            feature = "KL"
     meta["quantization"] = {
         "tool": "MNN quantized.out", "feature_method": feature, "weight_method": weight,
         "samples": data["written"], "skipped_samples": data["skipped"], "calib_input": data["mode"],
         "contract_max_rel": data["contract_max_rel"], "fp32_ops": skip,
         "config": {k: v for k, v in cfg.items() if k != "path"}, "tool_log": run.tail(4)}
+
+
+def int8_sanity(ctx: ConvertContext, model: Path, n: int = 8) -> float:
+    """Cosine of the quantized model against the reference on the first ``n`` calibration inputs (all outputs).
+
+    Not the verification (the pipeline does that, on held-out inputs): a cheap check that tells a collapsed
+    quantization (cosine far below quantization noise) from an ordinary one, so the target can pick another method.
+    """
+    import numpy as np
+
+    from edgeconv.targets.base import OrtRunner
+    from edgeconv.targets.mnn.runner import MnnRunner
+
+    ref = ctx.reference
+    io = {"inputs": {s.name: s.name for s in ref.inputs}, "outputs": {s.name: s.name for s in ref.outputs}}
+    calib = ctx.calibration
+    skipped = list(calib.skipped)  # type: ignore[union-attr]  # a partial pass must not change what the manifest says
+    feeds = []
+    for feed in calib.feeds():  # type: ignore[union-attr]
+        feeds.append(feed)
+        if len(feeds) >= n:
+            break
+    calib.skipped = skipped  # type: ignore[union-attr]
+    want, got = [], []
+    with OrtRunner(ref.onnx_path) as r, MnnRunner(model, io=io, threads=1, precision_mode="normal") as m:
+        for feed in feeds:
+            a, b = r.infer(feed), m.infer(feed)
+            want += [np.asarray(a[s.name], np.float64).ravel() for s in ref.outputs]
+            got += [np.asarray(b[s.name], np.float64).ravel() for s in ref.outputs]
+    if not want:
+        return 1.0
+    return float(tensor_drift(np.concatenate(want), np.concatenate(got))["cosine"])
 
 
 def convert(ctx: ConvertContext) -> ConversionResult:

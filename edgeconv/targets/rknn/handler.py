@@ -110,9 +110,14 @@ def layer_table(log_text: str) -> list[dict[str, Any]]:
 
 
 def _load_dataset(npz: Path, out_dir: Path) -> str:
-    """Unpack the host's calibration arrays into the toolkit's dataset format: a text file of .npy paths."""
+    """Unpack the host's calibration arrays into the toolkit's dataset format: a text file of .npy paths.
+
+    The paths are absolute: the toolkit resolves a relative line against the listing's own folder, so a relative job
+    folder (the worker's) became ``dataset/dataset/00000.npy`` and every INT8 build failed with FileNotFoundError.
+    """
     import numpy as np
 
+    out_dir = out_dir.resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = []
     with np.load(str(npz), allow_pickle=False) as z:
