@@ -82,16 +82,26 @@ def tiny_onnx(tmp_path_factory) -> Path:
     return p
 
 
-@pytest.fixture
-def cluster():
+@pytest.fixture(params=["gcs", "client"])
+def cluster(request):
+    """A head (no device) and two worker nodes; joined by its GCS address or through Ray Client (``ray://``)."""
     ray = pytest.importorskip("ray", reason="the farm runs on Ray (pip install 'edgeconv[devices]')")
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    head: dict = {"num_cpus": 0, "include_dashboard": False}
+    if request.param == "client":
+        pytest.importorskip("grpc", reason="Ray Client needs pip install 'ray[client]'")
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            head["ray_client_server_port"] = sock.getsockname()[1]
+    c = Cluster(initialize_head=True, head_node_args=head)
     nodes = {n: c.add_node(num_cpus=1, resources={f"device:{n}": 1}) for n in ("farm-a", "farm-b")}
     c.wait_for_nodes()
+    address = f"ray://127.0.0.1:{head['ray_client_server_port']}" if request.param == "client" else c.address
     try:
-        yield c, nodes
+        yield c, nodes, address
     finally:
         if ray.is_initialized():
             ray.shutdown()
@@ -102,7 +112,7 @@ def cluster():
 def test_cli_farm_runs_each_row_on_its_device_node_and_a_lost_node_fails_only_its_row(cluster, tiny_onnx, tmp_path):
     import ray
 
-    c, nodes = cluster
+    c, nodes, address = cluster
     # farm-b's Python sleeps before a benchmark job (a verification on the device, were one run, skips latency): its
     # node is removed while that row runs on the farm
     slow = tmp_path / "slowpython"
@@ -130,7 +140,7 @@ def test_cli_farm_runs_each_row_on_its_device_node_and_a_lost_node_fails_only_it
     killer = threading.Thread(target=lose_b_mid_row, daemon=True)
     killer.start()
     try:
-        res = _run([str(suite), "--out", str(tmp_path / "r"), "--farm", c.address, "--json"])
+        res = _run([str(suite), "--out", str(tmp_path / "r"), "--farm", address, "--json"])
     finally:
         killer.join(5)
         if (tmp_path / "slow.pid").is_file():  # the lost node's orphaned job: its own session, so its group
@@ -142,7 +152,7 @@ def test_cli_farm_runs_each_row_on_its_device_node_and_a_lost_node_fails_only_it
     rows = {(r["profile"], r["precision"]): r for r in report["results"]}
     a, b, host = rows[("onnxruntime", "fp32")], rows[("ort-b", "fp32")], rows[("ort-host", "fp32")]
     assert a["status"] == "ok" and a["device"] == "farm-a" and a["drift"]["pass"], a.get("error")
-    assert a["latency_ms"]["n"] >= 5 and a["farm"]["node"] and a["farm"]["address"] == c.address
+    assert a["latency_ms"]["n"] >= 5 and a["farm"]["node"] and a["farm"]["address"] == address
     assert a["wall_seconds"]["bench"] > 0
     assert a["farm"]["node"] == nodes["farm-a"].node_id  # placed on the node advertising its device
     assert b["status"] == "failed" and "lost" in b["error"] and "\n" not in b["error"] and b["stage"] == "bench"
