@@ -219,12 +219,49 @@ def build_context(prep: Prepared, profile: Profile, precision: str, *, calibrati
     backend.check_options(dict(profile.options), f"profile {profile.path or profile.name} [options]")
     opts = backend.check_options({k: v for k, v in (options or {}).items() if v is not None}, "--option")
     pp = (calibration.preprocess if calibration is not None else None) or preprocess or prep.preprocess
+    keep_fp32 = _module_patterns(ref, tuple(keep_fp32)) if keep_fp32 else ()
     nodes = keep.resolve(ref.onnx_path, keep_fp32) if keep_fp32 else ()
     ctx = ConvertContext(ref, profile, precision, out_dir or Path("."), calibration, tuple(keep_fp32), opts,
                          task=dict(prep.info), preprocess=pp, keep_fp32_nodes=nodes, evaluator=evaluator,
                          postprocess=postprocess, device=_device_for(profile, opts.get("device")),
                          tools=backend.versions())
     return backend, ctx
+
+
+def _module_patterns(ref: ReferenceModel, patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """``--keep-fp32`` patterns with PyTorch module names (``backbone.0.conv``, ``head``) that match no node name
+    replaced by the exact nodes of that module, so every backend's own matching sees node names it can find.
+
+    Module names come from the exporter's metadata, legacy node names, weight names or a scoped re-export
+    (``edgeconv.diagnose.modules``); a node whose module is only inferred from upstream is not counted."""
+    nodes = keep.graph_nodes(ref.onnx_path)
+    out: list[str] = []
+    modules: dict[str, Any] | None = None
+    for p in patterns:
+        try:
+            keep.match(nodes, [p])
+            out.append(p)
+            continue
+        except ConfigError as e:
+            if str(p).startswith("op:"):
+                raise
+            if modules is None:
+                from edgeconv.diagnose.modules import reference_module_map
+
+                try:
+                    modules = reference_module_map(ref)
+                except Exception as why:  # noqa: BLE001 - no module names: the pattern's own error stands
+                    log.debug("module names unavailable for --keep-fp32: %s", why)
+                    modules = {}
+            name = str(p).strip().strip("/").replace("/", ".")
+            hits = [n for n, _, _ in nodes if (m := modules.get(n)) is not None and m.module and
+                    m.source != "upstream" and (m.module == name or m.module.startswith(name + "."))]
+            if not hits:
+                raise ConfigError(e.message, hint=(e.hint or "") + "; PyTorch module names (backbone.0.conv) work "
+                                  "too") from None
+            log.info("--keep-fp32 %s: module %s = %d node(s)", p, name, len(hits))
+            out.extend(hits)
+    return tuple(dict.fromkeys(out))
 
 
 def _device_for(profile: Profile, explicit: str | None) -> str | None:

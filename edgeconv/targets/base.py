@@ -349,4 +349,21 @@ def flat_module(module: Any) -> Any:
         def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return tuple(_pytree.tree_leaves(self.inner(*args)))
 
+        def named_modules(self, memo: set | None = None, prefix: str = "",
+                          remove_duplicate: bool = True) -> Any:
+            """The module tree from the registries themselves: ``torch.export`` calls this on the root, and a
+            user's model may shadow ``named_modules``/``modules``/``children`` with attributes of its own."""
+            memo = set() if memo is None else memo
+            stack = [(prefix, self)]
+            while stack:
+                name, m = stack.pop()
+                if remove_duplicate:
+                    if id(m) in memo:
+                        continue
+                    memo.add(id(m))
+                yield name, m
+                children = vars(m).get("_modules", {})
+                stack.extend((f"{name}.{k}" if name else k, c) for k, c in reversed(list(children.items()))
+                             if c is not None)
+
     return FlatOutputs(module)

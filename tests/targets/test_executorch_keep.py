@@ -41,7 +41,7 @@ def test_keeping_the_outlier_tensor_float_removes_the_drift(pattern: Any, tmp_pa
 
 
 def test_keep_pattern_without_counterpart_is_a_config_error(pattern: Any, tmp_path: Path, monkeypatch) -> None:
-    from edgeconv.targets.executorch import keep
+    from edgeconv.targets import pt2e_keep as keep
 
     monkeypatch.setattr(keep, "traced_values", lambda gm, args: {})
     with pytest.raises(ConfigError, match=r"'inner/conv2' .* no counterpart in the PyTorch graph the ExecuTorch"):

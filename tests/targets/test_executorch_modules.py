@@ -80,9 +80,7 @@ def build_shadows_named_modules() -> nn.Module:
 
 @pytest.mark.parametrize("factory", [
     "build_holds_a_module", "build_shadows",
-    pytest.param("build_shadows_named_modules", marks=pytest.mark.xfail(
-        strict=True, reason="targets.base.flat_module's wrapper does not yet walk the module registries in "
-        "named_modules() (torch.export calls it; the export wrapper does): remove this mark with that change")),
+    "build_shadows_named_modules",
 ])
 def test_user_module_is_converted_as_it_is(factory: str, tmp_path: Path) -> None:
     """Both fail on a deep copy + ``.eval()`` (``cannot pickle 'module' object``; ``'dict' object is not callable``)."""

@@ -363,7 +363,7 @@ def test_yolo11_fp32_converts_without_deep_copy(yolo11, out_root):
 
 
 def test_keep_fp32_without_counterpart_is_an_error(tiny_prepared, calib, tmp_path, monkeypatch):
-    from edgeconv.targets.tflite import keep
+    from edgeconv.targets import pt2e_keep as keep
 
     monkeypatch.setattr(keep, "traced_values", lambda gm, args: {})
     with pytest.raises(ConfigError, match="no counterpart"):

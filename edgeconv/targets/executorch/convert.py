@@ -142,10 +142,11 @@ def convert(ctx: ConvertContext) -> ConversionResult:
         record: dict[str, Any] = {}
         keep_fn = None
         if ctx.keep_fp32:
-            from edgeconv.targets.executorch.keep import map_keep_nodes
+            from edgeconv.targets.pt2e_keep import map_keep_nodes
 
             def keep_fn(gm: Any) -> set[str]:
-                kept, record["keep_fp32"] = map_keep_nodes(ref.onnx_path, tuple(ctx.keep_fp32), gm, sample, feeds0)
+                kept, record["keep_fp32"] = map_keep_nodes(ref.onnx_path, tuple(ctx.keep_fp32), gm, sample, feeds0,
+                                                           route="ExecuTorch")
                 return kept
         with status("int8: PT2E calibration (XNNPACK quantizer)"):
             module, seen = quantize_pt2e(module, sample, ctx.calibration.feeds(), names=names,

@@ -192,7 +192,7 @@ def convert(ctx: ConvertContext) -> ConversionResult:
         record: dict[str, Any] = {}
         keep_fn = None
         if ctx.keep_fp32:
-            from edgeconv.targets.tflite.keep import map_keep_nodes
+            from edgeconv.targets.pt2e_keep import map_keep_nodes
 
             onnx_feeds = ref.random_feeds(1)[0]
 

@@ -1,6 +1,9 @@
-"""``--keep-fp32`` on the PT2E route: the reference ONNX nodes the one matcher resolved → nodes of the traced graph.
+"""``--keep-fp32`` on the PT2E routes (TFLite, ExecuTorch): the reference ONNX nodes the one matcher resolved → nodes
+of the traced graph, which TFLite leaves unannotated and ExecuTorch's XNNPACK quantizer filters out (its
+``set_module_name(name, None)`` asserts "not supported yet"). Shared by both torch-route targets, which may not
+import each other.
 
-The TFLite route quantizes the graph ``torch.export`` traces from the module, not the reference ONNX, so the matched
+A PT2E route quantizes the graph ``torch.export`` traces from the module, not the reference ONNX, so the matched
 ONNX nodes are found again there: by name first (the dynamo exporter names a node ``node_<fx name>`` when it maps
 one traced op to one ONNX op), else by value — each ONNX node's output on one sample input against every traced
 node's output of the same shape, the closest within 1e-3 relative. A Conv that the simplifier fused with its
@@ -74,7 +77,7 @@ def _conv_of(node: Any) -> Any:
 
 
 def map_keep_nodes(onnx_path: Path, patterns: tuple[str, ...], gm: Any, args: tuple[Any, ...],
-                   onnx_feeds: dict[str, np.ndarray]) -> tuple[set[str], dict[str, Any]]:
+                   onnx_feeds: dict[str, np.ndarray], route: str = "TFLite") -> tuple[set[str], dict[str, Any]]:
     """(traced node names to keep in float, a record per pattern). ``args`` are the traced module's inputs and
     ``onnx_feeds`` the same values in the reference's layout."""
     nodes = keep_matcher.graph_nodes(onnx_path)
@@ -109,7 +112,7 @@ def map_keep_nodes(onnx_path: Path, patterns: tuple[str, ...], gm: Any, args: tu
         fx = sorted({mapping[h] for h in hits if mapping.get(h)})
         if not fx:
             raise ConfigError(f"--keep-fp32 '{p}' matches reference node(s) {', '.join(hits[:4])} that have no "
-                              "counterpart in the PyTorch graph the TFLite route quantizes",
+                              f"counterpart in the PyTorch graph the {route} route quantizes",
                               hint="name the layer by another node (see `edgeconv inspect`) or use op:TYPE")
         record["patterns"][p] = {"onnx": hits, "traced": fx}
         kept.update(fx)
