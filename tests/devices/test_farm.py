@@ -73,3 +73,23 @@ def test_farm_runs_rows_per_device_and_survives_a_lost_node(cluster, device_arts
         assert rec["ok"] is False and outs is None and "\n" not in rec["error"]
     assert "lost" in res["b1"][0]["error"]
     assert "device:dev-b" in res["b2"][0]["error"] or "lost" in res["b2"][0]["error"]
+
+
+@pytest.mark.slow
+def test_a_hanging_device_fails_its_row_at_the_time_limit_and_the_other_device_goes_on(cluster, device_arts, tmp_path):
+    art = device_arts["onnxruntime"]
+    feeds = tmp_path / "feeds.npz"
+    save_feeds(feeds, [random_feeds(Artifact.load(art).inputs, seed=0)])
+    hang = tmp_path / "hangpython"  # the device's Python never starts the worker
+    hang.write_text("#!/bin/sh\nexec sleep 600\n")
+    hang.chmod(0o755)
+    good = device_from_dict({"name": "dev-a", "transport": "local", "workdir": str(tmp_path / "dev-a")})
+    stuck = device_from_dict({"name": "dev-b", "transport": "local", "workdir": str(tmp_path / "dev-b"),
+                              "python": str(hang)})
+    res = run_farm([FarmRow("a", good, art, feeds, FAST), FarmRow("b", stuck, art, feeds, FAST)], farm=None,
+                   timeout=3, retries=0)
+    assert res["a"][0]["ok"], res["a"][0].get("error")
+    rec, outs = res["b"]
+    assert rec["ok"] is False and outs is None and "did not finish within 3 s" in rec["error"]  # the limit ended it
+    assert "\n" not in rec["error"] and rec["error"].startswith("device error")
+    assert list((tmp_path / "dev-b" / "jobs").iterdir()) == []  # stopped and cleaned on the device
