@@ -283,16 +283,14 @@ def _verify_on_device(art: Artifact, ctx: ConvertContext, tagged: list[tuple[str
     None without a device. A device that cannot run this backend is recorded as skipped, with the reason."""
     if not ctx.device:
         return None
-    from edgeconv.devices import verify_on_device
+    from edgeconv.devices import unsupported_reason, verify_on_device
 
+    why = unsupported_reason(ctx.device, ctx.profile.backend)  # the worker's runners + the device's runtimes
+    if why:
+        return {"status": "skipped", "device": ctx.device, "reason": why}
     idx = [i for i, (k, _) in enumerate(tagged) if k != "noise"] or list(range(len(tagged)))
     with status(f"verifying {ctx.profile.name} {ctx.precision} on device {ctx.device}"):
-        try:
-            return verify_on_device(art.path, ctx.device, [tagged[i][1] for i in idx], [refs[i] for i in idx], tol)
-        except EdgeconvError as e:
-            if "runtime" in e.message or "runner" in e.message or "backend" in e.message:
-                return {"status": "skipped", "device": ctx.device, "reason": e.one_line()}
-            raise
+        return verify_on_device(art.path, ctx.device, [tagged[i][1] for i in idx], [refs[i] for i in idx], tol)
 
 
 def artifact_key(backend: Target, ctx: ConvertContext) -> str:

@@ -32,8 +32,10 @@ class MnnTarget(Target):
     isolate = True
     options = {
         "precision_mode": Option(str, "normal", "MNN runtime precision: high/normal = fp32 kernels; low = fp16 "
-                                 "arithmetic where the CPU has it (ARMv8.2), low_bf16 = bf16",
-                                 choices=("high", "normal", "low", "low_bf16")),
+                                 "arithmetic where the CPU has it (ARMv8.2), low_bf16 = bf16; low-for-fp16 = low "
+                                 "for fp16 artifacts and normal for the others (a device profile's choice: fp32 "
+                                 "rows must not compute in fp16)",
+                                 choices=("high", "normal", "low", "low_bf16", "low-for-fp16")),
         "memory_mode": Option(str, None, "MNN memory mode (normal/high/low)", choices=("normal", "high", "low")),
         "feature_method": Option(str, None, f"quantized.out activation method (default {DEFAULT_FEATURE}, by "
                                  "measurement; EMA = moving-average min/max, KL = entropy, ADMM = one batch of all "

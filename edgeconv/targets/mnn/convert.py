@@ -276,7 +276,10 @@ def convert(ctx: ConvertContext) -> ConversionResult:
             _int8(ctx, first, work, ops, meta)
         meta["weights_storage"] = {"fp32": "fp32", "fp16": "fp16 (conv/matmul), computed in fp32 on CPUs without "
                                    "fp16 arithmetic", "int8": "int8 (conv), fp32 rest"}[ctx.precision]
-        meta["runtime"] = {"precision_mode": ctx.option("precision_mode"), "memory_mode": ctx.option("memory_mode")}
+        mode = str(ctx.option("precision_mode"))
+        if mode == "low-for-fp16":
+            mode = "low" if ctx.precision == "fp16" else "normal"
+        meta["runtime"] = {"precision_mode": mode, "memory_mode": ctx.option("memory_mode")}
         meta["output_shapes"] = {s.name: list(s.static_shape) for s in ref.outputs}
         return ConversionResult([MODEL_FILE], {"model": MODEL_FILE}, meta)
     finally:
