@@ -81,16 +81,9 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
     on. With ``dry_run`` nothing is converted: each outcome says what would be made and whether it is cached.
     ``jobs``: rows converted at once in worker processes (default: :func:`default_jobs`).
     """
+    from edgeconv.fastpath import fast_keys, fast_lookup, remember, source_fingerprint
     from edgeconv.pipeline import prepare
-    from edgeconv.plan import (
-        Planner,
-        default_jobs,
-        fast_keys,
-        fast_lookup,
-        make_rows,
-        remember,
-        source_fingerprint,
-    )
+    from edgeconv.plan import Planner, default_jobs, make_rows
 
     pp = _as_preprocess(preprocess)
     if task is not None:

@@ -3,13 +3,19 @@ resolved per profile, validated before anything slow runs, executed through one 
 
 Each ``PlanRow`` says what one artifact will be made from; ``Planner`` memoizes what rows share (calibration sets
 per data × contract × size × seed), so two rows with the same inputs get the same calibration, whichever command
-asked for them. ``--dry-run`` prints the rows and whether each would be a cache hit, converting nothing.
+asked for them. ``--dry-run`` prints the rows and whether each would be a cache hit, converting nothing. Rows
+convert up to ``jobs`` at once in forked workers; an INT8 row over its budget is repaired here (float fallback).
+The fast path for unchanged inputs lives in ``edgeconv.fastpath``.
+
+(Over 400 lines on purpose: the Planner's steps — calibration, evaluators, end2end references, lint, parallel
+conversion, repair — share its memo state, which a split would have to pass around.)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +25,8 @@ from edgeconv.calibration.dataset import CalibrationSet
 from edgeconv.calibration.preprocess import Preprocess
 from edgeconv.core import cache
 from edgeconv.core.artifact import Artifact, check_out_dir, safe_child
-from edgeconv.core.console import log, plain_progress
-from edgeconv.core.errors import ConfigError, EdgeconvError, VerificationError
+from edgeconv.core.console import log, plain_progress, track
+from edgeconv.core.errors import ConfigError, ConversionError, EdgeconvError, VerificationError
 from edgeconv.pipeline import (
     Prepared,
     artifact_key,
@@ -118,6 +124,7 @@ class Planner:
     _end2end: dict[str, Any] = field(default_factory=dict)
     _lints: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     _evaluators: dict[str, TaskEvaluator | None] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # row label -> wall time of its conversion
 
     def contract(self, row: PlanRow) -> Preprocess | None:
         return contract_for(self.prep, row.profile, self.preprocess)
@@ -229,34 +236,38 @@ class Planner:
             write_manifest(art.path, art.manifest)
         return art
 
-    def convert_many(self, rows: list[PlanRow], jobs: int = 1,
-                     on_done: Callable[[PlanRow, Artifact | EdgeconvError], None] | None = None,
+    def convert_many(self, rows: list[PlanRow], jobs: int = 1, *, catch_all: bool = False
                      ) -> list[Artifact | EdgeconvError]:
         """Convert ``rows``, up to ``jobs`` at once in forked worker processes; each row's artifact or its error
-        (never raised), in row order. A row's error is only its own: the others go on.
+        (never raised), in row order. A row's error is only its own: the others go on. ``seconds`` then holds each
+        row's wall time (conversion + verification, or the cache hit). ``catch_all``: an exception that is not an
+        edgeconv error (a backend bug) becomes that row's ConversionError instead of propagating.
 
         What the rows share is made once here first (calibration sets and their content hashes, held-out
         evaluators, end2end references, the INT8 lint), so the workers inherit it instead of each rebuilding it.
         With ``jobs`` 1, or when a backend whose thread pools do not survive a fork is already loaded in this
         process, the rows run one after another in this process.
         """
-        from edgeconv.core.isolate import Call, run_many
+        from edgeconv.core.isolate import Call, iter_many
 
         loaded = sorted({m for r in rows for m in get_target(r.profile.backend).fork_unsafe_modules
                          if m in sys.modules})
         if jobs > 1 and len(rows) > 1 and loaded:
             log.debug("converting one row at a time: %s already loaded here (a fork would hang)", ", ".join(loaded))
             jobs = 1
+        out: list[Artifact | EdgeconvError] = [ConversionError("not converted")] * len(rows)
         if jobs <= 1 or len(rows) <= 1:
-            out: list[Artifact | EdgeconvError] = []
-            for row in rows:
+            for k, row in enumerate(rows):
                 try:
-                    res: Artifact | EdgeconvError = self.convert(row)
+                    res: Artifact | EdgeconvError = self._timed(row)[0]
                 except EdgeconvError as e:
                     res = e
-                out.append(res)
-                if on_done is not None:
-                    on_done(row, res)
+                except Exception as e:
+                    if not catch_all:
+                        raise
+                    res = ConversionError(f"{row.label} conversion failed: internal error: {type(e).__name__}: {e}",
+                                          hint="a bug: please report it with --verbose", target=row.profile.name)
+                out[k] = res
             return out
         for row in rows:
             try:
@@ -269,11 +280,22 @@ class Planner:
                     self.evaluator(row, cal)
             except EdgeconvError:
                 pass  # the worker meets the same error and reports it as the row's
-        calls = [Call(self.convert, (row,), what=f"{row.label} conversion", target=row.profile.name,
+        calls = [Call(self._timed, (row,), what=f"{row.label} conversion", target=row.profile.name,
                       timeout=_row_time_limit(row)) for row in rows]
-        log.info("converting %d rows, %d at a time", len(rows), jobs)
-        return run_many(calls, jobs, stage="convert", child_setup=plain_progress,
-                        on_done=None if on_done is None else (lambda i, r: on_done(rows[i], r)))
+        for k, res in track(iter_many(calls, jobs, stage="convert", child_setup=plain_progress),
+                            f"converting {len(rows)} rows, {jobs} at a time", total=len(rows)):
+            if isinstance(res, tuple):
+                out[k], self.seconds[rows[k].label] = res
+            else:
+                out[k] = res
+                log.error("%s", res.one_line())
+        return out
+
+    def _timed(self, row: PlanRow) -> tuple[Artifact, float]:
+        t0 = time.perf_counter()
+        art = self.convert(row)
+        self.seconds[row.label] = time.perf_counter() - t0
+        return art, self.seconds[row.label]
 
     def repair(self, row: PlanRow, prep: Prepared, cal: CalibrationSet, evaluator: TaskEvaluator,
                keep_fp32: tuple[str, ...], error: VerificationError, *, budget: float | None = None,
@@ -397,135 +419,39 @@ def default_jobs(rows: int) -> int:
     return max(1, min(rows, cores, by_mem))
 
 
+def convert_planned(planned: list[tuple[int, Planner, PlanRow]], *, eval_files: list[Path] | None = None,
+                    allow_overlap: bool = False, jobs: int | None = None) -> dict[int, tuple[Any, float]]:
+    """slot -> (artifact or its error, seconds) for rows of one or more planners (one per detections placement):
+    each calibration sample is first checked disjoint from the evaluation files, then each planner's rows are
+    converted up to ``jobs`` at once (:meth:`Planner.convert_many`). ``edgeconv run`` converts everything before
+    it benchmarks anything, so latency is measured on a machine no conversion shares."""
+    from edgeconv.calibration.dataset import check_disjoint
+
+    groups: dict[int, tuple[Planner, list[tuple[int, PlanRow]]]] = {}
+    for slot, pl, row in planned:
+        groups.setdefault(id(pl), (pl, []))[1].append((slot, row))
+    checked: set[int] = set()
+    out: dict[int, tuple[Any, float]] = {}
+    for pl, items in groups.values():
+        ok = []
+        for slot, row in items:
+            try:
+                cal = pl.calibration(row)
+                if cal is not None and eval_files and id(cal) not in checked:
+                    check_disjoint(cal, eval_files, allow_overlap=allow_overlap)
+                    checked.add(id(cal))
+                ok.append((slot, row))
+            except EdgeconvError as e:
+                out[slot] = (e, 0.0)
+        rows = [row for _, row in ok]
+        results = pl.convert_many(rows, default_jobs(len(rows)) if jobs is None else jobs, catch_all=True)
+        for (slot, row), res in zip(ok, results, strict=True):
+            out[slot] = (res, pl.seconds.get(row.label, 0.0))
+    return out
+
+
 def _row_time_limit(row: PlanRow) -> float:
     """A worker's limit for one whole row: its conversions' own limit, times the float-fallback attempts."""
     per = float(row.options.get("timeout_s", 1800.0))
     attempts = int(row.options.get("int8_fallback_attempts", 12)) if row.precision == "int8" else 0
     return per * (2 + attempts)
-
-
-# --- the fast path: a repeated plan decided from file hashes alone, before torch or any backend is imported ------
-
-#: Distributions whose versions can change what a conversion produces (besides each backend's own declaration).
-FRONTEND_DISTS = ("torch", "onnx", "onnxscript", "onnxsim", "onnxslim", "onnxruntime", "numpy", "pillow")
-_MAX_CODE_FILES = 400
-
-
-def _tree_hash(files: list[Path], root: Path) -> str:
-    from edgeconv.core.hashing import sha256_file, sha256_json
-
-    return sha256_json([(p.relative_to(root).as_posix(), sha256_file(p)) for p in sorted(files)])
-
-
-def source_fingerprint(model: Any, weights: str | None, settings: dict[str, Any]) -> str | None:
-    """The identity of a model source from file contents alone, or None when that is not knowable without
-    running code (a ``package.module:factory``, an ``nn.Module`` object).
-
-    A ``FILE.py:FACTORY`` is identified by every ``.py`` file under the factory file's folder (its local imports
-    live there), so editing a helper module is a different model; a file-based model by its own bytes.
-    """
-    from edgeconv.core.hashing import sha256_file, sha256_json
-    from edgeconv.pipeline import resolve_zoo
-
-    if not isinstance(model, str):
-        return None
-    code: str | None
-    zoo = resolve_zoo(model)
-    if zoo is not None:
-        import edgeconv
-
-        pkg = Path(edgeconv.__file__).parent / "zoo"
-        code = _tree_hash(list(pkg.glob("*.py")), pkg)
-        weights = weights or zoo["weights"]
-    else:
-        target, sep, attr = model.rpartition(":")
-        path = Path(target if sep and target.endswith(".py") else model).expanduser()
-        if not path.is_file():
-            return None
-        if path.suffix == ".py":
-            files = [p for p in path.resolve().parent.rglob("*.py") if "__pycache__" not in p.parts]
-            if len(files) > _MAX_CODE_FILES:
-                return None
-            code = _tree_hash(files, path.resolve().parent) + f":{path.name}:{attr}"
-        else:
-            code = sha256_file(path)
-    w = None
-    if weights:
-        wp = Path(weights).expanduser()
-        if not wp.is_file():
-            return None
-        w = sha256_file(wp)
-    return sha256_json({"model": model if zoo else None, "code": code, "weights": w, "settings": settings})
-
-
-def data_fingerprint(root: str | Path | None) -> str | None:
-    """Contents of a calibration or evaluation folder (every file, by path and hash)."""
-    if root is None:
-        return None
-    p = Path(root).expanduser()
-    if p.is_file():
-        return _tree_hash([p], p.parent)
-    if not p.is_dir():
-        return None
-    return _tree_hash([f for f in p.rglob("*") if f.is_file()], p)
-
-
-def fast_keys(source_fp: str, rows: list[PlanRow], *, calib: str | Path | None, calib_size: int, calib_seed: int,
-              preprocess: Preprocess | None, evaluation: dict[str, Any], zoo_calib: Path | None) -> dict[str, str]:
-    """label -> a key of everything the row's artifact depends on, computable without torch or a backend."""
-    from edgeconv import __version__
-    from edgeconv.core.hashing import sha256_json
-    from edgeconv.core.lazy import version
-    from edgeconv.pipeline import VERIFY_RULES
-
-    calib_fp = data_fingerprint(calib or zoo_calib)
-    evaluation = dict(evaluation)
-    data = evaluation.get("data")
-    if data is not None and not str(data).startswith("zoo"):
-        evaluation["data_fp"] = data_fingerprint(data)  # the held-out data's content, not only its path
-    task = evaluation.get("task")
-    if task:  # files a task spec names (alphabet=@chars.txt, labels=plates.csv, masks=DIR)
-        import re
-
-        named = [t for t in re.split(r"[,:=@]", str(task)) if t and Path(t).exists()]
-        evaluation["task_files"] = [data_fingerprint(t) for t in named]
-    keys = {}
-    for row in rows:
-        backend = get_target(row.profile.backend)
-        dists = dict.fromkeys((*FRONTEND_DISTS, *backend.modules, *backend.tools))
-        keys[row.label] = sha256_json({
-            "edgeconv": __version__, "verify_rules": VERIFY_RULES, "source": source_fp,
-            "profile": row.profile.to_dict(), "tolerance": row.profile.tol(row.precision), "precision": row.precision,
-            "keep_fp32": list(row.keep_fp32), "options": row.options,
-            "calibration": [calib_fp, calib_size, calib_seed] if row.precision in backend.calibrated else None,
-            "preprocess": preprocess.to_dict() if preprocess else None, "evaluation": evaluation,
-            "versions": {d: version(d) for d in dists},
-        })
-    return keys
-
-
-def fast_lookup(keys: dict[str, str]) -> dict[str, Path] | None:
-    """label -> verified artifact cache entry for every row, or None if any row is not known."""
-    found: dict[str, Path] = {}
-    for label, k in keys.items():
-        hit = cache.lookup("plans", k)
-        if hit is None:
-            return None
-        try:
-            art_key = (hit / "artifact_key").read_text().strip()
-        except OSError:
-            return None
-        entry = cache.lookup("artifacts", art_key)
-        if entry is None:
-            return None
-        found[label] = entry
-    return found
-
-
-def remember(key: str, artifact_key: str) -> None:
-    """Record which artifact a fast key resolved to (a tiny cache entry of its own)."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="edgeconv-plan-") as d:
-        (Path(d) / "artifact_key").write_text(artifact_key)
-        cache.store("plans", key, Path(d))

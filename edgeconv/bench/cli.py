@@ -25,8 +25,14 @@ def _summary(report: dict) -> None:
             ("latency n/a (proxy)" if r.get("proxy") else "")
         d = r.get("drift") or {}
         drift = f"cosine {d['cosine']:.6f}" if d.get("cosine") is not None else ""
-        t = r.get("task")
-        task = f"{t['metric']} {t['value']:.2f} ({t['delta']:+.2f})" if t else ""
+        t = r.get("task") or {}
+        task = ""
+        if isinstance(t.get("value"), (int, float)) and isinstance(t.get("delta"), (int, float)):
+            ci = t.get("delta_ci95")
+            task = f"{t['metric']} {t['value']:.2f} ({t['delta']:+.2f}" + (
+                f", 95% CI {ci[0]:+.2f}..{ci[1]:+.2f})" if ci and None not in ci else ")")
+        elif t:
+            task = f"{t.get('metric', 'task')}: no data"
         line = r.get("error") if r.get("status") != "ok" else "  ".join(x for x in (p50, drift, task) if x)
         click.echo(f"{r.get('status', '?'):<8}{r.get('profile', '?'):<20}{r.get('precision', '?'):<6}{line}")
 
@@ -74,15 +80,17 @@ def _gate(report: dict) -> None:
 @click.option("--min-seconds", default=2.0, show_default=True)
 @click.option("--streams", default=0, show_default=True, help="Throughput mode: requests in flight (>1 to enable).")
 @click.option("--limit", default=100, show_default=True, help="Evaluation inputs.")
-@click.option("--task", type=click.Choice(["detection", "classification"]), help="Task (default: the manifest's).")
+@click.option("--task", metavar="SPEC", help="Task spec (default: the manifest's): detection, classification, "
+              "ctc:alphabet=@chars.txt,blank=0, segmentation:ignore=255 (docs/tasks.md).")
+@click.option("--roofline", is_flag=True, help="Add each row's efficiency against this machine's measured peak.")
 @click.option("--decoder", "--postprocess", "postprocess",
               help="Decoder plug-in MODULE:FN or FILE.py:FN (default: the manifest's).")
 @click.option("--preprocess", help="Preprocessing contract (default: the artifact's).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (report.json's content) on stdout.")
 @handle_errors
 def bench(artifact_dir: str, data: str | None, out: str, threads: int | None, min_iters: int, min_seconds: float,
-          streams: int, limit: int, task: str | None, postprocess: str | None, preprocess: str | None,
-          as_json: bool) -> None:
+          streams: int, limit: int, task: str | None, roofline: bool, postprocess: str | None,
+          preprocess: str | None, as_json: bool) -> None:
     """Benchmark one converted artifact: latency (own process), drift and task metric vs its reference."""
     from edgeconv.bench.evaluate import BenchOptions, evaluate_artifact
     from edgeconv.bench.latency import LatencyConfig
@@ -100,6 +108,10 @@ def bench(artifact_dir: str, data: str | None, out: str, threads: int | None, mi
                                        "sha256": (art.manifest.get("reference") or {}).get("sha256"),
                                        "source": (art.manifest.get("source") or {}).get("spec")},
                          reference=row.get("reference"), bench={**opts.latency.to_dict(), "threads": threads})
+    if roofline:
+        from edgeconv.bench.roofline import add_roofline
+
+        add_roofline(report)
     paths = write_all(report, out)
     if as_json:
         emit_json(report)
@@ -124,10 +136,13 @@ def bench(artifact_dir: str, data: str | None, out: str, threads: int | None, mi
 @click.option("--no-cache", is_flag=True, help="Ignore and do not fill the artifact cache.")
 @click.option("--farm", metavar="local|ray://HOST:PORT", help="Benchmark the rows with a device on a Ray farm, on "
               "the nodes advertising it (ray start --resources '{\"device:NAME\": 1}'); local: a Ray on this machine.")
+@click.option("--roofline", is_flag=True, help="Add each row's efficiency against this machine's measured peak.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), help="Rows converted at once in worker processes before "
+              "the benchmarks run one at a time (default: one per core, bounded by memory; $EDGECONV_JOBS).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report (report.json's content) on stdout.")
 @handle_errors
 def run(config: str, out: str, baseline: str | None, fail_on: str | None, threads: int | None, tols: tuple[str, ...],
-        dry_run: bool, no_cache: bool, farm: str | None, as_json: bool) -> None:
+        dry_run: bool, no_cache: bool, farm: str | None, roofline: bool, jobs: int | None, as_json: bool) -> None:
     """Convert and benchmark a model × targets × precisions matrix from CONFIG.toml into --out."""
     from edgeconv.bench.matrix import load_config, run_matrix
 
@@ -136,8 +151,14 @@ def run(config: str, out: str, baseline: str | None, fail_on: str | None, thread
         cfg["bench"] = {**(cfg.get("bench") or {}), "threads": threads}
     with stdout_to_stderr():  # converters and runtimes that print must not mix into the results
         report = call_with_new_options(run_matrix, cfg, out, baseline, fail_on=fail_on, use_cache=not no_cache,
-                                       tolerances=parse_tolerances(tols), dry_run=dry_run,
+                                       tolerances=parse_tolerances(tols), dry_run=dry_run, jobs=jobs,
                                        **({"farm": farm} if farm is not None else {}))
+    if roofline and not dry_run:
+        from edgeconv.bench.report import write_all
+        from edgeconv.bench.roofline import add_roofline
+
+        add_roofline(report)
+        write_all(report, out)
     if as_json:
         emit_json(report)
     elif dry_run:

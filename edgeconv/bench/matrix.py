@@ -1,7 +1,8 @@
 """``edgeconv run CONFIG.toml``: a model × targets × precisions matrix from a config file, into one report.
 
 The reference is built once, the evaluation inputs and the reference outputs are made once, then every
-target × precision is converted (verified by the pipeline) and benchmarked in its own worker process.  A target that
+target × precision is converted (verified by the pipeline; up to ``jobs`` rows at once, in forked workers) and,
+once all conversions are done, benchmarked one row at a time in its own worker process.  A target that
 fails to convert, to verify or to run becomes a ``failed`` row with its one-line error and the rest go on; a backend
 that is not installed becomes ``skipped``.  With ``farm`` (``--farm local|ray://HOST:PORT``) the rows that name a
 ``device`` are measured on a Ray farm after the conversions (``edgeconv.devices.farm``: on the nodes advertising
@@ -16,7 +17,7 @@ Config (TOML; relative paths are relative to the config file)::
     eval = "zoo"                  # zoo | zoo:detection | DIR | omitted (random inputs: drift only)
     calib = "calibration/shapes"  # int8 calibration (default: the bundled model's)
     preprocess = "size=256x256"   # or a table; default: the bundled model's / the artifact's
-    task = "detection"            # detection | classification (default: the bundled model's)
+    task = "detection"            # a task spec: detection | classification | ctc:... | segmentation:... (docs/tasks.md)
     postprocess = "mod:fn"        # decoder plug-in (default: the bundled model's)
     limit = 100                   # evaluation inputs
     [[targets]]
@@ -142,12 +143,14 @@ def _preprocess(v: Any) -> Preprocess | None:
 def run_matrix(config: dict[str, Any], out: str | Path, baseline: str | Path | dict[str, Any] | None = None, *,
                fail_on: tuple[str, ...] | str | None = None, use_cache: bool = True,
                keep_artifacts: bool = True, dry_run: bool = False,
-               tolerances: dict[str, dict[str, float]] | None = None, farm: str | None = None) -> dict[str, Any]:
+               tolerances: dict[str, dict[str, float]] | None = None, farm: str | None = None,
+               jobs: int | None = None) -> dict[str, Any]:
     """Convert and benchmark every target × precision of ``config``; write the four report files into ``out``.
 
     With ``baseline`` (a report dict or a report.json path) the report is compared and annotated; the returned
     report's ``comparison.failures`` lists the ``fail_on`` conditions that hold (the CLI exits non-zero on them).
     With ``farm`` the rows with a ``device`` are benchmarked on that Ray farm (see the module's docstring).
+    ``jobs``: rows converted at once before the benchmarks (default: one per core, bounded by memory).
     """
     if farm is not None:
         from edgeconv.devices.farm import check_farm
@@ -160,7 +163,7 @@ def run_matrix(config: dict[str, Any], out: str | Path, baseline: str | Path | d
     with cache.disabled(not use_cache):
         return _run_matrix(config, out, baseline, fail_on=fail_on, use_cache=use_cache, keep_artifacts=keep_artifacts,
                            dry_run=dry_run, tolerances=tolerances, prepare=prepare, load_profile=load_profile,
-                           default_preprocess=default_preprocess, farm=farm)
+                           default_preprocess=default_preprocess, farm=farm, jobs=jobs)
 
 
 def _verification_summary(art: Any) -> dict[str, Any] | None:
@@ -205,7 +208,7 @@ def _farm_row(art: Any, device: str, feeds_npz: Path, opts: BenchOptions, index:
 
 def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_on: Any, use_cache: bool,
                 keep_artifacts: bool, dry_run: bool, tolerances: Any, prepare: Any, load_profile: Any,
-                default_preprocess: Any, farm: str | None = None) -> dict[str, Any]:
+                default_preprocess: Any, farm: str | None = None, jobs: int | None = None) -> dict[str, Any]:
 
     validate_config(config)
     base = Path(config.get("_base_dir", "."))
@@ -250,7 +253,6 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
     work.mkdir(exist_ok=True)
     feeds_npz = work / "feeds.npz"
     save_feeds(feeds_npz, data.feeds)
-    checked: set[int] = set()
     from edgeconv.api import default_evaluator
     from edgeconv.plan import Planner, make_rows
 
@@ -277,8 +279,8 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
     e2e_refs: dict[str, list[dict[str, Any]]] = {}
     rows: list[dict[str, Any]] = []
     on_farm: dict[int, tuple[Any, Callable[[], dict[str, Any]]]] = {}  # row index -> (FarmRow, measure + finish)
-    jobs = [(t, p) for t in config["targets"] for p in (t.get("precisions") or [None])]
-    for t, precision in track(jobs, "benchmarking targets", total=len(jobs)):
+    planned: list[tuple[int, dict[str, Any], Any, Any]] = []  # (slot in rows, target config, profile, plan row)
+    for t, precision in [(tc, p) for tc in config["targets"] for p in (tc.get("precisions") or [None])]:
         name = t["profile"]
         try:
             profile = load_profile(_path(base, name) if name.endswith(".toml") else name)
@@ -288,51 +290,41 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
             row = make_rows([profile], [precision] if precision else None, out / "artifacts",
                             keep_fp32=tuple(t.get("keep_fp32", ())), options=row_opts or None,
                             tolerances=tolerances)[0]
-        except MissingDependencyError as e:
-            rows.append(failed_row(name, precision or "?", None, e.one_line(), status="skipped", stage="config"))
-            continue
         except EdgeconvError as e:
-            rows.append(failed_row(name, precision or "?", None, e.one_line(), stage="config"))
+            rows.append(failed_row(name, precision or "?", None, e.one_line(), stage="config",
+                                   status="skipped" if isinstance(e, MissingDependencyError) else "failed"))
             continue
-        precision = row.precision
         from edgeconv.targets.registry import get_target
 
-        why = get_target(profile.backend).skip_reason(precision, profile.device)
+        why = get_target(profile.backend).skip_reason(row.precision, profile.device)
         if why:
-            rows.append(failed_row(profile.name, precision, profile.backend, why, status="skipped", stage="plan"))
+            rows.append(failed_row(profile.name, row.precision, profile.backend, why, status="skipped", stage="plan"))
             continue
         if (t.get("postprocess") or "raw") != "raw":  # its own folder and row name beside the raw-heads row
             row.dest = row.dest.with_name(f"{row.dest.name}-end2end")
         if dry_run:
-            rows.append({"target": profile.backend, "profile": profile.name, "precision": precision,
+            rows.append({"target": profile.backend, "profile": profile.name, "precision": row.precision,
                          "status": "planned", "error": None, "plan": planner.describe(row)})
             continue
-        t0 = time.perf_counter()
-        try:
-            cal = planner.calibration(row)
-            if cal is not None and data.files and id(cal) not in checked:
-                from edgeconv.calibration.dataset import check_disjoint
+        planned.append((len(rows), t, profile, row))
+        rows.append({})
+    from edgeconv.plan import convert_planned
 
-                check_disjoint(cal, data.files, allow_overlap=bool(dcfg.get("allow_overlap")))
-                checked.add(id(cal))
-            art = planner_for(t).convert(row)
-        except MissingDependencyError as e:
-            rows.append(failed_row(profile.name, precision, profile.backend, e.one_line(), status="skipped",
-                                   stage="convert"))
-            continue
-        except EdgeconvError as e:
-            log.error("%s", e.one_line())
-            rows.append(failed_row(profile.name, precision, profile.backend, e.one_line(), stage=e.stage or "convert"))
-            continue
-        except Exception as e:  # noqa: BLE001 - a backend bug is this target's failure, not the run's
-            log.error("%s %s: %s: %s", profile.name, precision, type(e).__name__, e)
-            rows.append(failed_row(profile.name, precision, profile.backend, f"internal error: {type(e).__name__}: {e}",
-                                   stage="convert"))
+    converted = {} if dry_run else convert_planned([(slot, planner_for(t), row) for slot, t, _, row in planned],
+                                                   eval_files=data.files,
+                                                   allow_overlap=bool(dcfg.get("allow_overlap")), jobs=jobs)
+    for slot, t, profile, row in track(planned, "benchmarking targets", total=len(planned)):
+        precision = row.precision
+        art, convert_s = converted[slot]
+        if isinstance(art, EdgeconvError):
+            rows[slot] = failed_row(profile.name, precision, profile.backend, art.one_line(),
+                                    status="skipped" if isinstance(art, MissingDependencyError) else "failed",
+                                    stage=art.stage or "convert")
             continue
         vstatus = (art.manifest.get("verification") or {}).get("status")
         if vstatus == "not-executed":
             note = (art.manifest.get("verification") or {}).get("note") or "converted, not executed here"
-            rows.append(failed_row(profile.name, precision, profile.backend, note, status="skipped", stage="bench"))
+            rows[slot] = failed_row(profile.name, precision, profile.backend, note, status="skipped", stage="bench")
             continue
         opts = options
         if t.get("threads") is not None:
@@ -352,13 +344,12 @@ def _run_matrix(config: dict[str, Any], out: str | Path, baseline: Any, *, fail_
         bench = functools.partial(bench_artifact, art, data, row_refs, options=opts,
                                   work=work / f"{profile.name}-{precision}", feeds_npz=feeds_npz, post=row_post,
                                   reference_desc=row_desc, eval_stats=eval_stats, device=t.get("device"))
-        done = functools.partial(_finish_row, art=art, convert_s=t1 - t0)
+        done = functools.partial(_finish_row, art=art, convert_s=convert_s)
         if farm and t.get("device"):  # measured on the farm after the conversions, scored the same way
-            on_farm[len(rows)] = (_farm_row(art, t["device"], feeds_npz, opts, len(rows)),
-                                  lambda bench=bench, done=done: done(bench()))
-            rows.append({})
+            on_farm[slot] = (_farm_row(art, t["device"], feeds_npz, opts, slot),
+                             lambda bench=bench, done=done: done(bench()))
             continue
-        rows.append(done(bench(), t_bench=t1))
+        rows[slot] = done(bench(), t_bench=t1)
     if on_farm:
         from edgeconv.devices.farm import score_on_farm
 

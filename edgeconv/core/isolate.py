@@ -18,7 +18,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,20 +124,28 @@ class Call:
 
 
 def run_many(calls: list[Call], jobs: int, *, error: type[E.EdgeconvError] = E.ConversionError,
-             stage: str | None = None, child_setup: Callable[[], None] | None = None,
-             on_done: Callable[[int, Any], None] | None = None) -> list[Any]:
+             stage: str | None = None, child_setup: Callable[[], None] | None = None) -> list[Any]:
     """Run ``calls`` in up to ``jobs`` forked children at once; returns each call's result or its error (an
-    ``EdgeconvError`` instance, never raised), in the order of ``calls``.
+    ``EdgeconvError`` instance, never raised), in the order of ``calls``. See :func:`iter_many`."""
+    results: list[Any] = [None] * len(calls)
+    for i, res in iter_many(calls, jobs, error=error, stage=stage, child_setup=child_setup):
+        results[i] = res
+    return results
+
+
+def iter_many(calls: list[Call], jobs: int, *, error: type[E.EdgeconvError] = E.ConversionError,
+              stage: str | None = None, child_setup: Callable[[], None] | None = None) -> Iterator[tuple[int, Any]]:
+    """Run ``calls`` in up to ``jobs`` forked children at once, yielding ``(index, result or error)`` as each one
+    ends (so a caller can show progress).
 
     Children are started from the calling thread only (no thread pool: forking a multi-threaded parent can
     deadlock the child on a lock another thread held), each with its own time limit; one child's crash or hang is
     that call's error and the others go on. The children are not daemonic (their own work may isolate itself in
-    grandchildren); every one still running is killed when this returns or raises. ``child_setup`` runs first in
-    each child (e.g. plain progress output, so several children do not draw spinners over each other).
+    grandchildren); every one still running is killed when the iteration ends or is abandoned. ``child_setup`` runs
+    first in each child (e.g. plain progress output, so several children do not draw spinners over each other).
     """
     from multiprocessing.connection import wait
 
-    results: list[Any] = [None] * len(calls)
     pending = list(range(len(calls)))
     running: dict[Any, tuple[int, Any, float]] = {}  # pipe -> (index, process, deadline)
     try:
@@ -147,22 +155,19 @@ def run_many(calls: list[Call], jobs: int, *, error: type[E.EdgeconvError] = E.C
                 c = calls[i]
                 proc, parent, _ = _start(c.func, c.args, c.kwargs, "fork", child_setup, daemon=False)
                 running[parent] = (i, proc, time.monotonic() + c.timeout)
-            now = time.monotonic()
             soonest = min(d for _, _, d in running.values())
-            ready = wait(list(running), timeout=max(0.0, soonest - now))
+            ready = wait(list(running), timeout=max(0.0, soonest - time.monotonic()))
             expired = [p for p, (_, _, d) in running.items() if d <= time.monotonic()]
             for p in dict.fromkeys([*ready, *expired]):
                 i, proc, deadline = running.pop(p)
                 c = calls[i]
                 try:
-                    results[i] = _finish(proc, p, timeout=max(0.0, deadline - time.monotonic()), what=c.what,
-                                         target=c.target, error=error, stage=stage, limit=c.timeout)
+                    res = _finish(proc, p, timeout=max(0.0, deadline - time.monotonic()), what=c.what,
+                                  target=c.target, error=error, stage=stage, limit=c.timeout)
                 except E.EdgeconvError as e:
-                    results[i] = e
-                if on_done is not None:
-                    on_done(i, results[i])
+                    res = e
+                yield i, res
     finally:
         for _, proc, _ in running.values():
             proc.kill()
             proc.join(5)
-    return results
