@@ -30,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -69,36 +70,53 @@ def _cli_args(m: dict[str, Any], target: str, precision: str, out: Path) -> list
 _CONVERTED = re.compile(r"converted (\S+) (\S+) in ([0-9.]+) s")
 
 
-def convert(models: list[dict[str, Any]], work: Path, targets: tuple[str, ...]) -> None:
-    """One CLI call per (model, target, precision), as a user would type it; stdout JSON and the log kept."""
+def convert(models: list[dict[str, Any]], work: Path, targets: tuple[str, ...],
+            precisions: tuple[str, ...] = PRECISIONS, row_timeout: float = 3600.0) -> None:
+    """One CLI call per (model, target, precision), as a user would type it; stdout JSON and the log kept.
+
+    A row still running after ``row_timeout`` seconds is stopped and recorded as such (rc 124): on a shared 2-core
+    machine an INT8 row's float-fallback search can take longer than the whole budget of a run.
+    """
     for m in models:
         if m["missing"]:
             print(f"skip {m['name']}: {m['missing']}", file=sys.stderr)
             continue
-        for target in targets:
-            for precision in PRECISIONS:
-                rec = work / m["name"] / f"{target}-{precision}.cli.json"
-                if rec.exists():
-                    if precision == "fp32" and m.get("fp32_retry") and json.loads(rec.read_text())["rc"] == 6:
-                        _retry(m, target, work, json.loads(rec.read_text())["cmd"])
-                    continue
-                rec.parent.mkdir(parents=True, exist_ok=True)
-                cmd = _cli_args(m, target, precision, work / m["name"] / "out")
-                t0 = time.perf_counter()
-                p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-                wall = time.perf_counter() - t0
-                try:
-                    rows = json.loads(p.stdout) if p.stdout.strip() else []
-                except json.JSONDecodeError:
-                    rows = []
-                conv = {(a, b): float(s) for a, b, s in _CONVERTED.findall(p.stderr)}
-                record = {"cmd": cmd, "rc": p.returncode, "wall_s": round(wall, 1), "rows": rows,
-                          "convert_s": conv.get((target, precision)), "stderr_tail": p.stderr[-4000:]}
-                rec.write_text(json.dumps(record, indent=1, ensure_ascii=False))
-                status = rows[0]["status"] if rows else f"rc {p.returncode}"
-                print(f"{m['name']:<12} {target:<12} {precision:<5} {status:<12} {wall:6.1f} s", file=sys.stderr)
-                if precision == "fp32" and p.returncode == 6 and m.get("fp32_retry"):
-                    _retry(m, target, work, cmd)
+        for target, precision in ((t, p) for p in precisions for t in targets):
+            rec = work / m["name"] / f"{target}-{precision}.cli.json"
+            if rec.exists():
+                if precision == "fp32" and m.get("fp32_retry") and json.loads(rec.read_text())["rc"] == 6:
+                    _retry(m, target, work, json.loads(rec.read_text())["cmd"])
+                continue
+            rec.parent.mkdir(parents=True, exist_ok=True)
+            cmd = _cli_args(m, target, precision, work / m["name"] / "out")
+            t0 = time.perf_counter()
+            p = _run(cmd, row_timeout)
+            wall = time.perf_counter() - t0
+            try:
+                rows = json.loads(p.stdout) if p.stdout.strip() else []
+            except json.JSONDecodeError:
+                rows = []
+            conv = {(a, b): float(s) for a, b, s in _CONVERTED.findall(p.stderr)}
+            record = {"cmd": cmd, "rc": p.returncode, "wall_s": round(wall, 1), "rows": rows,
+                      "convert_s": conv.get((target, precision)), "stderr_tail": p.stderr[-4000:]}
+            rec.write_text(json.dumps(record, indent=1, ensure_ascii=False))
+            status = rows[0]["status"] if rows else f"rc {p.returncode}"
+            print(f"{m['name']:<12} {target:<12} {precision:<5} {status:<12} {wall:6.1f} s", file=sys.stderr)
+            if precision == "fp32" and p.returncode == 6 and m.get("fp32_retry"):
+                _retry(m, target, work, cmd)
+
+
+def _run(cmd: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """The CLI in its own process group, so a row stopped at ``timeout`` takes its conversion children with it."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        return subprocess.CompletedProcess(cmd, 124, "", (err or "") + f"\nnot finished error: the row was stopped "
+                                           f"after {timeout:.0f} s (time budget of this run)\n")
 
 
 def _retry(m: dict[str, Any], target: str, work: Path, cmd: list[str]) -> None:
@@ -110,7 +128,7 @@ def _retry(m: dict[str, Any], target: str, work: Path, cmd: list[str]) -> None:
     out_i = cmd.index("--out") + 1
     cmd = [*cmd[:out_i], str(work / m["name"] / "retry"), *cmd[out_i + 1:], *m["fp32_retry"]]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    p = _run(cmd, 3600.0)
     rows = json.loads(p.stdout) if p.stdout.strip().startswith("[") else []
     conv = {(a, b): float(s) for a, b, s in _CONVERTED.findall(p.stderr)}
     rec.write_text(json.dumps({"cmd": cmd, "rc": p.returncode, "wall_s": round(time.perf_counter() - t0, 1),
@@ -176,7 +194,7 @@ def collect(models: list[dict[str, Any]], work: Path, targets: tuple[str, ...]) 
                             "task_value": s.get("value"), "task_torch": s.get("torch"), "task_delta": s.get("delta"),
                             "score_note": s.get("note") or (NOT_RUNNABLE.get(target) if status != "failed" else None),
                             "seconds": rec.get("convert_s") or rec["wall_s"], "wall_s": rec["wall_s"],
-                            "error_kind": err.get("kind"), "error": _first_line(err.get("message")),
+                            "error_kind": err.get("kind"), "error": _bare(_first_line(err.get("message"))),
                             "hint": _first_line(err.get("hint")), "task_hook": s.get("hook"),
                             "task_note": s.get("note") if s.get("max_abs") is not None else None})
                 plain = scores.get(f"{target}-{precision}-plainload")
@@ -190,6 +208,12 @@ def collect(models: list[dict[str, Any]], work: Path, targets: tuple[str, ...]) 
 
 _ERR = re.compile(r"^([a-z][a-z0-9 ]*error)(?: \[[^\]]*\])?: (.*)$", re.M)  # not the indented hint
 _HINT_LINE = re.compile(r"^\s+hint: (.*)$", re.M)
+
+
+def _bare(msg: str | None) -> str | None:
+    """The message without the ``kind error [stage/target]:`` prefix the CLI's one-line form carries."""
+    m = _ERR.match(msg) if msg else None
+    return m.group(2) if m else msg
 
 
 def _stderr_error(tail: str, rc: int) -> dict[str, Any]:
@@ -207,7 +231,8 @@ def write_report(rows: list[dict[str, Any]], models: list[dict[str, Any]], resul
     mach = machine()
     doc = {"schema": "edgeconv.thirdparty/1", "date": time.strftime("%Y-%m-%d"), "machine": mach,
            "models": [{k: m.get(k) for k in ("name", "repo", "commit", "kind", "input", "preprocess", "calib_size",
-                                             "eval_limit", "source_note")} for m in models],
+                                             "eval_limit", "args", "fp32_retry", "source_note", "int8_note")}
+                      for m in models],
            "rows": rows}
     results.parent.mkdir(parents=True, exist_ok=True)
     results.with_suffix(".json").write_text(json.dumps(doc, indent=1, ensure_ascii=False))
@@ -232,6 +257,12 @@ def write_report(rows: list[dict[str, Any]], models: list[dict[str, Any]], resul
             err = f"`{err[:220]}`" + (f" — hint: {r['hint'][:160]}" if r.get("hint") else "")
         lines.append(f"| {r['model']} | {r['kind']} | {r['backend']} | {r['precision']} | {r['converted']} | "
                      f"{drift} | {task} | {_f(r.get('seconds'), '.1f')} | {err.replace('|', '/')} |")
+    lines += ["", "## Models", ""]
+    for m in models:
+        lines.append(f"- **{m['name']}** ({m['repo']}@{m['commit'][:10]}, {m['kind']}): `--input {m['input']}` "
+                     f"`--preprocess {m['preprocess']}`; calibration {m.get('calib_size', 100)} images, evaluation "
+                     f"up to {m.get('eval_limit', 50)}. {m.get('source_note') or ''} {m.get('int8_note') or ''}"
+                     + (f" fp32 refusals retried with `{' '.join(m['fp32_retry'])}`." if m.get("fp32_retry") else ""))
     results.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
 
@@ -241,6 +272,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/edgeconv-thirdparty"), help="artifacts and records")
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--only", default="", help="comma-separated model names")
+    ap.add_argument("--precisions", default=",".join(PRECISIONS), help="precisions to convert, in this order")
+    ap.add_argument("--row-timeout", type=float, default=3600.0, help="seconds before a CLI row is stopped")
     ap.add_argument("--results", type=Path, default=Path("benchmarks/results/thirdparty"))
     ap.add_argument("stage", choices=("convert", "score", "score-one", "report", "all"))
     ap.add_argument("name", nargs="?")
@@ -257,7 +290,7 @@ def main() -> None:
         (a.work / m["name"] / "score.json").write_text(json.dumps(res, indent=1))
         return
     if a.stage in ("convert", "all"):
-        convert(models, a.work, targets)
+        convert(models, a.work, targets, tuple(a.precisions.split(",")), a.row_timeout)
     if a.stage in ("score", "all"):
         score(models, a.work, a.models)
     if a.stage in ("report", "all"):
