@@ -98,8 +98,8 @@ def head_ops(onnx_path: Path) -> list[str]:
 def _computing(ops: list[dict[str, str]], tensor: str) -> list[str]:
     """MNN operators that compute ``tensor``: MNNConvert names an operator after its node's first output, and a
     Gemm/MatMul it turns into a convolution ``<tensor>__matmul_converted``."""
-    return [o["name"] for o in ops if (o["name"] == tensor or o["name"].startswith(tensor + "__"))
-            and o["type"].split()[0] in QUANTIZED_OPS]
+    return [o["name"] for o in ops if o["name"] == tensor
+            or (o["name"].startswith(tensor + "__") and o["type"].split()[0] in QUANTIZED_OPS)]
 
 
 def _match_ops(ops: list[dict[str, str]], patterns: tuple[str, ...],
@@ -116,8 +116,12 @@ def _match_ops(ops: list[dict[str, str]], patterns: tuple[str, ...],
             found = [o["name"] for o in ops if o["type"] == pat[3:]]
         else:
             found = [o["name"] for o in ops if fnmatch.fnmatchcase(o["name"], pat)]
-            for node in fnmatch.filter(node_outputs, pat) if not found else ():
+            nodes = fnmatch.filter(node_outputs, pat) if not found else []
+            for node in nodes:
                 found += [n for n in _computing(ops, node_outputs[node]) if n not in found]
+            if nodes and not found:
+                # reference nodes MNN does not quantize (Add, Concat, Sigmoid...): already float, nothing to skip
+                continue
         if not found:
             raise ConfigError(f"keep_fp32 pattern '{pat}' matches no MNN operator",
                               hint="MNN operator names follow the ONNX node names; 'op:Convolution' selects a type")
