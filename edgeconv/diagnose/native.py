@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from edgeconv.core.lazy import require
 from edgeconv.diagnose.capture import Capture
 
 FLOAT_TWIN_MIN_COS = 0.98
@@ -106,35 +105,9 @@ def float_twin(param: Path, bin_: Path, out_dir: Path) -> tuple[Path, Path]:
 
 def _ncnn_blobs(param: Path, bin_: Path, runtime: dict[str, Any], inputs: dict[str, str],
                 feeds: list[dict[str, np.ndarray]], threads: int | None) -> list[dict[str, np.ndarray]]:
-    ncnn = require("ncnn", "ncnn")
-    from edgeconv.targets.ncnn import ncnnfile
-    from edgeconv.targets.ncnn.runner import make_option
+    from edgeconv.targets.ncnn.layermap import ncnn_blobs
 
-    layers, _ = ncnnfile.parse_param(param.read_text())
-    blobs = [t for la in layers if la.type != "Input" for t in la.tops]
-    net = ncnn.Net()
-    net.opt = make_option(ncnn, {**runtime, "light_mode": False}, threads)
-    net.load_param(str(param))
-    net.load_model(str(bin_))
-    out = []
-    try:
-        for f in feeds:
-            for b in range(next(iter(f.values())).shape[0]):
-                ex = net.create_extractor()
-                ex.set_light_mode(False)
-                for name, blob in inputs.items():
-                    ex.input(blob, ncnn.Mat(np.ascontiguousarray(f[name][b], np.float32)))
-                row = {}
-                for blob in blobs:
-                    ret, m = ex.extract(blob)
-                    if ret == 0:
-                        row[blob] = np.array(m, dtype=np.float32, copy=True)
-                    del m
-                del ex
-                out.append(row)
-    finally:
-        net.clear()
-    return out
+    return ncnn_blobs(param, bin_, inputs, feeds, runtime, threads)
 
 
 def capture_ncnn(artifact: Any, feeds: list[dict[str, np.ndarray]], reference: list[dict[str, np.ndarray]],

@@ -38,15 +38,10 @@ def _as_list(x: DetsLike) -> list[Detections]:
 
 
 def to_image_coords(det: Detections, meta: Mapping[str, float] | None) -> Detections:
-    """Model-input pixels -> original-image pixels (undo stretch/letterbox as the preprocessing meta records)."""
-    from edgeconv.bench.detection import Detections
+    """Model-input pixels -> original-image pixels (the benchmark's own conversion: one meaning of the meta)."""
+    from edgeconv.bench.metrics import to_image_coords as convert
 
-    if not meta or len(det) == 0:
-        return det
-    b = det.boxes.astype(np.float64).copy()
-    b[:, [0, 2]] = (b[:, [0, 2]] - meta.get("pad_x", 0.0)) / meta.get("scale_x", 1.0)
-    b[:, [1, 3]] = (b[:, [1, 3]] - meta.get("pad_y", 0.0)) / meta.get("scale_y", 1.0)
-    return Detections(b, det.scores, det.classes)
+    return convert(det, meta or {})
 
 
 def compare_detections(ref_dets: DetsLike, got_dets: DetsLike, *, iou: float = 0.5, min_score: float = 0.0,

@@ -58,8 +58,9 @@ def reference_tensors(onnx_path: Path, feeds: list[dict[str, np.ndarray]]) -> tu
 
 
 def ncnn_blobs(param: Path, bin_: Path, input_blobs: dict[str, str], feeds: list[dict[str, np.ndarray]],
-               runtime: dict[str, Any] | None = None) -> list[dict[str, np.ndarray]]:
-    """Every blob of an ncnn net on each feed (batch 1), with light mode off so none is freed early."""
+               runtime: dict[str, Any] | None = None, threads: int | None = 1) -> list[dict[str, np.ndarray]]:
+    """Every blob of an ncnn net on each batch entry of each feed, with light mode off so none is freed early
+    (also what ``edgeconv diagnose`` captures)."""
     ncnn = require("ncnn", "ncnn")
     from edgeconv.targets.ncnn import ncnnfile
     from edgeconv.targets.ncnn.runner import make_option
@@ -67,13 +68,13 @@ def ncnn_blobs(param: Path, bin_: Path, input_blobs: dict[str, str], feeds: list
     layers, _ = ncnnfile.parse_param(Path(param).read_text())
     blobs = [t for la in layers if la.type != "Input" for t in la.tops]
     net = ncnn.Net()
-    net.opt = make_option(ncnn, {**(runtime or {}), "light_mode": False}, 1)
+    net.opt = make_option(ncnn, {**(runtime or {}), "light_mode": False}, threads)
     net.load_param(str(param))
     net.load_model(str(bin_))
     out = []
     try:
-        for f in feeds:
-            owned = [np.array(f[name][0], np.float32, order="C", copy=True) for name in input_blobs]
+        for f, b in ((fd, b) for fd in feeds for b in range(next(iter(fd.values())).shape[0])):
+            owned = [np.array(f[name][b], np.float32, order="C", copy=True) for name in input_blobs]
             mats = [ncnn.Mat(a) for a in owned]  # a Mat does not own its numpy buffer
             ex = net.create_extractor()
             ex.set_light_mode(False)
