@@ -2,6 +2,11 @@
 
 Used by export verification (ONNX vs torch), artifact verification (target vs reference) and the benchmark's
 drift report, so the three always agree on what "max abs" or "cosine" means.
+
+A ``max_abs`` tolerance is read like ``numpy.allclose`` with equal absolute and relative parts: an output may
+differ by ``tol × max(1, max |reference|)`` (each output by its own scale). Floating-point error grows with the
+values computed — a 1e-4 bar on logits of magnitude 30 would demand 3e-6 relative, a few ulps — while outputs in
+[-1, 1] keep the absolute bar. ``max_abs`` itself is always the raw difference.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ def tensor_drift(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
     return {
         "shape_ok": True,
         "finite": finite,
+        "ref_absmax": float(np.max(np.abs(r))) if np.isfinite(r).all() else math.inf,
         "max_abs": float(np.max(np.abs(diff))),
         "mean_abs": float(np.mean(np.abs(diff))),
         "rel_l2": nd / nr if nr > 0 else (0.0 if nd == 0 else math.inf),
@@ -57,6 +63,7 @@ def compare_outputs(refs: list[dict[str, np.ndarray]], gots: list[dict[str, np.n
                 "shape_ok": True,
                 "finite": all(s["finite"] for s in stats),
                 "max_abs": max(s["max_abs"] for s in stats),
+                "ref_absmax": max(s["ref_absmax"] for s in stats),
                 "mean_abs": float(np.mean([s["mean_abs"] for s in stats])),
                 "rel_l2": max(s["rel_l2"] for s in stats),
                 "cosine": min(s["cosine"] for s in stats),
@@ -68,12 +75,21 @@ def compare_outputs(refs: list[dict[str, np.ndarray]], gots: list[dict[str, np.n
         overall.update(
             finite=all(p["finite"] for p in per.values()),
             max_abs=max(p["max_abs"] for p in per.values()),
+            max_abs_scaled=max(p["max_abs"] / max(1.0, p["ref_absmax"]) for p in per.values()),
+            scale=max(1.0, max(per.values(), key=lambda p: p["max_abs"] / max(1.0, p["ref_absmax"]))["ref_absmax"]),
             mean_abs=float(np.mean([p["mean_abs"] for p in per.values()])),
             rel_l2=max(p["rel_l2"] for p in per.values()),
             cosine=min(p["cosine"] for p in per.values()),
             snr_db=min(p["snr_db"] for p in per.values()),
         )
     return overall
+
+
+def max_abs_fails(drift: dict[str, Any], limit: float) -> bool:
+    """Whether some output differs by more than ``limit × max(1, its max |reference|)`` (raw max abs for drift
+    records made before the scale was recorded)."""
+    scaled = drift.get("max_abs_scaled")
+    return (scaled if scaled is not None else drift["max_abs"]) > limit
 
 
 def within(drift: dict[str, Any], tol: dict[str, float]) -> tuple[bool, list[str]]:
@@ -85,8 +101,10 @@ def within(drift: dict[str, Any], tol: dict[str, float]) -> tuple[bool, list[str
         return False, [f"output shape mismatch ({'; '.join(bad)})"]
     if not drift.get("finite", True):
         fails.append("non-finite values in outputs")
-    if "max_abs" in tol and drift["max_abs"] > tol["max_abs"]:
-        fails.append(f"max_abs {drift['max_abs']:.3g} > {tol['max_abs']:.3g}")
+    if "max_abs" in tol and max_abs_fails(drift, tol["max_abs"]):
+        scale = drift.get("scale", 1.0)
+        fails.append(f"max_abs {drift['max_abs']:.3g} > {tol['max_abs']:.3g}" +
+                     (f" x output scale {scale:.3g}" if scale > 1.0 else ""))
     if "rel_l2" in tol and drift["rel_l2"] > tol["rel_l2"]:
         fails.append(f"rel_l2 {drift['rel_l2']:.3g} > {tol['rel_l2']:.3g}")
     if "cosine" in tol and drift["cosine"] < tol["cosine"]:
