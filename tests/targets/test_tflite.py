@@ -392,3 +392,28 @@ def test_item_in_forward_is_explained():
 
     e = explain(type("ConcretizationTypeError", (Exception,), {})("Abstract tracer value encountered"), "fp32")
     assert ".item()" in e.hint and "tensor-to-Python-number" in e.message
+
+
+def test_full_integer_failure_falls_back_to_dynamic_range(tiny_prepared, calib, tmp_path, monkeypatch):
+    """LPRNet's int8 stopped in litert's NHWC layout pass; the target then tries its other int8 route itself."""
+    from edgeconv.core.errors import ConversionError
+    from edgeconv.targets.tflite import convert as tconv
+
+    real = tconv.convert
+
+    def static_fails(ctx):
+        if str(ctx.option("int8_mode", "static")) == "static":
+            raise ConversionError("litert-torch conversion failed (int8): AssertionError: Attempting to convert "
+                                  "non-NHWC compatible node to NHWC: dequantize_per_tensor_1")
+        return real(ctx)
+
+    monkeypatch.setattr(tconv, "convert", static_fails)
+    art = convert_reference(tiny_prepared, "tflite", out=tmp_path / "fb", precision="int8", calibration=calib,
+                            options={"observer": "minmax"}, use_cache=False)
+    conv = art.manifest["conversion"]
+    assert [a["route"] for a in conv["attempts"]] == ["int8_mode=static", "int8_mode=dynamic"]
+    assert not conv["attempts"][0]["ok"] and "NHWC" in conv["attempts"][0]["error"]
+    assert art.manifest["verification"]["status"] == "ok"
+    with pytest.raises(ConversionError, match="NHWC"):  # a mode the user chose is not replaced
+        convert_reference(tiny_prepared, "tflite", out=tmp_path / "no", precision="int8", calibration=calib,
+                          options={"observer": "minmax", "int8_mode": "static"}, use_cache=False)

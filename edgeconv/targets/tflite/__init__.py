@@ -40,9 +40,31 @@ class TfliteTarget(Target):
         return False, "missing ai_edge_litert (or tflite_runtime) to run .tflite models"
 
     def convert(self, ctx: ConvertContext) -> ConversionResult:
+        """Full-integer int8 first; when litert-torch cannot convert it (a layout pass or a quantization
+        constraint it rejects) and nobody asked for a mode, the dynamic-range route is tried and both attempts are
+        recorded (``conversion.attempts``), as the other backends try their other routes."""
+        import shutil
+
+        from edgeconv.core.console import log
+        from edgeconv.core.errors import ConversionError
         from edgeconv.targets.tflite.convert import convert
 
-        return convert(ctx)
+        chosen = ctx.options.get("int8_mode") or ctx.profile.options.get("int8_mode")
+        if ctx.precision != "int8" or chosen is not None or ctx.option("int8_io", False):
+            return convert(ctx)
+        try:
+            return convert(ctx)
+        except ConversionError as e:
+            first = e.one_line()
+            log.warning("tflite int8 (full-integer) did not convert: %s; trying the dynamic-range route", first)
+        for f in ctx.out_dir.iterdir():  # nothing of the failed attempt may become part of the artifact
+            shutil.rmtree(f) if f.is_dir() else f.unlink()
+        ctx.options = {**ctx.options, "int8_mode": "dynamic"}
+        res = convert(ctx)
+        res.meta["attempts"] = [{"route": "int8_mode=static", "ok": False, "error": first},
+                                {"route": "int8_mode=dynamic", "ok": True}]
+        res.meta["int8_route"] = "dynamic-range (full-integer did not convert)"
+        return res
 
     def runner(self, artifact: Any, *, threads: int | None = None, **kw: Any) -> Runner:
         from edgeconv.targets.tflite.runner import TfliteRunner
