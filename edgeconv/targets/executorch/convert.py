@@ -172,6 +172,12 @@ def convert(ctx: ConvertContext) -> ConversionResult:
     pte = bytes(program.buffer)
     (ctx.out_dir / MODEL_FILE).write_bytes(pte)
     meta["delegation"] = delegation(edge)
-    meta["probe"] = check_outputs(pte, ref, feeds0)
+    try:
+        meta["probe"] = check_outputs(pte, ref, feeds0)
+    except ConversionError as e:  # the runtime cannot load it: say which ops ran outside the delegate
+        left = meta["delegation"].get("portable_ops") or {}
+        if left:
+            e.message = f"{e.message}; outside the XNNPACK delegate: {', '.join(sorted(left))}"
+        raise
     meta["io"] = {"inputs": names, "outputs": [s.name for s in ref.outputs]}
     return ConversionResult([MODEL_FILE], {"model": MODEL_FILE}, meta)

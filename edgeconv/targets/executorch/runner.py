@@ -13,9 +13,33 @@ from typing import Any
 
 import numpy as np
 
-from edgeconv.core.errors import VerificationError
+from edgeconv.core.errors import ConversionError, VerificationError
 from edgeconv.core.lazy import require
 from edgeconv.targets.base import Runner
+
+#: executorch/runtime/core/error.h: the codes a load can fail with, and what to do about each.
+_ERRORS = {
+    0x10: ("NotSupported", "a feature of the program this runtime does not support"),
+    0x12: ("InvalidArgument", "the program's inputs or metadata do not match"),
+    0x14: ("OperatorMissing", "an operator the XNNPACK delegate did not take has no kernel in this ExecuTorch runtime "
+                              "(the pip runtime registers the portable/optimized kernels only)"),
+    0x20: ("NotFound", "the program has no such method"),
+    0x21: ("MemoryAllocationFailed", "the planned memory could not be allocated"),
+    0x23: ("InvalidProgram", "the .pte is damaged or from another ExecuTorch version"),
+    0x30: ("DelegateInvalidCompatibility", "the XNNPACK blob does not match this runtime"),
+}
+
+
+def explain_runtime_error(e: RuntimeError) -> ConversionError:
+    """``Failed to load method forward, error: 0x:14`` as one line naming the error and what to try."""
+    import re
+
+    m = re.search(r"error:\s*0x:?([0-9a-fA-F]+)", str(e))
+    code = int(m.group(1), 16) if m else None
+    name, why = _ERRORS.get(code, (f"0x{code:x}" if code is not None else "unknown", str(e).splitlines()[0]))
+    return ConversionError(f"the ExecuTorch runtime cannot load the program: {name}: {why}",
+                           hint="another backend (tflite, onnxruntime), or a model variant without the operator "
+                           "outside the XNNPACK delegate, may work")
 
 
 def set_threads(threads: int | None) -> None:
@@ -34,8 +58,11 @@ class ExecuTorchRunner(Runner):
         self.torch = require("torch", "torch")
         runtime = require("executorch.runtime", "executorch")
         set_threads(threads)
-        self.program = runtime.Runtime.get().load_program(model if isinstance(model, bytes) else Path(model))
-        self.method = self.program.load_method("forward")
+        try:
+            self.program = runtime.Runtime.get().load_program(model if isinstance(model, bytes) else Path(model))
+            self.method = self.program.load_method("forward")
+        except RuntimeError as e:
+            raise explain_runtime_error(e) from e
         if self.method is None:
             raise VerificationError("the .pte program has no 'forward' method")
         self.inputs, self.outputs = list(inputs), list(outputs)
