@@ -94,3 +94,14 @@ def test_user_module_is_converted_as_it_is(factory: str, tmp_path: Path) -> None
         assert module.math is math
     elif factory == "build_shadows":
         assert module.eval == {"every": 5} and module.train == {"epochs": 300} and module.modules[1] is module.bn
+
+
+def test_runtime_load_failure_is_one_line_naming_the_error() -> None:
+    """LPRNet's .pte failed to load with `error: 0x:14` (OperatorMissing: max_pool3d and mean outside XNNPACK)."""
+    from edgeconv.core.errors import ConversionError
+    from edgeconv.targets.executorch.runner import explain_runtime_error
+
+    e = explain_runtime_error(RuntimeError("Failed to load method forward, error: 0x:14"))
+    assert isinstance(e, ConversionError) and "OperatorMissing" in e.message and e.hint
+    unknown = explain_runtime_error(RuntimeError("something else"))
+    assert "unknown" in unknown.message and "something else" in unknown.message
