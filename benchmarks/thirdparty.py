@@ -192,10 +192,12 @@ def collect(models: list[dict[str, Any]], work: Path, targets: tuple[str, ...]) 
                             "cli_task": row.get("task"), "torch_max_abs": s.get("max_abs"),
                             "torch_cosine": s.get("cosine"), "task_metric": s.get("metric"),
                             "task_value": s.get("value"), "task_torch": s.get("torch"), "task_delta": s.get("delta"),
-                            "score_note": s.get("note") or (NOT_RUNNABLE.get(target) if status != "failed" else None),
-                            "seconds": rec.get("convert_s") or rec["wall_s"], "wall_s": rec["wall_s"],
+                            "score_note": (NOT_RUNNABLE.get(target) if status != "failed" else None) or s.get("note"),
+                            "seconds": rec["wall_s"] if rec["rc"] == 124 else (rec.get("convert_s") or rec["wall_s"]),
+                            "wall_s": rec["wall_s"],
                             "error_kind": err.get("kind"), "error": _bare(_first_line(err.get("message"))),
                             "hint": _first_line(err.get("hint")), "task_hook": s.get("hook"),
+                            "record_note": rec.get("note"),
                             "task_note": s.get("note") if s.get("max_abs") is not None else None})
                 plain = scores.get(f"{target}-{precision}-plainload")
                 if plain:
@@ -253,10 +255,22 @@ def write_report(rows: list[dict[str, Any]], models: list[dict[str, Any]], resul
         if r.get("task_note"):
             task += f"; {r['task_note']}"
         err = r.get("error") or ""
+        if r.get("record_note"):
+            drift += f" ({r['record_note']})"
         if err:
             err = f"`{err[:220]}`" + (f" — hint: {r['hint'][:160]}" if r.get("hint") else "")
         lines.append(f"| {r['model']} | {r['kind']} | {r['backend']} | {r['precision']} | {r['converted']} | "
                      f"{drift} | {task} | {_f(r.get('seconds'), '.1f')} | {err.replace('|', '/')} |")
+    lines += ["", "## Per model", "", "| model | rows converted | fp32 worst max abs vs torch (runnable) | "
+              "int8 task delta range (points) |", "|---|---|---|---|"]
+    for m in models:
+        mine = [r for r in rows if r["name"] == m["name"] and "plain" not in r["backend"]]
+        ok = [r for r in mine if r["converted"].startswith("yes")]
+        f32 = [r["torch_max_abs"] for r in ok
+               if r["precision"].startswith("fp32") and r.get("torch_max_abs") is not None]
+        d8 = [r["task_delta"] for r in ok if r["precision"] == "int8" and r.get("task_delta") is not None]
+        lines.append(f"| {m['name']} | {len(ok)} of {len(mine)} | {_f(max(f32) if f32 else None, '.2e')} | "
+                     + (f"{min(d8):+.1f} … {max(d8):+.1f}" if d8 else "–") + " |")
     lines += ["", "## Models", ""]
     for m in models:
         lines.append(f"- **{m['name']}** ({m['repo']}@{m['commit'][:10]}, {m['kind']}): `--input {m['input']}` "
