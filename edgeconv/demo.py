@@ -108,7 +108,7 @@ def failed_checks(row: dict[str, Any]) -> list[str]:
     out = []
     prec = row.get("precision", "")
     for c in (row.get("drift") or {}).get("checks") or []:
-        if not c.get("pass", True):
+        if c.get("pass") is False:  # None: not judged (NMS output order on end2end rows)
             op = "<" if c.get("name") in ("cosine", "snr_db") else ">"
             out.append(f"{prec} drift {c.get('name')} {_g(c.get('value'))} {op} {_g(c.get('limit'))}")
     t = row.get("task") or {}

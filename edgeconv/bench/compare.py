@@ -129,7 +129,7 @@ def compare_reports(new: dict[str, Any], base: dict[str, Any], *,
         if lat["regression"]:
             cmp_.conditions["regression"].append(f"{name}: {lat['detail']}")
         drift = r.get("drift") or {}
-        bad = [f"{c['name']} {c['value']} vs {c['limit']}" for c in drift.get("checks", []) if not c.get("pass")]
+        bad = [f"{c['name']} {c['value']} vs {c['limit']}" for c in drift.get("checks", []) if c.get("pass") is False]
         if bad:
             cmp_.conditions["drift"].append(f"{name}: drift beyond tolerance ({'; '.join(bad)})")
         t = r.get("task")

@@ -520,7 +520,7 @@ def _checks(r: dict[str, Any]) -> list[tuple[str, str, str | None]]:
                 ("latency", "skipped", "not run")]
     out: list[tuple[str, str, str | None]] = [("run", "pass", None)]
     d = r.get("drift") or {}
-    fails = [f"{c['name']} {c['value']} vs limit {c['limit']}" for c in d.get("checks", []) if not c["pass"]]
+    fails = [f"{c['name']} {c['value']} vs limit {c['limit']}" for c in d.get("checks", []) if c.get("pass") is False]
     out.append(("drift", "failure" if fails else "pass", "; ".join(fails) or None))
     t = r.get("task")
     if t is None:
