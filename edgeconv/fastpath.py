@@ -87,7 +87,7 @@ def fast_keys(source_fp: str, rows: list[PlanRow], *, calib: str | Path | None, 
               preprocess: Preprocess | None, evaluation: dict[str, Any], zoo_calib: Path | None) -> dict[str, str]:
     """label -> a key of everything the row's artifact depends on, computable without torch or a backend."""
     from edgeconv import __version__
-    from edgeconv.core.hashing import sha256_json
+    from edgeconv.core.hashing import code_fingerprint, sha256_json
     from edgeconv.core.lazy import version
     from edgeconv.pipeline import VERIFY_RULES
 
@@ -107,7 +107,7 @@ def fast_keys(source_fp: str, rows: list[PlanRow], *, calib: str | Path | None, 
         backend = get_target(row.profile.backend)
         dists = dict.fromkeys((*FRONTEND_DISTS, *backend.modules, *backend.tools))
         keys[row.label] = sha256_json({
-            "edgeconv": __version__, "verify_rules": VERIFY_RULES, "source": source_fp,
+            "edgeconv": __version__, "code": code_fingerprint(), "verify_rules": VERIFY_RULES, "source": source_fp,
             "profile": row.profile.to_dict(), "tolerance": row.profile.tol(row.precision), "precision": row.precision,
             "keep_fp32": list(row.keep_fp32), "options": row.options,
             "calibration": [calib_fp, calib_size, calib_seed] if row.precision in backend.calibrated else None,

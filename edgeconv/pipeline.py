@@ -31,7 +31,7 @@ from edgeconv.core.errors import (
     MissingDependencyError,
     VerificationError,
 )
-from edgeconv.core.hashing import sha256_json
+from edgeconv.core.hashing import code_fingerprint, sha256_json
 from edgeconv.core.isolate import run_isolated
 from edgeconv.core.tensors import TensorSpec, parse_input_spec
 from edgeconv.export.onnx_export import EXPORTERS, DynamicSpec
@@ -294,9 +294,11 @@ def _verify_on_device(art: Artifact, ctx: ConvertContext, tagged: list[tuple[str
 
 
 def artifact_key(backend: Target, ctx: ConvertContext) -> str:
-    """The full sha256 of everything that determines the artifact: the context itself, the rules, edgeconv."""
-    return sha256_json({"edgeconv": __version__, "backend": backend.name, "verify_rules": VERIFY_RULES,
-                        "tolerance": ctx.profile.tol(ctx.precision), "context": ctx.fingerprint()})
+    """The full sha256 of everything that determines the artifact: the context itself, the rules, edgeconv's
+    version and its source code."""
+    return sha256_json({"edgeconv": __version__, "code": code_fingerprint(), "backend": backend.name,
+                        "verify_rules": VERIFY_RULES, "tolerance": ctx.profile.tol(ctx.precision),
+                        "context": ctx.fingerprint()})
 
 
 def convert_reference(prep: Prepared, target: str | Profile, *, out: str | Path, precision: str | None = None,

@@ -328,7 +328,8 @@ class Planner:
         with tempfile.TemporaryDirectory(prefix="edgeconv-fallback-") as tmp:
             build = pipeline_builder(prep, row.profile, calibration=cal, evaluator=evaluator, out_root=tmp,
                                      options=row.options, use_cache=self.use_cache, latency_runs=0)
-            res = repair(build, ranked, budget, int(row.options.get("int8_fallback_attempts", 12)))
+            res = repair(build, ranked, budget, int(row.options.get("int8_fallback_attempts", 12)),
+                         time_limit_s=float(row.options.get("int8_fallback_time_s", 900.0)))
         if not res.ok:
             log.warning("%s %s: float fallback found no keep set within the budget (%s)", row.profile.name,
                         row.precision, res.reason)

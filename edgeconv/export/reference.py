@@ -24,7 +24,7 @@ import numpy as np
 from edgeconv.core import cache
 from edgeconv.core.console import log, status
 from edgeconv.core.errors import ConfigError, ModelLoadError
-from edgeconv.core.hashing import sha256_file, sha256_json
+from edgeconv.core.hashing import code_fingerprint, sha256_file, sha256_json
 from edgeconv.core.lazy import require, version
 from edgeconv.core.tensors import TensorSpec, random_feeds
 from edgeconv.export.onnx_export import EXPORTERS, DynamicSpec, check_finite, check_opset, export_verified, onnx_outputs
@@ -152,6 +152,7 @@ def prepare_reference(source: SourceModel, inputs: list[TensorSpec] | None, *, o
         "source": source.sha256, "inputs": [s.to_dict() for s in inputs or []], "outputs": output_names,
         "opset": opset, "exporters": list(exporters), "dynamic": dynamic.__dict__, "simplify": do_simplify,
         "tools": {t: version(t) for t in ("torch", "onnx", "onnxscript", "onnxsim", "onnxslim", "onnxruntime")},
+        "code": code_fingerprint(),  # the exporter and verifier that made it
     })
     hit = cache.lookup("reference", key) if use_cache else None
     if hit is not None:

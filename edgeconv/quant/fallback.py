@@ -85,12 +85,16 @@ def _names(ranked: Sequence[Any]) -> tuple[list[str], dict[str, str | None]]:
 
 
 def repair(build: Build, ranked: Sequence[Any], budget: float, max_attempts: int = 12, *,
-           baseline_delta: float | None = None, already_float: Sequence[str] = ()) -> RepairResult:
+           baseline_delta: float | None = None, already_float: Sequence[str] = (),
+           time_limit_s: float | None = None) -> RepairResult:
     """Keep the fewest ranked layers in float that bring the task delta inside ``budget`` points.
 
     ``ranked``: node names, ``(node, module, score)`` tuples or ``Ranked`` objects, most sensitive first.
     ``baseline_delta``: the delta with nothing kept, when the caller already measured it (saves one build).
+    ``time_limit_s``: no new attempt starts after this long (a segmentation network's attempts took minutes each);
+    the best passing keep set found so far is the result, and the reason says the search was stopped.
     """
+    started = time.perf_counter()
     names, mods = _names(ranked)
     skip = set(already_float)
     names = [n for n in names if n not in skip]
@@ -106,7 +110,10 @@ def repair(build: Build, ranked: Sequence[Any], budget: float, max_attempts: int
         if k in seen:
             return seen[k][0]
         if len(attempts) >= max_attempts:
-            raise _Exhausted
+            raise _Exhausted(f"stopped after {max_attempts} attempts")
+        if time_limit_s is not None and attempts and time.perf_counter() - started > time_limit_s:
+            raise _Exhausted(f"stopped after {time.perf_counter() - started:.0f} s (int8_fallback_time_s "
+                             f"{time_limit_s:g}), {len(attempts)} attempts")
         t0 = time.perf_counter()
         delta, art, extras, err = None, None, {}, None
         try:
@@ -155,8 +162,9 @@ def repair(build: Build, ranked: Sequence[Any], budget: float, max_attempts: int
                         best = trial
             else:
                 reason = f"no prefix of the {len(names)} ranked layers brings the delta inside {budget:g} points"
-    except _Exhausted:
-        reason = f"stopped after {max_attempts} attempts"
+    except _Exhausted as stop:
+        reason = str(stop)
+        log.warning("float fallback: %s", reason)
         passing = [key(a.keep) for a in attempts if a.passed]
         if best is None and passing:
             best = min(passing, key=len)

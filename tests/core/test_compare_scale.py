@@ -38,3 +38,15 @@ def test_report_check_shows_the_effective_limit() -> None:
     refs, gots = _pair(100.0, 5e-3)
     (check,) = [c for c in compute_drift(refs, gots, {"max_abs": 1e-4})["checks"] if c["name"] == "max_abs"]
     assert check["pass"] and check["limit"] == 1e-4 * 100.0 and check["value"] > 1e-4
+
+
+def test_artifact_keys_cover_edgeconv_source(tiny_prepared, monkeypatch) -> None:
+    """An artifact made by other edgeconv code (same version number) is rebuilt, not replayed from the cache."""
+    from edgeconv import pipeline
+    from edgeconv.profiles import load_profile
+
+    backend, ctx = pipeline.build_context(tiny_prepared, load_profile("onnxruntime"), "fp32")
+    before = pipeline.artifact_key(backend, ctx)
+    assert before == pipeline.artifact_key(backend, ctx)
+    monkeypatch.setattr(pipeline, "code_fingerprint", lambda: "0" * 64)  # as if a converter file had changed
+    assert pipeline.artifact_key(backend, ctx) != before

@@ -1,0 +1,29 @@
+"""The float-fallback search starts no new attempt once its time limit has passed (a segmentation network's
+attempts took minutes each); the best keep set found so far stands and the reason says why the search stopped."""
+
+from __future__ import annotations
+
+from edgeconv.quant.fallback import repair
+
+
+def _build(deltas: dict[int, float]):
+    calls: list[tuple[str, ...]] = []
+
+    def build(keep: tuple[str, ...]):
+        calls.append(keep)
+        return None, deltas.get(len(keep), 0.0), {}
+
+    return build, calls
+
+
+def test_time_limit_stops_the_search_after_the_attempt_in_flight() -> None:
+    build, calls = _build({0: -5.0, 1: -3.0, 2: -0.2})
+    res = repair(build, ["a", "b", "c", "d"], budget=0.5, max_attempts=12, time_limit_s=0.0)
+    assert calls == [()]  # the baseline ran; nothing started after the limit
+    assert not res.ok and "int8_fallback_time_s" in res.reason
+
+
+def test_without_a_limit_the_same_search_finds_the_keep_set() -> None:
+    build, calls = _build({0: -5.0, 1: -3.0, 2: -0.2})
+    res = repair(build, ["a", "b", "c", "d"], budget=0.5, max_attempts=12)
+    assert res.ok and len(res.keep) == 2 and len(calls) > 1
