@@ -369,3 +369,35 @@ def flat_module(module: Any) -> Any:
                              if c is not None)
 
     return FlatOutputs(module)
+
+
+def volumetric_ops(onnx_path: Any) -> list[str]:
+    """Nodes of the reference with 3-D kernels (``MaxPool3d``/``Conv3d``/``AvgPool3d``, e.g. LPRNet's MaxPool3d over
+    channels of a 4-D feature map): mobile converters (Core ML, RKNN) fail on them with messages that do not say
+    so. ``"NAME (OP kernel a×b×c)"`` per node, for a one-line error."""
+    try:
+        import onnx
+
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - only an explanation: no graph, no note
+        return []
+    out = []
+    for n in model.graph.node:
+        if n.op_type in ("MaxPool", "AveragePool", "Conv", "ConvTranspose", "LpPool"):
+            ks = next((list(a.ints) for a in n.attribute if a.name == "kernel_shape"), [])
+            if len(ks) == 3:
+                out.append(f"{n.name} ({n.op_type} kernel {'x'.join(map(str, ks))})")
+    return out
+
+
+def explain_volumetric(err: Any, onnx_path: Any, backend: str) -> Any:
+    """``err`` (an EdgeconvError) with the 3-D ops of the graph named, when there are any."""
+    found = volumetric_ops(onnx_path)
+    if found:
+        err.message = f"{err.message}; the graph has 3-D pooling/convolution {backend} does not take: " + \
+            ", ".join(found[:3]) + ("" if len(found) <= 3 else f" (+{len(found) - 3} more)")
+        err.hint = ("rewrite the 3-D op as 2-D over a reshaped tensor (e.g. MaxPool3d over channels = a 2-D pool "
+                    "after moving channels into a spatial axis), or use another backend (onnxruntime, openvino, "
+                    "ncnn, mnn took it)")
+    return err
+

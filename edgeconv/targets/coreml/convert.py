@@ -135,8 +135,12 @@ def convert(ctx: ConvertContext) -> ConversionResult:
             raise ConversionError(f"coremltools cannot convert op '{op}' (no Core ML conversion for it)",
                                   hint="rewrite that op with supported ones, or register a composite op "
                                        "(coremltools.converters.mil.frontend.torch.register_torch_op)") from e
-        raise ConversionError(f"coremltools conversion failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}",
-                              hint="re-run with --verbose for the converter's traceback") from e
+        from edgeconv.targets.base import explain_volumetric
+
+        raise explain_volumetric(
+            ConversionError(f"coremltools conversion failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}",
+                            hint="re-run with --verbose for the converter's traceback"),
+            ref.onnx_path, "Core ML") from e
     meta: dict[str, Any] = {"format": "mlpackage (mlprogram)", "deployment_target": target,
                             "compute_precision": "fp32" if ctx.precision == "fp32" else "fp16",
                             "frontend": frontend, "frontend_attempts": attempts,

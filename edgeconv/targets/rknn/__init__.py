@@ -80,9 +80,14 @@ class RknnTarget(Target):
         return True, "RKNN toolkit simulator (x86 host): outputs verified, latency is not a device number"
 
     def convert(self, ctx: ConvertContext) -> ConversionResult:
+        from edgeconv.core.errors import ConversionError
+        from edgeconv.targets.base import explain_volumetric
         from edgeconv.targets.rknn.convert import convert
 
-        return convert(ctx, self._env())
+        try:
+            return convert(ctx, self._env())
+        except ConversionError as e:
+            raise explain_volumetric(e, ctx.reference.onnx_path, "RKNN") from e
 
     def runner(self, artifact: Any, *, threads: int | None = None, **kw: Any) -> Runner:
         from edgeconv.targets.rknn.runner import RknnSimulatorRunner
