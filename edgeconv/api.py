@@ -45,7 +45,7 @@ def default_evaluator(*, data: str | None = None, task: str | None = None, postp
 
         exclude = calibration.content_hashes() if calibration is not None else None
         return task_evaluator(prep.info, prep.reference, pp, data=data, task=task, postprocess=postprocess,
-                              limit=limit, exclude=exclude)
+                              limit=limit, exclude=exclude, calibration=calibration)
 
     return factory
 
