@@ -48,7 +48,7 @@ def demo_targets(only: tuple[str, ...] = ()) -> list[str]:
     return chosen
 
 
-def demo_config(model: str = "yolo", *, limit: int = 200, min_seconds: float = 2.0, min_iters: int = 50,
+def demo_config(model: str = "yolo", *, limit: int = 200, min_seconds: float = 1.0, min_iters: int = 50,
                 targets: list[str] | tuple[str, ...] | None = None, threads: int | None = None,
                 precisions: tuple[str, ...] = (), end2end: bool = True) -> dict[str, Any]:
     """The run config of the demo: each target at each of its profile's precisions (or those of ``precisions``)."""
@@ -152,7 +152,8 @@ def gate_exit_code(report: dict[str, Any]) -> int:
 @click.option("--jobs", "-j", type=click.IntRange(min=1), help="Rows converted at once before the benchmarks "
               "(default: one per core, bounded by memory).")
 @click.option("--min-iters", default=50, show_default=True, help="Latency: at least this many iterations per row.")
-@click.option("--min-seconds", default=2.0, show_default=True, help="Latency: measure at least this long per row.")
+@click.option("--min-seconds", default=1.0, show_default=True, help="Latency: measure at least this long per row "
+              "(`edgeconv run` defaults to 2 s).")
 @click.option("--threads", type=int, help="Threads per runtime (default: the profile's).")
 @click.option("--baseline", type=click.Path(exists=True), help="Compare with an earlier report.json (or its folder).")
 @click.option("--fail-on", help="Comma list of regression,drift,error (default with --baseline: all three), as "
