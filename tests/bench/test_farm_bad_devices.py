@@ -25,19 +25,6 @@ BAD = {  # device -> (what its "python" does, what the row's error must say)
 }
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory) -> Path:
-    import torch
-
-    sys.path.insert(0, str(FIXTURES))
-    import tiny_model
-
-    p = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    torch.onnx.export(tiny_model.build().eval(), (torch.rand(1, 3, 32, 32),), str(p), input_names=["images"],
-                      output_names=["out"], opset_version=17, dynamo=False)
-    return p
-
-
 def _devices(tmp: Path) -> list[dict]:
     """One good local device and the bad ones, each with its own working folder; the [[targets]] that use them."""
     import numpy

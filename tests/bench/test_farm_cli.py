@@ -69,19 +69,6 @@ def test_good_farm_values_are_accepted(value):
 # --- a real farm -----------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory) -> Path:
-    import torch
-
-    sys.path.insert(0, str(FIXTURES))
-    import tiny_model
-
-    p = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    torch.onnx.export(tiny_model.build().eval(), (torch.rand(1, 3, 32, 32),), str(p), input_names=["images"],
-                      output_names=["out"], opset_version=17, dynamo=False)
-    return p
-
-
 @pytest.fixture(params=["gcs", "client"])
 def cluster(request):
     """A head (no device) and two worker nodes; joined by its GCS address or through Ray Client (``ray://``)."""

@@ -68,3 +68,21 @@ def photo_like_32(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for i, im in enumerate(Preprocess(size=(32, 32)).synthetic_images(48, seed=3)):
         Image.fromarray(np.asarray(im, dtype=np.uint8)).resize((32, 32), Image.BILINEAR).save(d / f"p{i:02d}.png")
     return d
+
+
+def _find(d: Any, key: str) -> Any:
+    if isinstance(d, dict):
+        if key in d:
+            return d[key]
+        for v in d.values():
+            r = _find(v, key)
+            if r is not None:
+                return r
+    return None
+
+
+@pytest.fixture
+def find_key() -> Any:
+    """The first value stored under ``key`` anywhere in a (manifest) dict: backends nest their records."""
+    return _find
+

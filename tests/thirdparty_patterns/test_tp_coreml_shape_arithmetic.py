@@ -15,22 +15,13 @@ from edgeconv.pipeline import convert_reference, prepare  # noqa: E402
 
 
 @pytest.mark.slow
-def test_shape_arithmetic_converts_through_torch_export(cifar_pattern: Any, tmp_path: Path) -> None:
+def test_shape_arithmetic_converts_through_torch_export(cifar_pattern: Any, tmp_path: Path, find_key: Any) -> None:
     prep = prepare(cifar_pattern, inputs=["input:1x3x32x32"], use_cache=False)
     art = convert_reference(prep, "ios", out=tmp_path / "ios", precision="fp32", use_cache=False)
-    assert _find(art.manifest, "frontend") == "torch.export"
-    attempts = _find(art.manifest, "frontend_attempts")
+    assert find_key(art.manifest, "frontend") == "torch.export"
+    attempts = find_key(art.manifest, "frontend_attempts")
     assert [a["frontend"] for a in attempts] == ["torch.jit.trace", "torch.export"]
     assert attempts[0]["status"] == "failed" and "0-dimensional" in attempts[0]["error"]
     assert attempts[1]["status"] == "ok"
 
 
-def _find(d: Any, key: str) -> Any:
-    if isinstance(d, dict):
-        if key in d:
-            return d[key]
-        for v in d.values():
-            r = _find(v, key)
-            if r is not None:
-                return r
-    return None

@@ -19,32 +19,23 @@ from edgeconv.pipeline import convert_reference, make_calibration, prepare  # no
 PP = Preprocess(size=(32, 32), mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 
 
-def _find(d: Any, key: str) -> Any:
-    if isinstance(d, dict):
-        if key in d:
-            return d[key]
-        for v in d.values():
-            r = _find(v, key)
-            if r is not None:
-                return r
-    return None
-
-
 @pytest.mark.slow
-def test_collapsed_ema_is_requantized_with_kl(cifar_pattern: Any, photo_like_32: Path, tmp_path: Path) -> None:
+def test_collapsed_ema_is_requantized_with_kl(cifar_pattern: Any, photo_like_32: Path, tmp_path: Path,
+                                              find_key: Any) -> None:
     prep = prepare(cifar_pattern, inputs=["input:1x3x32x32"], use_cache=False, preprocess=PP)
     calib = make_calibration(prep, photo_like_32, size=48, preprocess=PP)
     art = convert_reference(prep, "mnn", out=tmp_path / "mnn", precision="int8", calibration=calib,
                             options={"int8_fallback": False}, use_cache=False, preprocess=PP)
-    fb = _find(art.manifest, "feature_fallback")
+    fb = find_key(art.manifest, "feature_fallback")
     assert fb is not None and fb["from"] == "EMA" and fb["to"] == "KL"
     assert fb["ema_cosine"] < fb["threshold"] <= fb["kl_cosine"]
-    assert _find(art.manifest, "feature_method") == "KL"
+    assert find_key(art.manifest, "feature_method") == "KL"
     assert art.manifest["verification"]["drift"]["cosine"] >= 0.97
 
 
 @pytest.mark.slow
-def test_float_layers_with_the_default_method_use_kl(cifar_pattern: Any, photo_like_32: Path, tmp_path: Path) -> None:
+def test_float_layers_with_the_default_method_use_kl(cifar_pattern: Any, photo_like_32: Path, tmp_path: Path,
+                                                     find_key: Any) -> None:
     prep = prepare(cifar_pattern, inputs=["input:1x3x32x32"], use_cache=False, preprocess=PP)
     calib = make_calibration(prep, photo_like_32, size=48, preprocess=PP)
     import onnx
@@ -53,7 +44,7 @@ def test_float_layers_with_the_default_method_use_kl(cifar_pattern: Any, photo_l
     # a reference node name, as --keep-fp32 and the float-fallback search pass it (MNN names ops by output tensor)
     art = convert_reference(prep, "mnn", out=tmp_path / "keep", precision="int8", calibration=calib,
                             keep_fp32=(gemm,), options={"int8_fallback": False}, use_cache=False, preprocess=PP)
-    assert _find(art.manifest, "feature_method") == "KL"
-    assert "EMA ignores" in str(_find(art.manifest, "feature_method_reason"))
-    kept = _find(art.manifest, "fp32_ops")
+    assert find_key(art.manifest, "feature_method") == "KL"
+    assert "EMA ignores" in str(find_key(art.manifest, "feature_method_reason"))
+    kept = find_key(art.manifest, "fp32_ops")
     assert kept and all(k.endswith("__matmul_converted") for k in kept)
