@@ -30,6 +30,7 @@ class MnnTarget(Target):
     routes = ("onnx",)
     tools = ("MNN",)
     isolate = True
+    fork_unsafe_modules = ("MNN",)  # its thread pool: a child forked after MNN ran here hangs in its first run
     options = {
         "precision_mode": Option(str, "normal", "MNN runtime precision: high/normal = fp32 kernels; low = fp16 "
                                  "arithmetic where the CPU has it (ARMv8.2), low_bf16 = bf16; low-for-fp16 = low "
