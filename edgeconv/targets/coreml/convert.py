@@ -50,7 +50,8 @@ def image_input(pp: Any, shape: tuple[int, ...]) -> dict[str, Any] | None:
 
 def _unsupported_torch_op(message: str) -> str | None:
     m = re.search(r"(?:convert function for op|op) '([\w.:]+)' not implemented", message) or \
-        re.search(r"Unsupported (?:op|operation)[^']*'([\w.:]+)'", message)
+        re.search(r"Unsupported (?:op|operation)[^']*'([\w.:]+)'", message) or \
+        re.search(r"Unsupported fx node (\w+)", message)  # the torch.export frontend's wording
     return m.group(1) if m else None
 
 
