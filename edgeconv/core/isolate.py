@@ -36,7 +36,7 @@ def _child(conn: Any, func: Callable[..., Any], args: tuple, kwargs: dict, forke
         result = func(*args, **kwargs)
         conn.send(("ok", result))
     except BaseException as e:  # noqa: BLE001 - every failure goes back to the parent with its kind
-        extra = {k: getattr(e, k) for k in ("task",) if getattr(e, k, None) is not None}
+        extra = {k: getattr(e, k) for k in ("task", "drift") if getattr(e, k, None) is not None}
         conn.send(("err", type(e).__name__, str(getattr(e, "message", e)), getattr(e, "hint", None),
                    getattr(e, "stage", None), getattr(e, "target", None), traceback.format_exc(), extra))
     finally:
@@ -53,14 +53,14 @@ def _signal_name(code: int | None) -> str:
 
 
 def _start(func: Callable[..., Any], args: tuple, kwargs: dict, start: str | None,
-           child_setup: Callable[[], None] | None = None, daemon: bool = True) -> tuple[Any, Any, bool]:
+           child_setup: Callable[[], None] | None = None, daemon: bool = True) -> tuple[Any, Any]:
     method = start or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     ctx = mp.get_context(method)
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, func, args, kwargs, method == "fork", child_setup), daemon=daemon)
     proc.start()
     child.close()
-    return proc, parent, method == "fork"
+    return proc, parent
 
 
 def _finish(proc: Any, parent: Any, *, timeout: float, what: str, target: str | None,
@@ -107,13 +107,13 @@ def run_isolated(func: Callable[..., Any], *args: Any, timeout: float, what: str
                  stage: str | None = None, **kwargs: Any) -> Any:
     """Call ``func(*args, **kwargs)`` in a child process; errors keep their edgeconv kind, a crash or a hang
     becomes ``error`` (ConversionError by default) naming ``what`` and the signal."""
-    proc, parent, _ = _start(func, args, kwargs, start)
+    proc, parent = _start(func, args, kwargs, start)
     return _finish(proc, parent, timeout=timeout, what=what, target=target, error=error, stage=stage)
 
 
 @dataclass
 class Call:
-    """One unit of work for :func:`run_many`."""
+    """One unit of work for :func:`iter_many`."""
 
     func: Callable[..., Any]
     args: tuple = ()
@@ -121,16 +121,6 @@ class Call:
     what: str = "task"
     target: str | None = None
     timeout: float = 3600.0
-
-
-def run_many(calls: list[Call], jobs: int, *, error: type[E.EdgeconvError] = E.ConversionError,
-             stage: str | None = None, child_setup: Callable[[], None] | None = None) -> list[Any]:
-    """Run ``calls`` in up to ``jobs`` forked children at once; returns each call's result or its error (an
-    ``EdgeconvError`` instance, never raised), in the order of ``calls``. See :func:`iter_many`."""
-    results: list[Any] = [None] * len(calls)
-    for i, res in iter_many(calls, jobs, error=error, stage=stage, child_setup=child_setup):
-        results[i] = res
-    return results
 
 
 def iter_many(calls: list[Call], jobs: int, *, error: type[E.EdgeconvError] = E.ConversionError,
@@ -153,7 +143,7 @@ def iter_many(calls: list[Call], jobs: int, *, error: type[E.EdgeconvError] = E.
             while pending and len(running) < max(1, jobs):
                 i = pending.pop(0)
                 c = calls[i]
-                proc, parent, _ = _start(c.func, c.args, c.kwargs, "fork", child_setup, daemon=False)
+                proc, parent = _start(c.func, c.args, c.kwargs, "fork", child_setup, daemon=False)
                 running[parent] = (i, proc, time.monotonic() + c.timeout)
             soonest = min(d for _, _, d in running.values())
             ready = wait(list(running), timeout=max(0.0, soonest - time.monotonic()))

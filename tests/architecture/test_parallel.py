@@ -12,7 +12,7 @@ import pytest
 
 from edgeconv import api
 from edgeconv.core.errors import ConfigError, ConversionError, ExportError
-from edgeconv.core.isolate import Call, iter_many, run_many
+from edgeconv.core.isolate import Call, iter_many
 from edgeconv.plan import default_jobs
 
 FIX = Path(__file__).parent.parent / "fixtures" / "tiny_model.py"
@@ -39,15 +39,16 @@ def _raise_config() -> None:
 
 def test_run_many_runs_side_by_side_and_keeps_order(tmp_path: Path) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
-    res = run_many([Call(_wait_for, (a, b), timeout=90), Call(_wait_for, (b, a), timeout=90)], jobs=2)
-    assert res == ["a", "b"]
+    res = dict(iter_many([Call(_wait_for, (a, b), timeout=90), Call(_wait_for, (b, a), timeout=90)], jobs=2))
+    assert [res[0], res[1]] == ["a", "b"]
 
 
 def test_run_many_failures_stay_in_their_slot(tmp_path: Path) -> None:
     calls = [Call(_segfault, what="crasher", target="x"), Call(_raise_config), Call(time.sleep, (30,), timeout=1.5),
              Call(len, ("abc",))]
-    done = [i for i, _ in iter_many(calls, jobs=2)]
-    res = run_many(calls, jobs=2)
+    got = list(iter_many(calls, jobs=2))
+    done = [i for i, _ in got]
+    res = dict(got)
     assert isinstance(res[0], ConversionError) and "SIGSEGV" in res[0].message and res[0].target == "x"
     assert isinstance(res[1], ConfigError) and res[1].hint == "do the other thing"  # its kind and hint survive
     assert isinstance(res[2], ConversionError) and "did not finish within 2 s" in res[2].message
