@@ -219,8 +219,7 @@ def build_context(prep: Prepared, profile: Profile, precision: str, *, calibrati
     backend.check_options(dict(profile.options), f"profile {profile.path or profile.name} [options]")
     opts = backend.check_options({k: v for k, v in (options or {}).items() if v is not None}, "--option")
     pp = (calibration.preprocess if calibration is not None else None) or preprocess or prep.preprocess
-    keep_fp32 = _module_patterns(ref, tuple(keep_fp32)) if keep_fp32 else ()
-    nodes = keep.resolve(ref.onnx_path, keep_fp32) if keep_fp32 else ()
+    keep_fp32, nodes = _module_patterns(ref, tuple(keep_fp32)) if keep_fp32 else ((), ())
     ctx = ConvertContext(ref, profile, precision, out_dir or Path("."), calibration, tuple(keep_fp32), opts,
                          task=dict(prep.info), preprocess=pp, keep_fp32_nodes=nodes, evaluator=evaluator,
                          postprocess=postprocess, device=_device_for(profile, opts.get("device")),
@@ -228,18 +227,20 @@ def build_context(prep: Prepared, profile: Profile, precision: str, *, calibrati
     return backend, ctx
 
 
-def _module_patterns(ref: ReferenceModel, patterns: tuple[str, ...]) -> tuple[str, ...]:
+def _module_patterns(ref: ReferenceModel, patterns: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """``--keep-fp32`` patterns with PyTorch module names (``backbone.0.conv``, ``head``) that match no node name
-    replaced by the exact nodes of that module, so every backend's own matching sees node names it can find.
+    replaced by the exact nodes of that module, so every backend's own matching sees node names it can find; and
+    the matched nodes, in graph order (what ``keep.resolve`` gives, from the one load of the graph).
 
     Module names come from the exporter's metadata, legacy node names, weight names or a scoped re-export
     (``edgeconv.diagnose.modules``); a node whose module is only inferred from upstream is not counted."""
     nodes = keep.graph_nodes(ref.onnx_path)
     out: list[str] = []
+    hit: set[str] = set()
     modules: dict[str, Any] | None = None
     for p in patterns:
         try:
-            keep.match(nodes, [p])
+            hit.update(*keep.match(nodes, [p]).values())
             out.append(p)
             continue
         except ConfigError as e:
@@ -261,7 +262,8 @@ def _module_patterns(ref: ReferenceModel, patterns: tuple[str, ...]) -> tuple[st
                                   "too") from None
             log.info("--keep-fp32 %s: module %s = %d node(s)", p, name, len(hits))
             out.extend(hits)
-    return tuple(dict.fromkeys(out))
+            hit.update(hits)
+    return tuple(dict.fromkeys(out)), tuple(n for n, _, _ in nodes if n in hit)
 
 
 def _device_for(profile: Profile, explicit: str | None) -> str | None:
@@ -524,6 +526,7 @@ def verify(art: Artifact, ctx: ConvertContext, backend: Target, result: Conversi
         err = VerificationError(f"{profile.name} {precision} differs from the reference: {'; '.join(fails)}",
                                 hint=hint, stage="verify", target=profile.name)
         err.task = task  # type: ignore[attr-defined]  # callers tell a budget failure from a drift failure
+        err.drift = {k: v for k, v in drift.items() if k != "per_output"}  # type: ignore[attr-defined]
         raise err
     return record
 

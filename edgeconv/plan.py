@@ -221,7 +221,7 @@ class Planner:
                 raise
             if over and evaluator is not None:
                 art = self.repair(row, prep, cal, evaluator, keep_fp32, e)
-            elif not over and "cosine" in e.message and row.profile.tol(row.precision).get("cosine") is not None:
+            elif not over and _cosine_failed(e, row.profile.tol(row.precision).get("cosine")):
                 # No task metric to hold it to: the same search, with the worst-case cosine on real inputs as the
                 # objective (its budget is the profile's cosine tolerance).
                 cos = float(row.profile.tol(row.precision)["cosine"])
@@ -369,6 +369,12 @@ class Planner:
         return d
 
 
+def _cosine_failed(error: VerificationError, limit: float | None) -> bool:
+    """Whether the host verification's worst-case cosine (the drift record the error carries) is under ``limit``."""
+    cosine = (getattr(error, "drift", None) or {}).get("cosine")
+    return limit is not None and cosine is not None and cosine < float(limit)
+
+
 def _module_names(ref: Any) -> dict[str, Any] | None:
     """ONNX node -> PyTorch module for the layers a fallback keeps (exporter metadata, else a scoped re-export);
     None lets the ranking use what the file alone says."""
@@ -388,16 +394,14 @@ def drift_evaluator(prep: Prepared, cal: CalibrationSet, samples: int = 16) -> T
 
     from edgeconv.core.compare import compare_outputs
     from edgeconv.core.hashing import sha256_json
-    from edgeconv.targets.base import OrtRunner
+    from edgeconv.targets.base import reference_items
 
-    feeds = list(itertools.islice(cal.feeds(), samples))
-    with OrtRunner(prep.reference.onnx_path) as r:
-        refs = [r.infer(f) for f in feeds]
+    items = reference_items(prep.reference.onnx_path, list(itertools.islice(cal.feeds(), samples)))
 
     def score(outs: list[dict[str, Any]], labels: list[Any]) -> float:
         return 100.0 * float(compare_outputs(labels, outs).get("cosine") or 0.0)
 
-    return TaskEvaluator("worst_cosine", list(zip(feeds, refs, strict=True)), score,
+    return TaskEvaluator("worst_cosine", items, score,
                          sha256_json({"objective": "worst_cosine", "calibration": cal.key, "samples": samples,
                                       "reference": prep.reference.sha256}),
                          {"unit": "%", "source": "calibration sample", "task": "drift"})
