@@ -32,15 +32,13 @@ def agreement_evaluator(reference: Any, tk: Any, calibration: Any, post: Any = N
 
     from edgeconv import tasks
     from edgeconv.bench import metrics
-    from edgeconv.targets.base import OrtRunner
+    from edgeconv.targets.base import reference_items
 
     if tk.name == "detection" and post is None:
         return None
-    feeds = list(itertools.islice(calibration.feeds(), samples))
-    if not feeds:
+    items = reference_items(reference.onnx_path, list(itertools.islice(calibration.feeds(), samples)))
+    if not items:
         return None
-    with OrtRunner(reference.onnx_path) as r:
-        refs = [r.infer(f) for f in feeds]
     out_name = reference.outputs[0].name
     if tk.scored:
         metric = tk.label_free_metric
@@ -60,11 +58,11 @@ def agreement_evaluator(reference: Any, tk: Any, calibration: Any, post: Any = N
             hits = [int(np.argmax(np.asarray(o[out_name]).reshape(-1))) ==
                     int(np.argmax(np.asarray(r[out_name]).reshape(-1))) for o, r in zip(outs, labels, strict=True)]
             return 100.0 * float(np.mean(hits))
-    fp = sha256_json({"label_free": tk.name, "metric": metric, "calibration": calibration.key, "samples": len(feeds),
+    fp = sha256_json({"label_free": tk.name, "metric": metric, "calibration": calibration.key, "samples": len(items),
                       "reference": getattr(reference, "sha256", None)})
-    return TaskEvaluator(metric, list(zip(feeds, refs, strict=True)), score, fp,
+    return TaskEvaluator(metric, items, score, fp,
                          {"unit": "points", "task": tk.name, "labelled": False,
-                          "source": f"{len(feeds)} calibration inputs (label-free agreement with the reference; "
+                          "source": f"{len(items)} calibration inputs (label-free agreement with the reference; "
                                     "in-sample)"})
 
 

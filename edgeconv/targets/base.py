@@ -371,6 +371,13 @@ def flat_module(module: Any) -> Any:
     return FlatOutputs(module)
 
 
+def reference_items(onnx_path: Any, feeds: list[dict[str, np.ndarray]]) -> list[tuple[dict[str, np.ndarray], Any]]:
+    """``(feed, the reference ONNX's outputs on it)`` pairs: the items of an evaluator whose labels are the
+    reference's own answers (agreement and drift objectives without labelled data)."""
+    with OrtRunner(onnx_path) as r:
+        return [(f, r.infer(f)) for f in feeds]
+
+
 def volumetric_ops(onnx_path: Any) -> list[str]:
     """Nodes of the reference with 3-D kernels (``MaxPool3d``/``Conv3d``/``AvgPool3d``, e.g. LPRNet's MaxPool3d over
     channels of a 4-D feature map): mobile converters (Core ML, RKNN) fail on them with messages that do not say
