@@ -168,11 +168,10 @@ def capture_tflite(artifact: Any, feeds: list[dict[str, np.ndarray]], reference:
     from edgeconv.targets.tflite.runner import TfliteRunner
 
     path = artifact.file("model")
-    runner = TfliteRunner(path, io=artifact.manifest.get("conversion", {}).get("io"), threads=threads)
     kw: dict[str, Any] = {"num_threads": threads} if threads else {}
     interp = lt.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True, **kw)
     interp.allocate_tensors()
-    runner.interpreter, runner.sig_runner = interp, interp.get_signature_runner(runner.signature)
+    runner = TfliteRunner(path, io=artifact.manifest.get("conversion", {}).get("io"), interpreter=interp)
     produced = sorted({i for op in interp._get_ops_details() for i in op["outputs"] if i >= 0})
     details = {d["index"]: d for d in interp.get_tensor_details()}
     got, fused = [], []

@@ -253,9 +253,12 @@ def test_runner_batches_and_restores_nchw(tiny_prepared, tmp_path: Path) -> None
         np.testing.assert_allclose(one, ref, atol=1e-4)
         two = r.infer({"images": np.concatenate([x, x[:, :, ::-1]])})["output"]
         assert two.shape == (2, 4, 32, 32) and np.array_equal(two[0], one[0])
-        r.outputs["output"] = (r.outputs["output"][0], (1, 4, 16, 16))
+        wrong = {"output": (r.outputs["output"][0], (1, 4, 16, 16))}
+    from edgeconv.targets.ncnn.runner import NcnnRunner
+
+    with NcnnRunner(art.file("model"), art.file("weights"), inputs=r.inputs, outputs=wrong, threads=1) as bad:
         with pytest.raises(Exception, match="needs 1024 values"):
-            r.infer({"images": x})
+            bad.infer({"images": x})
 
 
 def test_int8_kl_thresholds_still_selectable(tiny_prepared, tiny_calib_dir: Path, tmp_path: Path) -> None:
@@ -371,3 +374,34 @@ def test_explicit_torch_route_failure_points_to_the_onnx_route(tmp_path: Path) -
     msg = ei.value.message
     assert "torch route" in msg and "Tensor.slice x4" in msg and len(msg) < 400 and "\n" not in msg
     assert "default onnx route" in ei.value.hint
+
+
+@pytest.mark.parametrize("first", ["ReLU relu 1 1 in0 out0", "Split sp 1 2 in0 a b\nReLU relu 1 1 a out0"])
+def test_input_read_in_place_gets_a_mat_of_its_own(tmp_path: Path, first: str) -> None:
+    """A Mat wrapping the caller's array has no reference count: in light mode a layer working in place on the
+    input (here ReLU, directly or behind a Split) dereferenced it (SIGSEGV) or would overwrite the caller's array."""
+    from edgeconv.targets.ncnn.runner import NcnnRunner, wrappable_inputs
+
+    body = first.splitlines()
+    param = tmp_path / "m.param"
+    param.write_text("\n".join(["7767517", f"{1 + len(body)} {2 + 2 * (len(body) - 1)}",
+                                 "Input in0 0 1 in0 0=4 1=4 2=3", *body]) + "\n")
+    (tmp_path / "m.bin").write_bytes(b"")
+    assert wrappable_inputs(param, ["in0"]) == frozenset()
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 4)).astype(np.float32)
+    x0 = x.copy()
+    with NcnnRunner(param, tmp_path / "m.bin", inputs={"x": ("in0", (1, 3, 4, 4))},
+                    outputs={"y": ("out0", (1, 3, 4, 4))}, runtime={"light_mode": True}, threads=1) as r:
+        y = r.infer({"x": x})["y"]
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(y, np.maximum(x0, 0))
+
+
+def test_input_read_by_a_convolution_is_wrapped_without_a_copy(tmp_path: Path) -> None:
+    from edgeconv.targets.ncnn.runner import wrappable_inputs
+
+    param = tmp_path / "m.param"
+    param.write_text("7767517\n4 4\nInput in0 0 1 in0\nReorg r 1 1 in0 a 0=2\nInput in1 0 1 in1\n"
+                     "BinaryOp add 2 1 a in1 out0 0=0\n")
+    assert wrappable_inputs(param, ["in0", "in1"]) == frozenset({"in0"})
+    assert wrappable_inputs(tmp_path / "missing.param", ["in0"]) == frozenset()

@@ -51,8 +51,14 @@ def test_runner_inputs_in_any_memory_layout(profile: str, modules: tuple[str, ..
         for kind, arr in _layouts(x).items():
             assert not arr.flags.c_contiguous or kind == "read_only"
             got = r.infer({name: arr})
+            np.testing.assert_array_equal(arr, x, err_msg=f"{profile} wrote into the caller's {kind} input")
             for k in want:
                 np.testing.assert_allclose(got[k], want[k], rtol=0, atol=1e-5, err_msg=f"{profile} {kind} {k}")
+        # Outputs are the caller's: the next call (other inputs) does not change what an earlier one returned.
+        first = r.infer({name: np.ascontiguousarray(x)})
+        r.infer({name: np.zeros_like(x)})
+        for k in want:
+            np.testing.assert_array_equal(first[k], want[k], err_msg=f"{profile} output {k} changed by a later call")
         # A buffer the caller reuses right after the call must not change the outputs already returned.
         buf = x.copy()
         got = r.infer({name: buf})

@@ -58,6 +58,31 @@ def make_option(ncnn: Any, runtime: dict[str, Any], threads: int | None) -> Any:
     return opt
 
 
+#: ncnn layers whose output is always a new buffer computed from their input: an input read only by these can be
+#: a Mat wrapping the caller's array. Others may work in place (ReLU, BinaryOp with a scalar, Scale ...) or pass
+#: their input on as a view (Split, Reshape, a no-op Crop/Padding/Interp/Permute) to a layer that does: those
+#: inputs get a copy the Mat owns.
+NEW_BUFFER = frozenset({"Convolution", "ConvolutionDepthWise", "Deconvolution", "DeconvolutionDepthWise",
+                        "Convolution1D", "InnerProduct", "Gemm", "Reorg", "PixelShuffle"})
+
+
+def wrappable_inputs(param: Path, blobs: list[str]) -> frozenset[str]:
+    """The input blobs whose every consumer in ``param`` is in NEW_BUFFER (empty when the file cannot be read:
+    then every input is copied, the safe side)."""
+    from edgeconv.targets.ncnn.ncnnfile import parse_param
+
+    try:
+        layers, _ = parse_param(param.read_text())
+    except Exception:  # noqa: BLE001 - unreadable here means "copy": ncnn itself reports a broken file
+        return frozenset()
+    ok = set(blobs)
+    for la in layers:
+        for b in la.bottoms:
+            if b in ok and la.type not in NEW_BUFFER:
+                ok.discard(b)
+    return frozenset(ok)
+
+
 class NcnnRunner(Runner):
     def __init__(self, param: Path | str, bin_: Path | str, *, inputs: dict[str, tuple[str, tuple[int, ...]]],
                  outputs: dict[str, tuple[str, tuple[int, ...]]], runtime: dict[str, Any] | None = None,
@@ -69,7 +94,9 @@ class NcnnRunner(Runner):
         if self.net.load_param(str(param)) != 0 or self.net.load_model(str(bin_)) != 0:
             raise VerificationError(f"ncnn could not load {param} / {bin_}")
         self.inputs, self.outputs = inputs, outputs
-        self._bufs: dict[str, np.ndarray] = {}
+        self._wrap = wrappable_inputs(Path(param), [blob for blob, _ in inputs.values()])
+        self._out_shapes = {name: (blob, tuple(shape), int(np.prod(shape[1:], dtype=np.int64)) if shape else 1)
+                            for name, (blob, shape) in outputs.items()}
         self.light_mode = bool((runtime or {}).get("light_mode", True))
 
     @classmethod
@@ -81,25 +108,21 @@ class NcnnRunner(Runner):
         return cls(artifact.file("model"), artifact.file("weights"), inputs=ins, outputs=outs,
                    runtime={**conv.get("runtime", {}), **kw.pop("runtime", {})}, threads=threads, **kw)
 
-    def _owned(self, name: str, x: np.ndarray) -> np.ndarray:
-        """A C-contiguous float32 buffer this runner owns, holding ``x``: one per input, reused while the shape
-        stays (a fresh allocation per call cost ~0.7 ms of a 20 ms YOLO run against ncnn's bare loop)."""
-        buf = self._bufs.get(name)
-        if buf is None or buf.shape != x.shape:
-            buf = self._bufs[name] = np.empty(x.shape, dtype=np.float32)
-        np.copyto(buf, x, casting="unsafe")
-        return buf
-
     def _one(self, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ex = self.net.create_extractor()
         ex.set_light_mode(self.light_mode)
         # ncnn.Mat(array) wraps the array's buffer without holding a reference to it: a temporary from
         # np.ascontiguousarray (a non-contiguous or Fortran-order input) was freed before extract() read it (max abs
-        # 1e15 on a correct model). So: an owned C-contiguous copy, kept alive in ``owned`` until extraction ends.
-        owned = {name: self._owned(name, sample[name]) for name in self.inputs}
-        mats = {name: self.ncnn.Mat(owned[name]) for name in self.inputs}
+        # 1e15 on a correct model). So every buffer a Mat wraps is held in ``owned`` until extraction ends: the
+        # caller's own array when it already is C-contiguous float32 (no copy: extract() returns before the caller
+        # can touch it again), else a C-contiguous float32 copy. A wrapped Mat has no reference count, and in light
+        # mode a layer that works in place on its input dereferences it (SIGSEGV) or would write into the caller's
+        # array: inputs not read only by shape-changing layers get a Mat that owns a copy (see wrappable_inputs).
+        owned = {name: np.ascontiguousarray(sample[name], dtype=np.float32) for name in self.inputs}
         for name, (blob, _) in self.inputs.items():
-            ex.input(blob, mats[name])
+            mat = self.ncnn.Mat(owned[name])
+            ex.input(blob, mat if blob in self._wrap else mat.clone())
+            del mat  # a clone's only reference is then the extractor's: in place on it, never cloned again
         out = {}
         for name, (blob, _) in self.outputs.items():
             ret, mat = ex.extract(blob)
@@ -107,7 +130,7 @@ class NcnnRunner(Runner):
                 raise VerificationError(f"ncnn could not compute output blob '{blob}' ({name}), code {ret}")
             out[name] = np.array(mat, dtype=np.float32, copy=True)
             del mat
-        del ex, mats, owned  # before the net can be cleared (ncnn aborts on a pool allocator destroyed while in use)
+        del ex, owned  # before the net can be cleared (ncnn aborts on a pool allocator destroyed while in use)
         return out
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -115,17 +138,16 @@ class NcnnRunner(Runner):
         batch = first.shape[0] if first.ndim >= 1 else 1
         per = [self._one({n: feeds[n][b] for n in self.inputs}) for b in range(batch)]
         result = {}
-        for name, (blob, shape) in self.outputs.items():
-            sample_shape = tuple(shape[1:]) if len(shape) >= 1 else ()
-            parts = []
+        for name, (blob, shape, size) in self._out_shapes.items():
             for p in per:
-                a = p[name]
-                if a.size != int(np.prod(sample_shape)):
-                    raise VerificationError(f"ncnn output '{blob}' ({name}) has shape {a.shape}, the reference "
-                                            f"{tuple(shape)} needs {int(np.prod(sample_shape))} values per sample")
-                parts.append(a.reshape(sample_shape))
-            # Each part is already a copy this call owns: one sample needs no second copy by np.stack.
-            result[name] = parts[0][None] if len(parts) == 1 else np.stack(parts, 0)
+                if p[name].size != size:
+                    raise VerificationError(f"ncnn output '{blob}' ({name}) has shape {p[name].shape}, the reference "
+                                            f"{shape} needs {size} values per sample")
+            # Each part is already a copy this call owns: one sample needs no second copy by np.stack. (Reshaping
+            # it straight to the batched shape, not to the sample's and then adding the axis, measured 1-2 % of a
+            # 9 ms detector in benchmarks/runner_overhead.py.)
+            result[name] = per[0][name].reshape((1, *shape[1:])) if batch == 1 else np.stack(
+                [p[name].reshape(shape[1:]) for p in per], 0)
         return result
 
     def close(self) -> None:

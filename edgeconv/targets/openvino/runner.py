@@ -90,7 +90,9 @@ class OpenVinoRunner(Runner):
     def _prepare(self, feeds: dict[str, np.ndarray]) -> tuple[Any, dict[str, np.ndarray]]:
         if not self.embedded:
             self.last_route = "model"
-            return self.request, owned(feeds, self.input_names)
+            # Not copied here: a synchronous infer() (share_inputs=False, its default) copies every input into the
+            # request's own tensors, whatever its order, strides, dtype or write flag (tests/targets/test_openvino).
+            return self.request, {i: feeds[n] for i, n in enumerate(self.input_names)}
         name = self.embedded["input"]
         raw = pp.to_raw(np.asarray(feeds[name]), self.embedded)
         u8 = pp.as_u8(raw)
@@ -106,8 +108,8 @@ class OpenVinoRunner(Runner):
     # -- API ---------------------------------------------------------------------------------------------------
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         request, inputs = self._prepare(feeds)
-        request.infer(inputs)
-        return self._outputs(request)
+        values = request.infer(inputs).to_tuple()  # share_outputs=False: arrays of their own, in port order
+        return {name: values[i] for name, i in self.output_ports}
 
     def infer_raw(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Deployed path of an embedded-preprocess IR: raw u8 NHWC images in, reference-named outputs out."""

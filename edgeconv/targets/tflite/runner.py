@@ -58,18 +58,26 @@ def dequantize(x: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 class TfliteRunner(Runner):
     def __init__(self, model: Path | str, *, io: dict[str, Any] | None = None, threads: int | None = None,
-                 **_: Any) -> None:
+                 interpreter: Any = None, **_: Any) -> None:
+        """``interpreter``: an already allocated one for ``model`` (diagnosis opens it with every tensor kept)."""
         self.runtime, _cls = interpreter_module()
-        self.interpreter = open_interpreter(model, threads=threads)
+        self.interpreter = interpreter or open_interpreter(model, threads=threads)
         sigs = self.interpreter.get_signature_list()
         self.signature = (io or {}).get("signature") or next(iter(sigs))
-        self.sig_runner = self.interpreter.get_signature_runner(self.signature)
+        sig = self.interpreter.get_signature_runner(self.signature)
+        sig_in, sig_out = sig.get_input_details(), sig.get_output_details()
+        # The signature runner is only read for tensor indices and then dropped: LiteRT refuses invoke() while one
+        # references the interpreter, and its __call__ re-runs ResizeInputTensor + AllocateTensors every time
+        # (1-3 % of a 10 ms detector against the bare set_tensor/invoke loop, benchmarks/runner_overhead.py).
+        del sig
         if io is None:  # a .tflite without our manifest: signature order, tensors as they are
-            ins, outs = self.sig_runner.get_input_details(), self.sig_runner.get_output_details()
-            io = {"inputs": [self._row(n, d) for n, d in ins.items()],
-                  "outputs": [self._row(n, d) for n, d in outs.items()]}
+            io = {"inputs": [self._row(n, d) for n, d in sig_in.items()],
+                  "outputs": [self._row(n, d) for n, d in sig_out.items()]}
         self.inputs: list[dict[str, Any]] = io["inputs"]
         self.outputs: list[dict[str, Any]] = io["outputs"]
+        self._in_index = [int(sig_in[r["tflite"]]["index"]) for r in self.inputs]
+        self._out_index = [int(sig_out[r["tflite"]]["index"]) for r in self.outputs]
+        self._shapes = [tuple(int(d) for d in sig_in[r["tflite"]]["shape"]) for r in self.inputs]
 
     @staticmethod
     def _row(name: str, det: dict[str, Any]) -> dict[str, Any]:
@@ -78,26 +86,33 @@ class TfliteRunner(Runner):
                 "scale": float(scale), "zero_point": int(zp)}
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args: dict[str, np.ndarray] = {}
+        it = self.interpreter
+        args = []
         for r in self.inputs:
             x = np.asarray(feeds[r["reference"]])
             if r["layout"] == "NHWC":
                 x = np.transpose(x, (0, 2, 3, 1))
             if np.issubdtype(np.dtype(r["dtype"]), np.integer) and r["scale"]:
                 x = quantize(x, r["dtype"], r["scale"], r["zero_point"])
-            # An owned C-contiguous copy: never the caller's (possibly strided, Fortran-order or read-only) buffer.
-            args[r["tflite"]] = np.array(x, dtype=r["dtype"], order="C", copy=True)
-        res = self.sig_runner(**args)
+            args.append(np.ascontiguousarray(x, dtype=r["dtype"]))
+        shapes = [a.shape for a in args]
+        if shapes != self._shapes:  # another batch size: resize once, as the signature runner would every call
+            for i, shape in zip(self._in_index, shapes, strict=True):
+                it.resize_tensor_input(i, list(shape))
+            it.allocate_tensors()
+            self._shapes = shapes
+        for i, a in zip(self._in_index, args, strict=True):
+            it.set_tensor(i, a)  # copies into the interpreter's own buffer: never the caller's memory at invoke()
+        it.invoke()
         out: dict[str, np.ndarray] = {}
-        for r in self.outputs:
-            y = np.asarray(res[r["tflite"]])
+        for r, i in zip(self.outputs, self._out_index, strict=True):
+            y = it.get_tensor(i)  # a copy
             if np.issubdtype(y.dtype, np.integer) and r["scale"]:
                 y = dequantize(y, r["scale"], r["zero_point"])
             if r["layout"] == "NHWC":
-                y = np.transpose(y, (0, 3, 1, 2))
-            out[r["reference"]] = np.ascontiguousarray(y)
+                y = np.ascontiguousarray(np.transpose(y, (0, 3, 1, 2)))
+            out[r["reference"]] = y
         return out
 
     def close(self) -> None:
-        self.sig_runner = None
         self.interpreter = None
