@@ -41,7 +41,7 @@ def _error_dict(e: EdgeconvError | None) -> dict[str, Any] | None:
               "OUT/<profile>-<precision>/.")
 @click.option("--opset", default=17, show_default=True, help="ONNX opset (the dynamo exporter uses >= 18).")
 @click.option("--exporter", "exporters", multiple=True, type=click.Choice(["dynamo", "legacy"]),
-              help="Exporter order (default: dynamo, then legacy).")
+              help="Exporter order (default: legacy, then dynamo; the first that verifies is used).")
 @click.option("--dynamic", type=click.Choice(["batch", "spatial", "batch,spatial"]), help="Dynamic axes (opt-in).")
 @click.option("--max-batch", default=8, show_default=True, help="Largest batch of the dynamic profile.")
 @click.option("--no-simplify", is_flag=True, help="Skip onnxsim/onnxslim.")

@@ -44,8 +44,13 @@ def test_reexport_names_nodes_without_weights() -> None:
     from edgeconv.pipeline import prepare
 
     fx = Path(__file__).resolve().parents[1] / "fixtures" / "int8_patterns.py"
-    prep = prepare(f"{fx}:build_hostile", inputs=["images:1x3x32x32"])
+    # A dynamo reference: onnxsim stripped its scopes, so weightless nodes are named by the re-export.
+    prep = prepare(f"{fx}:build_hostile", inputs=["images:1x3x32x32"], exporters=("dynamo",))
     m = reference_module_map(prep.reference)
     add = next(v for k, v in m.items() if k.startswith("node_add"))
     assert (add.module, add.source) == ("stage3", "reexport")
     assert {v.module for v in m.values() if v.source == "weight"} >= {"stage1.conv", "stage4.conv", "head"}
+    # The default (legacy) reference names every node by its scope, weightless ones included.
+    legacy = reference_module_map(prepare(f"{fx}:build_hostile", inputs=["images:1x3x32x32"]).reference)
+    assert {v.source for v in legacy.values()} == {"legacy-name"}
+    assert {v.module for v in legacy.values()} >= {"stage1.conv", "stage3", "stage4.conv", "head"}

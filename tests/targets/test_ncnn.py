@@ -256,9 +256,9 @@ def test_runner_batches_and_restores_nchw(tiny_prepared, tmp_path: Path) -> None
         wrong = {"output": (r.outputs["output"][0], (1, 4, 16, 16))}
     from edgeconv.targets.ncnn.runner import NcnnRunner
 
-    with NcnnRunner(art.file("model"), art.file("weights"), inputs=r.inputs, outputs=wrong, threads=1) as bad:
-        with pytest.raises(Exception, match="needs 1024 values"):
-            bad.infer({"images": x})
+    with (NcnnRunner(art.file("model"), art.file("weights"), inputs=r.inputs, outputs=wrong, threads=1) as bad,
+          pytest.raises(Exception, match="needs 1024 values")):
+        bad.infer({"images": x})
 
 
 def test_int8_kl_thresholds_still_selectable(tiny_prepared, tiny_calib_dir: Path, tmp_path: Path) -> None:

@@ -72,13 +72,16 @@ def test_torch_route(tiny_prepared, tmp_path):
 
 
 def test_int8_keep_fp32_becomes_ignored_scope(tiny_prepared, calib, tmp_path):
-    # ONNX node names are what the one --keep-fp32 matcher resolves (node_conv2d_2 is the dynamo name of the head)
-    art = _convert(tiny_prepared, tmp_path, "int8", calib, keep_fp32=("node_conv2d_2", "op:Sigmoid"))
+    # ONNX node names are what the one --keep-fp32 matcher resolves: the head's last conv, by its reference name
+    import onnx
+
+    head = [n.name for n in onnx.load(str(tiny_prepared.reference.onnx_path)).graph.node if n.op_type == "Conv"][-1]
+    art = _convert(tiny_prepared, tmp_path, "int8", calib, keep_fp32=(head, "op:Sigmoid"))
     q = art.manifest["conversion"]["int8"]
     assert q["quantizer"] == "nncf.quantize" and q["calibration"]["size"] == 32
     assert q["ignored_scope"]["types"] == ["Swish"]  # ONNX Sigmoid(+Mul) is OpenVINO's fused Swish
     assert len(q["ignored_scope"]["names"]) == 1
-    assert q["keep_fp32_matches"]["node_conv2d_2"] == q["ignored_scope"]["names"]
+    assert q["keep_fp32_matches"][head] == q["ignored_scope"]["names"]
     # the head conv really stayed float, the others were quantized
     assert q["float_layers"] == q["ignored_scope"]["names"]
     xml = (art.path / "model.xml").read_text()
@@ -244,3 +247,17 @@ def test_onnx_route_that_differs_falls_back_to_torch(tiny_prepared, tmp_path, mo
 
     with pytest.raises(VerificationError):
         _convert(tiny_prepared, tmp_path / "explicit", "fp32", options={"route": "onnx"})
+
+
+def test_conversion_sends_no_telemetry(tmp_path) -> None:
+    """OpenVINO's converter and NNCF run on their telemetry stubs once edgeconv's OpenVINO target is loaded: no
+    sender thread (offline it waits on the network, and a worker forked meanwhile aborted)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import edgeconv.targets.openvino; import openvino, nncf; "
+            "from openvino.tools.ovc import convert_impl; from nncf.telemetry import wrapper; "
+            "print(sys.modules.get('openvino_telemetry'), convert_impl.tm.__name__, "
+            "isinstance(wrapper.telemetry, wrapper.NNCFTelemetryStub))")  # the stub is a MagicMock
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split()[-3:] == ["None", "openvino.tools.ovc.telemetry_stub", "True"], out.stdout

@@ -7,9 +7,22 @@ registry can list this target (and say what to install) on machines without Open
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from edgeconv.targets.base import ConversionResult, ConvertContext, Option, Runner, Target
+
+
+def block_telemetry() -> None:
+    """Keep OpenVINO's converter and NNCF on their telemetry stubs (both fall back to one when
+    ``openvino_telemetry`` cannot be imported). Those tools show no opt-in dialog and treat a missing consent file
+    as consent, so every conversion would post usage events from a thread pool; offline, that thread waits on the
+    network, and a worker forked meanwhile aborted in it ("Resource deadlock avoided"). A process that imported
+    the package before edgeconv keeps it."""
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]  # None: import raises ImportError
+
+
+block_telemetry()  # before anything imports openvino (its __init__ imports the converter, which imports telemetry)
 
 
 class OpenVinoTarget(Target):
