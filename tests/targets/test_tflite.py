@@ -66,6 +66,7 @@ def test_fp32_converts_and_verifies(fp32_art, tiny_prepared):
     io = fp32_art.manifest["conversion"]["io"]
     assert [r["reference"] for r in io["outputs"]] == [o.name for o in tiny_prepared.reference.outputs]
     assert io["inputs"][0]["dtype"] == "float32"
+    assert fp32_art.manifest["conversion"]["folded_batch_norms"] >= 1  # litert-torch got the folded view
 
 
 def test_fp32_runner_matches_reference(fp32_art, tiny_prepared):

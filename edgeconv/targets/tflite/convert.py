@@ -170,6 +170,10 @@ def convert(ctx: ConvertContext) -> ConversionResult:
                    for s, x in zip(ref.inputs, (ref.random_feeds(1)[0][s.name] for s in ref.inputs), strict=True))
     warm_up(wrapped, sample)
     meta: dict[str, Any] = {"format": "tflite", "converter": "litert-torch", "layout": layout}
+    if ctx.precision in ("fp32", "fp16"):  # int8: PT2E's prepare folds them itself, before observing
+        from edgeconv.targets.fold_bn import fold_batch_norms
+
+        wrapped, meta["folded_batch_norms"] = fold_batch_norms(wrapped, sample)
     quant_config = None
     if ctx.precision == "fp16":
         from litert_torch.generative.quantize import quant_recipes

@@ -1,0 +1,115 @@
+"""Conv + BatchNorm folded at the module level, for the converters that trace the PyTorch model (litert-torch).
+
+Why: litert-torch decomposes and lowers every ``batch_norm`` node on its own (a YOLO11n has 81): converting the
+folded model costs 11 s CPU instead of 17 s, and the .tflite is the same graph (its converter folds them too, late).
+Ultralytics folds with its own ``model.fuse()``, which knows its Conv class; this works on any model:
+
+1. ``torch.export`` the model once to find which ``nn.Conv2d`` feeds which ``nn.BatchNorm2d`` (each used once, the
+   conv's output read by nothing else);
+2. build a *view* of the module tree: only the modules on the path to a folded pair are shallow copies (their own
+   ``_modules`` dict), everything else — parameters, buffers, other modules — is the user's, untouched and shared
+   (the model is never deep-copied: some hold objects that cannot be copied);
+3. the conv becomes ``torch.nn.utils.fusion.fuse_conv_bn_eval``'s conv, the norm an ``nn.Identity``;
+4. the view must reproduce the model's outputs on the sample (``allclose`` at 1e-4 relative), else the model is
+   used as it is. Any failure on the way means "not folded", never an error: the artifact is still verified.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from edgeconv.core.console import log
+
+
+def _pairs(module: Any, sample: tuple[Any, ...]) -> list[tuple[str, str]]:
+    """(conv path, batch-norm path) pairs of the exported graph that can be folded."""
+    import torch
+
+    with torch.no_grad():
+        ep = torch.export.export(module, sample)
+    aten = torch.ops.aten
+    uses: dict[str, int] = {}
+    found = []
+    for n in ep.graph.nodes:
+        if n.op != "call_function" or n.target not in (aten.conv2d.default, aten.batch_norm.default):
+            continue
+        stack = n.meta.get("nn_module_stack") or {}
+        if not stack:
+            continue
+        path = list(stack.values())[-1][0]
+        uses[path] = uses.get(path, 0) + 1
+        conv = n.args[0]
+        if (n.target == aten.batch_norm.default and getattr(conv, "target", None) == aten.conv2d.default
+                and len(conv.users) == 1 and conv.meta.get("nn_module_stack")):
+            found.append((list(conv.meta["nn_module_stack"].values())[-1][0], path))
+    return [(c, b) for c, b in found if uses.get(c) == 1 and uses.get(b) == 1]
+
+
+def _get(root: Any, path: str) -> Any:
+    """The submodule at a dotted path, through the module registries (never ``getattr``, which a model may
+    shadow); None when the path is not one (export paths of other forms are skipped)."""
+    m = root
+    for part in path.split(".") if path else []:
+        m = vars(m).get("_modules", {}).get(part)
+        if m is None:
+            return None
+    return m
+
+
+def _view(root: Any, replace: dict[str, Any]) -> Any:
+    """``root`` with the submodules at ``replace``'s dotted paths swapped, copying only the modules above them."""
+    copies: dict[str, Any] = {}
+
+    def own(path: str) -> Any:
+        if path in copies:
+            return copies[path]
+        if path == "":
+            m = copy.copy(root)
+        else:
+            parent, _, leaf = path.rpartition(".")
+            m = copy.copy(own(parent)._modules[leaf])
+            own(parent)._modules[leaf] = m
+        m._modules = dict(m._modules)  # its own child table; parameters and buffers stay the user's
+        copies[path] = m
+        return m
+
+    for path, new in replace.items():
+        parent, _, leaf = path.rpartition(".")
+        own(parent)._modules[leaf] = new
+    return copies.get("", root)
+
+
+def fold_batch_norms(module: Any, sample: tuple[Any, ...]) -> tuple[Any, int]:
+    """``(model to convert, number of BatchNorms folded)``: a folded view of ``module`` when that is possible and
+    exact, else ``(module, 0)``."""
+    import torch
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    try:
+        pairs = _pairs(module, sample)
+        replace: dict[str, Any] = {}
+        for conv_path, bn_path in pairs:
+            conv, bn = _get(module, conv_path), _get(module, bn_path)
+            if type(conv) is not torch.nn.Conv2d or type(bn) is not torch.nn.BatchNorm2d:  # None too
+                continue
+            if bn.training or conv.training or not bn.track_running_stats:
+                continue
+            replace[conv_path] = fuse_conv_bn_eval(conv, bn)
+            replace[bn_path] = torch.nn.Identity()
+        if not replace:
+            return module, 0
+        view = _view(module, replace)
+        with torch.no_grad():
+            want, got = module(*sample), view(*sample)
+        want = want if isinstance(want, (tuple, list)) else (want,)
+        got = got if isinstance(got, (tuple, list)) else (got,)
+        if len(want) != len(got) or not all(
+                a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-5 * max(1.0, float(a.abs().max())))
+                for a, b in zip(want, got, strict=True)):
+            log.debug("batch-norm folding changed the outputs: converting the model unfolded")
+            return module, 0
+        return view, len(replace) // 2
+    except Exception as e:  # noqa: BLE001 - folding is an optimisation: any failure converts the model as it is
+        log.debug("batch-norm folding skipped: %s: %s", type(e).__name__, e)
+        return module, 0
