@@ -65,7 +65,6 @@ IMGSZ = 320
 #: What a row's numbers mean beyond the table's columns.
 NOTES = {("tflite", "fp32"): "Ultralytics' TFLite head divides boxes by the image size (its own tflite decode), so "
                              "its max abs vs torch is that scale, not an error; its input is NHWC"}
-RESULTS = ROOT / "benchmarks" / "results"
 
 
 def ultralytics_missing() -> str | None:
@@ -262,7 +261,7 @@ def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
     lines = [f"# edgeconv vs Ultralytics export: YOLO11n {IMGSZ}×{IMGSZ}, {res['threads']} thread", "",
              f"{res['date']} · {m['cpu']}, {m['cores']} cores, {m.get('isa_line')} · load average before "
-             f"{res['load_before']}, after {res['load_after']} (machine shared with other jobs; run under `nice`) · "
+             f"{res['load_before']}, after {res['load_after']} · "
              f"python {res.get('python')}", "",
              "Versions: " + ", ".join(f"{k} {v}" for k, v in res["versions"].items()), ""]
     if res["status"] != "ok":
@@ -318,11 +317,9 @@ def main() -> None:
     res["versions"] = _versions()
     res.update({"status": "skipped", "reason": why} if why else compare(args))
     res["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"peer_ultralytics_{now.date().isoformat()}"
-    stem.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str) + "\n")
-    stem.with_suffix(".md").write_text(markdown(res))
-    print(markdown(res))
+    from side_by_side import write_report
+
+    write_report("peer_ultralytics", res, markdown(res), now)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -28,7 +27,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-RESULTS = ROOT / "benchmarks" / "results"
 
 Fn = Callable[[], dict[str, np.ndarray]]
 
@@ -129,11 +127,9 @@ def main() -> None:
                            "load_before": [round(x, 2) for x in os.getloadavg()]}
     rec["rows"] = [measure(p, args.threads, args.runs) for p in args.artifacts]
     rec["load_after"] = [round(x, 2) for x in os.getloadavg()]
-    RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"runner_overhead_{now.date().isoformat()}"
-    stem.with_suffix(".json").write_text(json.dumps(rec, indent=1, default=str) + "\n")
-    stem.with_suffix(".md").write_text(markdown(rec))
-    print(markdown(rec))
+    from side_by_side import write_report
+
+    write_report("runner_overhead", rec, markdown(rec), now)
 
 
 if __name__ == "__main__":

@@ -55,5 +55,15 @@ def write(name: str, record: dict[str, Any]) -> Path:
     return out
 
 
+def write_report(name: str, record: dict[str, Any], md: str, when: dt.datetime) -> Path:
+    """Write ``results/<name>_<date>.json`` and its rendered ``.md``, and print the markdown."""
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"{name}_{when.date().isoformat()}"
+    stem.with_suffix(".json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    stem.with_suffix(".md").write_text(md)
+    print(md)
+    return stem.with_suffix(".json")
+
+
 def today() -> str:
     return dt.date.today().isoformat()
