@@ -213,11 +213,13 @@ class NcnnRunner:
     def _one(self, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ex = self.net.create_extractor()
         ex.set_light_mode(self.light_mode)
-        # ncnn.Mat(array) wraps the buffer without keeping it alive: owned C-contiguous copies, held to the end
-        owned = {name: np.array(sample[name], dtype=np.float32, order="C", copy=True) for name in self.inputs}
-        mats = {name: self.ncnn.Mat(owned[name]) for name in self.inputs}
+        # ncnn.Mat(array) wraps the buffer without keeping it alive or counting references (in light mode a layer
+        # working in place on the input crashed on such a Mat): each input is a clone ncnn owns, the extractor its
+        # only holder. The wrapped array is held until the clone is made.
         for name, (blob, _) in self.inputs.items():
-            ex.input(blob, mats[name])
+            held = np.ascontiguousarray(sample[name], dtype=np.float32)
+            ex.input(blob, self.ncnn.Mat(held).clone())
+            del held
         out = {}
         for name, (blob, _) in self.outputs.items():
             ret, mat = ex.extract(blob)
@@ -225,7 +227,7 @@ class NcnnRunner:
                 raise WorkerError(f"ncnn could not compute output blob '{blob}' ({name}), code {ret}")
             out[name] = np.array(mat, dtype=np.float32, copy=True)
             del mat
-        del ex, mats, owned  # before the net can be cleared
+        del ex  # before the net can be cleared
         return out
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -266,11 +268,16 @@ class TfliteRunner:
         if not io:
             raise WorkerError("the tflite artifact records no conversion.io table (name/layout mapping)")
         sigs = self.interpreter.get_signature_list()
-        self.sig_runner = self.interpreter.get_signature_runner(io.get("signature") or next(iter(sigs)))
+        sig = self.interpreter.get_signature_runner(io.get("signature") or next(iter(sigs)))
+        sig_in, sig_out = sig.get_input_details(), sig.get_output_details()
+        del sig  # indices only: a live SignatureRunner blocks invoke() and re-allocates on every call
         self.inputs, self.outputs = io["inputs"], io["outputs"]
+        self._in = [int(sig_in[r["tflite"]]["index"]) for r in self.inputs]
+        self._out = [int(sig_out[r["tflite"]]["index"]) for r in self.outputs]
+        self._shapes = [tuple(int(d) for d in sig_in[r["tflite"]]["shape"]) for r in self.inputs]
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args: dict[str, np.ndarray] = {}
+        it, args = self.interpreter, []
         for r in self.inputs:
             x = np.asarray(feeds[r["reference"]])
             if r["layout"] == "NHWC":
@@ -279,20 +286,26 @@ class TfliteRunner:
                 info = np.iinfo(r["dtype"])
                 q = np.round(x.astype(np.float32) / r["scale"]) + r["zero_point"]
                 x = np.clip(q, info.min, info.max).astype(r["dtype"])
-            args[r["tflite"]] = np.array(x, dtype=r["dtype"], order="C", copy=True)
-        res = self.sig_runner(**args)
+            args.append(np.ascontiguousarray(x, dtype=r["dtype"]))
+        if [a.shape for a in args] != self._shapes:
+            for i, a in zip(self._in, args, strict=True):
+                it.resize_tensor_input(i, list(a.shape))
+            it.allocate_tensors()
+            self._shapes = [a.shape for a in args]
+        for i, a in zip(self._in, args, strict=True):
+            it.set_tensor(i, a)  # a copy into the interpreter's buffer
+        it.invoke()
         out: dict[str, np.ndarray] = {}
-        for r in self.outputs:
-            y = np.asarray(res[r["tflite"]])
+        for r, i in zip(self.outputs, self._out, strict=True):
+            y = it.get_tensor(i)  # a copy
             if np.issubdtype(y.dtype, np.integer) and r["scale"]:
                 y = ((y.astype(np.float32) - r["zero_point"]) * r["scale"]).astype(np.float32)
             if r["layout"] == "NHWC":
-                y = np.transpose(y, (0, 3, 1, 2))
-            out[r["reference"]] = np.ascontiguousarray(y)
+                y = np.ascontiguousarray(np.transpose(y, (0, 3, 1, 2)))
+            out[r["reference"]] = y
         return out
 
     def close(self) -> None:
-        self.sig_runner = None
         self.interpreter = None
 
 

@@ -395,6 +395,15 @@ def test_input_read_in_place_gets_a_mat_of_its_own(tmp_path: Path, first: str) -
         y = r.infer({"x": x})["y"]
     np.testing.assert_array_equal(x, x0)
     np.testing.assert_array_equal(y, np.maximum(x0, 0))
+    # The device worker's runner (numpy + ncnn only) on the same file.
+    from edgeconv.devices.worker import NcnnRunner as WorkerRunner
+
+    mf = {"roles": {"model": "m.param", "weights": "m.bin"}, "inputs": [{"name": "x", "shape": [1, 3, 4, 4]}],
+          "outputs": [{"name": "y"}], "conversion": {"blobs": {"inputs": {"x": "in0"}, "outputs": {"y": "out0"}},
+                                                     "output_shapes": {"y": [1, 3, 4, 4]}, "runtime": {}}}
+    w = WorkerRunner(tmp_path, mf, 1)
+    np.testing.assert_array_equal(w.infer({"x": x})["y"], np.maximum(x0, 0))
+    np.testing.assert_array_equal(x, x0)
 
 
 def test_input_read_by_a_convolution_is_wrapped_without_a_copy(tmp_path: Path) -> None:
