@@ -22,6 +22,12 @@ from typing import Any
 from edgeconv.core.console import log
 
 
+def _module_path(node: Any) -> str | None:
+    """The dotted path of the innermost module an exported node was called in (None outside any module)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else None
+
+
 def _pairs(module: Any, sample: tuple[Any, ...]) -> list[tuple[str, str]]:
     """(conv path, batch-norm path) pairs of the exported graph that can be folded."""
     import torch
@@ -34,27 +40,15 @@ def _pairs(module: Any, sample: tuple[Any, ...]) -> list[tuple[str, str]]:
     for n in ep.graph.nodes:
         if n.op != "call_function" or n.target not in (aten.conv2d.default, aten.batch_norm.default):
             continue
-        stack = n.meta.get("nn_module_stack") or {}
-        if not stack:
+        path = _module_path(n)
+        if path is None:
             continue
-        path = list(stack.values())[-1][0]
         uses[path] = uses.get(path, 0) + 1
         conv = n.args[0]
         if (n.target == aten.batch_norm.default and getattr(conv, "target", None) == aten.conv2d.default
-                and len(conv.users) == 1 and conv.meta.get("nn_module_stack")):
-            found.append((list(conv.meta["nn_module_stack"].values())[-1][0], path))
+                and len(conv.users) == 1 and _module_path(conv) is not None):
+            found.append((_module_path(conv), path))
     return [(c, b) for c, b in found if uses.get(c) == 1 and uses.get(b) == 1]
-
-
-def _get(root: Any, path: str) -> Any:
-    """The submodule at a dotted path, through the module registries (never ``getattr``, which a model may
-    shadow); None when the path is not one (export paths of other forms are skipped)."""
-    m = root
-    for part in path.split(".") if path else []:
-        m = vars(m).get("_modules", {}).get(part)
-        if m is None:
-            return None
-    return m
 
 
 def _view(root: Any, replace: dict[str, Any]) -> Any:
@@ -67,9 +61,9 @@ def _view(root: Any, replace: dict[str, Any]) -> Any:
         if path == "":
             m = copy.copy(root)
         else:
-            parent, _, leaf = path.rpartition(".")
-            m = copy.copy(own(parent)._modules[leaf])
-            own(parent)._modules[leaf] = m
+            parent_path, _, leaf = path.rpartition(".")
+            parent = own(parent_path)
+            m = parent._modules[leaf] = copy.copy(parent._modules[leaf])
         m._modules = dict(m._modules)  # its own child table; parameters and buffers stay the user's
         copies[path] = m
         return m
@@ -86,11 +80,15 @@ def fold_batch_norms(module: Any, sample: tuple[Any, ...]) -> tuple[Any, int]:
     import torch
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+    from edgeconv.intake.modules import walk_modules
+
     try:
         pairs = _pairs(module, sample)
+        # Every name a module is reachable by, through the registries (a model may shadow named_modules()).
+        modules = dict(walk_modules(module, dedupe=False))
         replace: dict[str, Any] = {}
         for conv_path, bn_path in pairs:
-            conv, bn = _get(module, conv_path), _get(module, bn_path)
+            conv, bn = modules.get(conv_path), modules.get(bn_path)
             if type(conv) is not torch.nn.Conv2d or type(bn) is not torch.nn.BatchNorm2d:  # None too
                 continue
             if bn.training or conv.training or not bn.track_running_stats:

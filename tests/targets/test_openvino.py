@@ -249,7 +249,7 @@ def test_onnx_route_that_differs_falls_back_to_torch(tiny_prepared, tmp_path, mo
         _convert(tiny_prepared, tmp_path / "explicit", "fp32", options={"route": "onnx"})
 
 
-def test_conversion_sends_no_telemetry(tmp_path) -> None:
+def test_conversion_sends_no_telemetry() -> None:
     """OpenVINO's converter and NNCF run on their telemetry stubs once edgeconv's OpenVINO target is loaded: no
     sender thread (offline it waits on the network, and a worker forked meanwhile aborted)."""
     import subprocess

@@ -95,8 +95,7 @@ class NcnnRunner(Runner):
             raise VerificationError(f"ncnn could not load {param} / {bin_}")
         self.inputs, self.outputs = inputs, outputs
         self._wrap = wrappable_inputs(Path(param), [blob for blob, _ in inputs.values()])
-        self._out_shapes = {name: (blob, tuple(shape), int(np.prod(shape[1:], dtype=np.int64)) if shape else 1)
-                            for name, (blob, shape) in outputs.items()}
+        self._sizes = {name: int(np.prod(shape[1:], dtype=np.int64)) for name, (_, shape) in outputs.items()}
         self.light_mode = bool((runtime or {}).get("light_mode", True))
 
     @classmethod
@@ -138,11 +137,12 @@ class NcnnRunner(Runner):
         batch = first.shape[0] if first.ndim >= 1 else 1
         per = [self._one({n: feeds[n][b] for n in self.inputs}) for b in range(batch)]
         result = {}
-        for name, (blob, shape, size) in self._out_shapes.items():
+        for name, (blob, shape) in self.outputs.items():
+            size = self._sizes[name]
             for p in per:
                 if p[name].size != size:
                     raise VerificationError(f"ncnn output '{blob}' ({name}) has shape {p[name].shape}, the reference "
-                                            f"{shape} needs {size} values per sample")
+                                            f"{tuple(shape)} needs {size} values per sample")
             # Each part is already a copy this call owns: one sample needs no second copy by np.stack. (Reshaping
             # it straight to the batched shape, not to the sample's and then adding the axis, measured 1-2 % of a
             # 9 ms detector in benchmarks/runner_overhead.py.)

@@ -91,7 +91,7 @@ class OpenVinoRunner(Runner):
         if not self.embedded:
             self.last_route = "model"
             # Not copied here: a synchronous infer() (share_inputs=False, its default) copies every input into the
-            # request's own tensors, whatever its order, strides, dtype or write flag (tests/targets/test_openvino).
+            # request's own tensors, whatever its order, strides, dtype or write flag (tests/targets/test_runners.py).
             return self.request, {i: feeds[n] for i, n in enumerate(self.input_names)}
         name = self.embedded["input"]
         raw = pp.to_raw(np.asarray(feeds[name]), self.embedded)
