@@ -414,3 +414,102 @@ def test_input_read_by_a_convolution_is_wrapped_without_a_copy(tmp_path: Path) -
                      "BinaryOp add 2 1 a in1 out0 0=0\n")
     assert wrappable_inputs(param, ["in0", "in1"]) == frozenset({"in0"})
     assert wrappable_inputs(tmp_path / "missing.param", ["in0"]) == frozenset()
+
+
+# -- Swish fusion on pnnx's output ----------------------------------------------------------------------------------
+def _run_param(tmp_path: Path, text: str, x: np.ndarray, outs: list[str]) -> list[np.ndarray]:
+    (tmp_path / "f.param").write_text(text)
+    net = ncnn.Net()
+    net.opt.num_threads, net.opt.use_vulkan_compute = 1, False
+    net.load_param(str(tmp_path / "f.param"))
+    net.load_model(str(tmp_path / "m.bin"))
+    ex = net.create_extractor()
+    mat = ncnn.Mat(np.ascontiguousarray(x)).clone()  # ncnn-owned: Split + in-place Sigmoid read the input
+    ex.input("in0", mat)
+    got = [np.array(ex.extract(o)[1], copy=True) for o in outs]
+    del ex, mat
+    net.clear()
+    return got
+
+
+@pytest.mark.parametrize("split_tops,mul_order", [(2, "direct-first"), (2, "sigmoid-first"), (3, "direct-first")])
+def test_split_sigmoid_mul_becomes_swish_with_the_same_values(tmp_path: Path, split_tops: int, mul_order: str) -> None:
+    """pnnx leaves a SiLU that feeds a residual add as Split → Sigmoid → BinaryOp(mul); fused it is one Swish layer
+    (a Split keeps consumers of x beyond the two), and the net computes the same numbers."""
+    from edgeconv.targets.ncnn.fuse import fuse_swish
+
+    tops = ["a", "b", "c"][:split_tops]
+    mul_in = "a s" if mul_order == "direct-first" else "s a"
+    body = [f"Split sp 1 {split_tops} in0 {' '.join(tops)}", "Sigmoid sig 1 1 b s", f"BinaryOp mul 2 1 {mul_in} m 0=2"]
+    if split_tops == 3:
+        body.append("BinaryOp add 2 1 m c out0 0=0")
+    else:
+        body.append("ReLU relu 1 1 m out0")
+    text = "\n".join(["7767517", f"{1 + len(body)} 99", "Input in0 0 1 in0 0=4 1=4 2=3", *body]) + "\n"
+    layers, _ = ncnnfile.parse_param(text)
+    fused_layers, fused = fuse_swish(layers)
+    assert fused == ["mul"]
+    types = [la.type for la in fused_layers]
+    assert "Sigmoid" not in types and types.count("Swish") == 1 and ("Split" in types) is (split_tops == 3)
+    (tmp_path / "m.bin").write_bytes(b"")
+    from edgeconv.targets.ncnn.fuse import blob_count
+
+    new = "\n".join(["7767517", f"{len(fused_layers)} {blob_count(fused_layers)}",
+                     *[la.line() for la in fused_layers]]) + "\n"
+    x = np.random.default_rng(1).standard_normal((3, 4, 4)).astype(np.float32) * 3
+    before = _run_param(tmp_path, text.replace(" 99\n", f" {blob_count(layers)}\n", 1), x, ["out0"])[0]
+    after = _run_param(tmp_path, new, x, ["out0"])[0]
+    np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-6)
+    silu = x / (1 + np.exp(-x))
+    np.testing.assert_allclose(after, silu + x if split_tops == 3 else np.maximum(silu, 0), rtol=1e-5, atol=1e-5)
+
+
+def test_swish_fusion_leaves_other_patterns_alone() -> None:
+    from edgeconv.targets.ncnn.fuse import fuse_swish
+
+    cases = [
+        # the sigmoid of one tensor times another tensor (an attention gate), not x * sigmoid(x)
+        "Input in0 0 1 in0\nInput in1 0 1 in1\nSigmoid sig 1 1 in1 s\nBinaryOp mul 2 1 in0 s out0 0=2",
+        # x + sigmoid(x): not a multiplication
+        "Input in0 0 1 in0\nSplit sp 1 2 in0 a b\nSigmoid sig 1 1 b s\nBinaryOp add 2 1 a s out0 0=0",
+        # the sigmoid is also an output of the net (read twice through a Split)
+        "Input in0 0 1 in0\nSplit sp 1 2 in0 a b\nSigmoid sig 1 1 b s\nSplit sp2 1 2 s s1 s2\n"
+        "BinaryOp mul 2 1 a s1 out0 0=2",
+    ]
+    for body in cases:
+        layers, _ = ncnnfile.parse_param("7767517\n9 9\n" + body + "\n")
+        out, fused = fuse_swish(layers)
+        assert fused == [] and [la.type for la in out] == [la.type for la in layers]
+
+
+class ResidualSiLU(nn.Module):
+    """YOLOv8/11's bottleneck: x + SiLU(conv(SiLU(conv(x)))) — the pattern pnnx's ONNX route does not fuse."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.cv1, self.cv2 = nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        x = torch.nn.functional.silu(self.stem(x))
+        return x + torch.nn.functional.silu(self.cv2(torch.nn.functional.silu(self.cv1(x))))
+
+
+def build_residual_silu() -> nn.Module:
+    torch.manual_seed(0)
+    return ResidualSiLU().eval()
+
+
+def test_residual_silu_converts_to_swish_layers_only(tmp_path: Path) -> None:
+    from edgeconv.pipeline import convert_reference, prepare
+
+    prep = prepare(f"{__file__}:build_residual_silu", inputs=["x:1x3x16x16"])
+    art = convert_reference(prep, "ncnn", out=tmp_path / "fused", precision="fp32", use_cache=False)
+    types = [la.type for la in ncnnfile.parse_param(art.file("model").read_text())[0]]
+    assert types.count("Swish") == 3 and "Sigmoid" not in types
+    assert len(art.manifest["conversion"]["attempts"][0]["fused_swish"]) >= 1
+    assert art.manifest["verification"]["status"] == "ok"
+    assert art.manifest["verification"]["drift"]["max_abs"] <= 1e-4
+    plain = convert_reference(prep, "ncnn", out=tmp_path / "plain", precision="fp32", use_cache=False,
+                              options={"fuse": False})
+    assert "Sigmoid" in plain.file("model").read_text()  # what pnnx alone leaves, so the test above tests the fusion

@@ -25,6 +25,7 @@ class NcnnTarget(Target):
         "keep_outputs_fp32": Option(bool, False, "keep the layers producing graph outputs in float (int8)"),
         "pnnx_timeout": Option(float, 300.0, "time limit of one pnnx run, seconds"),
         "rewrites": Option(bool, True, "rewrite Focus/strided slices exactly before pnnx"),
+        "fuse": Option(bool, True, "fuse the Split+Sigmoid+Mul SiLUs pnnx leaves (residual adds) into Swish layers"),
         "torch_fallback": Option(bool, True, "try pnnx's torch route when the ONNX route fails"),
         "threads_affinity": Option(int, 0, "ncnn CPU powersave/affinity mode (0 all, 1 little, 2 big)"),
     }

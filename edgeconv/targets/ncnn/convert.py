@@ -25,6 +25,7 @@ from edgeconv.core.console import log, status
 from edgeconv.core.errors import ConfigError, ConversionError, EdgeconvError
 from edgeconv.core.lazy import require
 from edgeconv.targets.base import ConversionResult, ConvertContext
+from edgeconv.targets.ncnn.fuse import optimize_param
 from edgeconv.targets.ncnn.pnnx_log import PnnxRun, describe_failure, run_pnnx
 
 MAX_IR = 10  # pnnx's bundled onnxruntime rejects newer IR versions (IR 14 measured: "Unsupported model IR version")
@@ -273,6 +274,10 @@ def convert(ctx: ConvertContext) -> ConversionResult:
                 continue
             if not run.bin.exists():
                 run.bin.write_bytes(b"")
+            if ctx.option("fuse", True):
+                rec["fused_swish"] = optimize_param(run.param)
+                if rec["fused_swish"]:
+                    log.info("ncnn: %d Split+Sigmoid+Mul fused into Swish", len(rec["fused_swish"]))
             try:
                 blobs, probe = map_blobs(ref, run.param, run.bin)
             except ConversionError as e:
