@@ -203,7 +203,7 @@ def _ultra_runner(fmt: str, prec: str, path: str, threads: int, x: np.ndarray, o
 
 def compare(args: argparse.Namespace) -> dict[str, Any]:
     import torch
-    from side_by_side import compare as interleaved
+    from side_by_side import compare_instances as interleaved
 
     from edgeconv.targets.registry import get_target
 
@@ -225,12 +225,16 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         if "artifact" in a and "path" in b:
             art = a["artifact"]
             try:
-                runner = get_target(art.manifest["target"]).runner(art, threads=args.threads)
                 feeds = {art.inputs[0].name: x}
-                peer = _ultra_runner(fmt, prec, b["path"], args.threads, x, out_name)
-                res = interleaved({"edgeconv": lambda r=runner, f=feeds: r.infer(f), "ultralytics": peer}, want,
-                                  args.runs)
-                runner.close()
+
+                def ours(art: Any = art, feeds: dict[str, np.ndarray] = feeds) -> tuple[Any, Any]:
+                    r = get_target(art.manifest["target"]).runner(art, threads=args.threads)
+                    return (lambda: r.infer(feeds)), r.close
+
+                def theirs_(fmt: str = fmt, prec: str = prec, path: str = b["path"]) -> tuple[Any, Any]:
+                    return _ultra_runner(fmt, prec, path, args.threads, x, out_name), (lambda: None)
+                res = interleaved({"edgeconv": ours, "ultralytics": theirs_}, want, args.runs,
+                                  instances=args.instances)
                 row.update(latency=res["latency"], p50_ratio=round(res["ratio_edgeconv_over_native"], 3),
                            paired_ratio=res["paired_ratio"], ratio_ci95=res["ratio_ci95"],
                            export_cpu_ratio=round(a["export_cpu_s"] / max(b["export_cpu_s"], 1e-6), 2))
@@ -309,8 +313,9 @@ def markdown(res: dict[str, Any]) -> str:
               f"p50 goal (edgeconv ≤ 1.00× on every format both have): {'met' if res['p50_goal_met'] else 'NOT met'}"
               + (f" (over 1.00 but with 1.00 inside the 95 % interval: {', '.join(parity_rows(res['rows']))})"
                  if not res["p50_goal_met"] and parity_rows(res["rows"]) else "") + ".",
-              f"Timing: `side_by_side.compare`, {res['runs']} interleaved (ABBA) runs per side after 10 warm-up runs, "
-              "one process, one random input; medians move by ±10 % on this shared VM."]
+              f"Timing: `side_by_side.compare_instances`, {res['runs']} interleaved (ABBA) runs per side over "
+              f"{res.get('instances', 1)} fresh runtime sessions per side (10 warm-up runs each, times pooled), one "
+              "process, one random input; medians move by ±10 % on this shared VM."]
     return "\n".join(lines) + "\n"
 
 
@@ -319,7 +324,8 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--runs", type=int, default=60)
+    ap.add_argument("--runs", type=int, default=60, help="Timed calls per side, over all instances.")
+    ap.add_argument("--instances", type=int, default=3, help="Fresh runtime sessions per side (times pooled).")
     ap.add_argument("--render", type=Path, help="Only re-render the .md of a result .json written by this script.")
     args = ap.parse_args()
     if args.render:
@@ -330,6 +336,7 @@ def main() -> None:
     now = dt.datetime.now(dt.UTC)
     res: dict[str, Any] = {"benchmark": "peer_ultralytics", "date": now.isoformat(timespec="seconds"),
                            "machine": environment(), "threads": args.threads, "runs": args.runs, "imgsz": IMGSZ,
+                           "instances": args.instances,
                            "load_before": [round(x, 2) for x in os.getloadavg()], "python": sys.executable}
     res["versions"] = _versions()
     res.update({"status": "skipped", "reason": why} if why else compare(args))

@@ -18,22 +18,24 @@ RESULTS = Path(__file__).parent / "results"
 NOTE = "interleaved in one process; a shared 2-core VM moves single medians by ±10 %"
 
 
-def compare(fns: dict[str, Callable[[], dict[str, np.ndarray]]], want: dict[str, np.ndarray], runs: int,
-            warmup: int = 10) -> dict[str, Any]:
-    """``fns``: {"edgeconv": ..., "<native name>": ...}. Returns latency per side (median, p90, max abs vs
-    ``want``), the ratio of medians edgeconv / native and the distribution of per-pair ratios."""
+def _interleaved(fns: dict[str, Callable[[], dict[str, np.ndarray]]], runs: int, warmup: int,
+                 times: dict[str, list[float]]) -> dict[str, dict[str, np.ndarray]]:
+    """Warm each side up, then time ``runs`` ABBA-ordered calls per side into ``times``; the first outputs."""
     outs = {k: f() for k, f in fns.items()}
     for _ in range(warmup):
         for f in fns.values():
             f()
-    times: dict[str, list[float]] = {k: [] for k in fns}
     order = list(fns)
     for i in range(runs):
         for k in order if i % 2 == 0 else order[::-1]:
             t0 = time.perf_counter()
             fns[k]()
             times[k].append((time.perf_counter() - t0) * 1000)
-    native = order[1]
+    return outs
+
+
+def _summary(times: dict[str, list[float]], outs: dict[str, dict[str, np.ndarray]], want: dict[str, np.ndarray],
+             native: str, **extra: Any) -> dict[str, Any]:
     pairs = sorted(a / b for a, b in zip(times["edgeconv"], times[native], strict=True))
     res = {k: {"median_ms": statistics.median(v), "p90_ms": float(np.percentile(v, 90)), "runs": len(v),
                "max_abs_vs_reference": max(float(np.abs(outs[k][o] - want[o]).max()) for o in want)}
@@ -41,7 +43,39 @@ def compare(fns: dict[str, Callable[[], dict[str, np.ndarray]]], want: dict[str,
     ratio = res["edgeconv"]["median_ms"] / res[native]["median_ms"]
     paired = {"median": statistics.median(pairs), "p25": pairs[len(pairs) // 4], "p75": pairs[3 * len(pairs) // 4]}
     return {"latency": res, "ratio_edgeconv_over_native": ratio, "paired_ratio": paired, "target_ratio": 1.0,
-            "ratio_ci95": ratio_ci(times["edgeconv"], times[native]), "pass": ratio <= 1.0, "note": NOTE}
+            "ratio_ci95": ratio_ci(times["edgeconv"], times[native]), "pass": ratio <= 1.0, "note": NOTE, **extra}
+
+
+def compare(fns: dict[str, Callable[[], dict[str, np.ndarray]]], want: dict[str, np.ndarray], runs: int,
+            warmup: int = 10) -> dict[str, Any]:
+    """``fns``: {"edgeconv": ..., "<native name>": ...}. Returns latency per side (median, p90, max abs vs
+    ``want``), the ratio of medians edgeconv / native and the distribution of per-pair ratios."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    outs = _interleaved(fns, runs, warmup, times)
+    return _summary(times, outs, want, list(fns)[1])
+
+
+def compare_instances(makers: dict[str, Callable[[], tuple[Callable[[], dict[str, np.ndarray]], Callable[[], None]]]],
+                      want: dict[str, np.ndarray], runs: int, instances: int = 3,
+                      warmup: int = 10) -> dict[str, Any]:
+    """``compare`` over several runtime instances per side: ``makers[k]()`` returns (infer, close) of a fresh
+    session. One session pair's ratio carries where its arenas and packed weights happen to lie (two ONNX Runtime
+    sessions of op-for-op identical graphs measured 1.004-1.010 apart in one pair, 1.000 over fresh pairs), so each
+    of ``instances`` pairs (made in alternating order) is timed for ``runs / instances`` ABBA rounds and the
+    per-call times are pooled."""
+    names = list(makers)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    outs: dict[str, dict[str, np.ndarray]] = {}
+    per = max(1, runs // instances)
+    for i in range(instances):
+        made = {k: makers[k]() for k in (names if i % 2 == 0 else names[::-1])}
+        try:
+            got = _interleaved({k: made[k][0] for k in names}, per, warmup, times)
+            outs = outs or got
+        finally:
+            for _, close in made.values():
+                close()
+    return _summary(times, outs, want, names[1], instances=instances)
 
 
 def ratio_ci(a: list[float], b: list[float], n: int = 2000, seed: int = 0) -> list[float]:

@@ -214,7 +214,7 @@ def _bench_block(task: str, post: Callable[..., Any], refs: list[dict], gots: li
             m_got = metrics.coco_map(got_res, data.labels)
             block = {"metric": "map50_95", "reference": 100 * m_ref["map50_95"], "value": 100 * m_got["map50_95"],
                      "extra": {"map50": 100 * m_got["map50"], "reference_map50": 100 * m_ref["map50"]},
-                     "delta_ci95": metrics.map_delta_ci(got_res, ref_res, data.labels)}
+                     "delta_ci95": metrics.map_delta_ci(got_res, ref_res, data.labels, memo=ref_scores)}
         else:
             m = metrics.label_free_map(got_res, ref_res)
             ref_gts = [(r.boxes, r.classes) for r in (metrics._as_det(x).filter(0.25) for x in ref_res)]

@@ -280,10 +280,12 @@ def map_resampled(parts: MapParts, weights: np.ndarray, cells: int = 2_000_000) 
 
 def map_delta_ci(preds: Sequence[Detections], reference_preds: Sequence[Detections] | None,
                  gts: Sequence[GroundTruth], key: str = "map50_95", resamples: int = 200,
-                 seed: int = 0) -> list[float] | None:
+                 seed: int = 0, memo: dict[str, Any] | None = None) -> list[float] | None:
     """Paired bootstrap 95 % interval of ``100 * (mAP(preds) - mAP(reference_preds))`` over resampled image sets
     (``reference_preds`` None: the reference scores 100, label-free). Matching is done once per model and the
-    resamples are accumulated together (``map_resampled``)."""
+    resamples are accumulated together (``map_resampled``). ``memo``: a dict kept with ``reference_preds`` and
+    ``gts`` (every row of a matrix scores against the same reference): the reference's resampled mAPs are computed
+    once into it instead of once per row."""
     from edgeconv.tasks import interval, resample_indices
 
     n = len(gts)
@@ -291,7 +293,14 @@ def map_delta_ci(preds: Sequence[Detections], reference_preds: Sequence[Detectio
         return None
     w = np.stack([np.bincount(idx, minlength=n) for idx in resample_indices(n, resamples, seed)])
     got = map_resampled(map_parts(preds, gts), w)[key]
-    ref = map_resampled(map_parts(reference_preds, gts), w)[key] if reference_preds is not None else 1.0
+    if reference_preds is None:
+        return interval(100.0 * (got - 1.0))
+    mkey = ("resampled", key, resamples, seed, n)
+    ref = memo.get(mkey) if memo is not None else None
+    if ref is None:
+        ref = map_resampled(map_parts(reference_preds, gts), w)[key]
+        if memo is not None:
+            memo[mkey] = ref
     return interval(100.0 * (got - ref))
 
 

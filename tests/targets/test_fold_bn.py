@@ -74,3 +74,37 @@ def test_a_model_that_cannot_be_exported_is_converted_as_it_is() -> None:
     net = Branchy().eval()
     view, n = fold_batch_norms(net, (torch.ones(1, 3, 4, 4),))
     assert view is net and n == 0
+
+
+class ConvBnNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.SiLU())
+        self.b = nn.Sequential(nn.Conv2d(8, 4, 1, bias=False), nn.BatchNorm2d(4))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x))
+
+
+def build_conv_bn() -> nn.Module:
+    torch.manual_seed(0)
+    net = ConvBnNet()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+    return net.eval()
+
+
+@pytest.mark.parametrize("target", ["executorch", "tflite"])
+def test_torch_route_targets_convert_the_folded_view_and_verify(target: str, tmp_path) -> None:
+    from edgeconv.targets.registry import get_target
+
+    if not get_target(target).available():
+        pytest.skip(f"{target} is not installed")
+    from edgeconv.pipeline import convert_reference, prepare
+
+    prep = prepare(f"{__file__}:build_conv_bn", inputs=["x:1x3x16x16"], use_cache=False)
+    art = convert_reference(prep, target, out=tmp_path / target, precision="fp32", use_cache=False)
+    assert art.manifest["conversion"]["folded_batch_norms"] == 2
+    assert art.manifest["verification"]["status"] == "ok" and art.manifest["verification"]["drift"]["max_abs"] < 1e-4

@@ -65,6 +65,16 @@ def test_map_from_parts_equals_map_numpy_and_its_interval() -> None:
     delta = 100 * (metrics.map_numpy(got, gts)["map50_95"] - metrics.map_numpy(ref, gts)["map50_95"])
     assert lo <= delta <= hi < 0  # the noisier boxes lose mAP, and 40 images are enough to say so
     assert metrics.map_delta_ci(ref, ref, gts) == [0.0, 0.0]
+    memo: dict = {}  # the reference side, resampled once for every row scored against it
+    assert metrics.map_delta_ci(got, ref, gts, memo=memo) == [lo, hi]
+    calls = []
+    real = metrics.map_resampled
+    try:
+        metrics.map_resampled = lambda *a, **k: calls.append(1) or real(*a, **k)  # type: ignore[assignment]
+        assert metrics.map_delta_ci(got, ref, gts, memo=memo) == [lo, hi]
+    finally:
+        metrics.map_resampled = real  # type: ignore[assignment]
+    assert len(calls) == 1  # only the row's own side
 
 
 def _cls_data(labels: list[int] | None, n: int) -> EvalData:

@@ -134,6 +134,10 @@ def convert(ctx: ConvertContext) -> ConversionResult:
     meta: dict[str, Any] = {"format": "pte", "converter": "torch.export → to_edge_transform_and_lower (XNNPACK)"}
     if ctx.keep_fp32 and ctx.precision != "int8":
         log.warning("--keep-fp32 only applies to int8; ignored for %s", ctx.precision)
+    if ctx.precision == "fp32":  # int8: PT2E's prepare folds them itself, before observing
+        from edgeconv.targets.fold_bn import fold_batch_norms
+
+        module, meta["folded_batch_norms"] = fold_batch_norms(module, sample)
     if ctx.precision == "int8":
         if ctx.calibration is None:
             raise ConfigError("int8 needs calibration data", hint="pass --calib DIR (or use the bundled sample)")
