@@ -11,6 +11,7 @@ OpenVINO properties too. Artifacts without the file (older ones) get the same pi
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -127,17 +128,27 @@ class OpenVinoRunner(Runner):
             results[index] = self._outputs(request)
 
         queue.set_callback(done)
-        for i, feeds in enumerate(batch):
-            if self.embedded:
-                request, inputs = self._prepare(feeds)
-                if request is not self.request:  # relaxed inputs: not the compiled model the queue runs
-                    request.infer(inputs)
-                    results[i] = self._outputs(request)
-                    continue
-            else:
-                inputs = owned(feeds, self.input_names)
-            queue.start_async(inputs, userdata=i)
-        queue.wait_all()
+        # The callback runs on the plugin's own threads. Python's cyclic collector runs in whichever thread happens
+        # to allocate: there it could finalize an unrelated, unreachable OpenVINO object whose executor owns that very
+        # thread, which then joins itself (std::system_error "Resource deadlock avoided", abort). No collection while
+        # requests are in flight; reference counting still frees what it frees, in the thread that drops it.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            for i, feeds in enumerate(batch):
+                if self.embedded:
+                    request, inputs = self._prepare(feeds)
+                    if request is not self.request:  # relaxed inputs: not the compiled model the queue runs
+                        request.infer(inputs)
+                        results[i] = self._outputs(request)
+                        continue
+                else:
+                    inputs = owned(feeds, self.input_names)
+                queue.start_async(inputs, userdata=i)
+            queue.wait_all()
+        finally:
+            if was_enabled:
+                gc.enable()
         return [r for r in results if r is not None]
 
     def close(self) -> None:
