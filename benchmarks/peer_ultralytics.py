@@ -227,13 +227,13 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 feeds = {art.inputs[0].name: x}
 
-                def ours(art: Any = art, feeds: dict[str, np.ndarray] = feeds) -> tuple[Any, Any]:
+                def make_ours(art: Any = art, feeds: dict[str, np.ndarray] = feeds) -> tuple[Any, Any]:
                     r = get_target(art.manifest["target"]).runner(art, threads=args.threads)
                     return (lambda: r.infer(feeds)), r.close
 
-                def theirs_(fmt: str = fmt, prec: str = prec, path: str = b["path"]) -> tuple[Any, Any]:
+                def make_theirs(fmt: str = fmt, prec: str = prec, path: str = b["path"]) -> tuple[Any, Any]:
                     return _ultra_runner(fmt, prec, path, args.threads, x, out_name), (lambda: None)
-                res = interleaved({"edgeconv": ours, "ultralytics": theirs_}, want, args.runs,
+                res = interleaved({"edgeconv": make_ours, "ultralytics": make_theirs}, want, args.runs,
                                   instances=args.instances)
                 row.update(latency=res["latency"], p50_ratio=round(res["ratio_edgeconv_over_native"], 3),
                            paired_ratio=res["paired_ratio"], ratio_ci95=res["ratio_ci95"],
