@@ -2,9 +2,10 @@
 
 Same model object, same weights (``YOLO("yolo11n.yaml")``: Ultralytics' packaged config, seeded random init, no
 download; latency does not depend on the weights), 320×320, one thread, in one run. Each side exports/converts to
-ONNX, OpenVINO (fp32, fp16), ncnn (fp32, fp16) and TFLite; export CPU seconds are this process's and its children's,
-measured around each call, with every cache off. Then every artifact both sides have is timed with the benchmarks'
-shared harness (``side_by_side.compare``: one process, ABBA interleaving so load drift hits both alike, outputs
+ONNX (fp32, fp16), OpenVINO (fp32, fp16), ncnn (fp32, fp16) and TFLite; export CPU seconds are this process's and
+its children's, measured around each call, with every cache off. Then every artifact both sides have is timed with
+the benchmarks' shared harness (``side_by_side.compare_instances``: one process, fresh sessions per side, ABBA
+interleaving so load drift hits both alike, outputs
 checked against the torch model): edgeconv's artifact through its runner, Ultralytics' file through the same runtime
 with the same settings (OpenVINO ``INFERENCE_PRECISION_HINT`` f32, so a bf16 CPU does not change one side's
 numerics; ncnn fp16 storage for fp16, no fp16 arithmetic; LiteRT/XNNPACK). Ratios are edgeconv / Ultralytics.
@@ -51,7 +52,8 @@ os.environ.setdefault("YOLO_OFFLINE", "true")
 #: (Ultralytics format, precision, edgeconv profile, edgeconv options). The NHWC TFLite row is the same Ultralytics
 #: file against edgeconv's artifact with an NHWC input (what ``edgeconv tune`` tries), beside the NCHW default.
 ROWS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
-    ("onnx", "fp32", "onnxruntime", {}), ("openvino", "fp32", "openvino", {}), ("openvino", "fp16", "openvino", {}),
+    ("onnx", "fp32", "onnxruntime", {}), ("onnx", "fp16", "onnxruntime", {}), ("openvino", "fp32", "openvino", {}),
+    ("openvino", "fp16", "openvino", {}),
     ("ncnn", "fp32", "ncnn", {}), ("ncnn", "fp16", "ncnn", {}), ("tflite", "fp32", "tflite", {}),
     ("tflite", "fp32", "tflite", {"layout": "NHWC"}))
 
