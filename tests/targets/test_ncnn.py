@@ -452,12 +452,9 @@ def test_split_sigmoid_mul_becomes_swish_with_the_same_values(tmp_path: Path, sp
     types = [la.type for la in fused_layers]
     assert "Sigmoid" not in types and types.count("Swish") == 1 and ("Split" in types) is (split_tops == 3)
     (tmp_path / "m.bin").write_bytes(b"")
-    from edgeconv.targets.ncnn.fuse import blob_count
-
-    new = "\n".join(["7767517", f"{len(fused_layers)} {blob_count(fused_layers)}",
-                     *[la.line() for la in fused_layers]]) + "\n"
+    new = ncnnfile.NcnnModel(fused_layers, ncnnfile.count_blobs(fused_layers)).param_text()
     x = np.random.default_rng(1).standard_normal((3, 4, 4)).astype(np.float32) * 3
-    before = _run_param(tmp_path, text.replace(" 99\n", f" {blob_count(layers)}\n", 1), x, ["out0"])[0]
+    before = _run_param(tmp_path, text.replace(" 99\n", f" {ncnnfile.count_blobs(layers)}\n", 1), x, ["out0"])[0]
     after = _run_param(tmp_path, new, x, ["out0"])[0]
     np.testing.assert_allclose(after, before, rtol=1e-6, atol=1e-6)
     silu = x / (1 + np.exp(-x))

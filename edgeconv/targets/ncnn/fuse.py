@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from edgeconv.targets.ncnn.ncnnfile import MAGIC, Layer, parse_param
+from edgeconv.targets.ncnn.ncnnfile import Layer, NcnnModel, count_blobs, parse_param
 
 MUL = 2  # BinaryOp op_type (param 0) of a multiplication
 
@@ -33,9 +33,9 @@ def fuse_swish(layers: list[Layer]) -> tuple[list[Layer], list[str]]:
         if la.type == "BinaryOp" and la.pint(0) == MUL and not la.pint(1) and len(la.bottoms) == 2:
             for direct, s in (la.bottoms, la.bottoms[::-1]):
                 sig, split = producer.get(s), producer.get(direct)
-                if (sig is None or sig.type != "Sigmoid" or id(sig) in drop or uses[s] != 1 or split is None
+                if (sig is None or sig.type != "Sigmoid" or uses[s] != 1 or split is None
                         or split.type != "Split" or len(sig.bottoms) != 1 or producer.get(sig.bottoms[0]) is not split
-                        or uses[sig.bottoms[0]] != 1 or uses[direct] != 1 or direct == sig.bottoms[0]):
+                        or uses[sig.bottoms[0]] != 1 or uses[direct] != 1):
                     continue
                 split.tops = [t for t in split.tops if t != sig.bottoms[0]]
                 if len(split.tops) == 1:  # x had only these two consumers: the Split goes, Swish reads x itself
@@ -51,18 +51,12 @@ def fuse_swish(layers: list[Layer]) -> tuple[list[Layer], list[str]]:
     return [la for la in out if id(la) not in drop], fused
 
 
-def blob_count(layers: list[Layer]) -> int:
-    """Distinct blobs of a net: every blob is produced by exactly one layer (inputs by ``Input`` layers)."""
-    return len({t for la in layers for t in la.tops})
-
-
 def optimize_param(param: Path) -> list[str]:
     """Apply the fusions to ``param`` in place; the names of what was fused (empty: the file is left as it was)."""
     layers, _ = parse_param(param.read_text())
     layers, fused = fuse_swish(layers)
     if fused:
-        lines = [MAGIC, f"{len(layers)} {blob_count(layers)}"] + [la.line() for la in layers]
         tmp = param.with_suffix(".fused.tmp")
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text(NcnnModel(layers, count_blobs(layers)).param_text())
         tmp.replace(param)
     return fused

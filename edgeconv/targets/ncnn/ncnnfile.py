@@ -82,13 +82,21 @@ class NcnnModel:
         consumed = {b for la in self.layers for b in la.bottoms}
         return [t for la in self.layers for t in la.tops if t not in consumed]
 
-    def write(self, param: Path, bin_: Path) -> None:
+    def param_text(self) -> str:
         lines = [MAGIC, f"{len(self.layers)} {self.blob_count}"] + [la.line() for la in self.layers]
-        param.write_text("\n".join(lines) + "\n")
+        return "\n".join(lines) + "\n"
+
+    def write(self, param: Path, bin_: Path) -> None:
+        param.write_text(self.param_text())
         with open(bin_, "wb") as f:
             for la in self.layers:
                 for b in la.weights:
                     f.write(b.to_bytes())
+
+
+def count_blobs(layers: list[Layer]) -> int:
+    """Distinct blobs of a net: every blob is produced by exactly one layer (inputs by ``Input`` layers)."""
+    return len({t for la in layers for t in la.tops})
 
 
 def parse_param(text: str) -> tuple[list[Layer], int]:
