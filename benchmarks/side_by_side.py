@@ -57,12 +57,13 @@ def compare(fns: dict[str, Callable[[], dict[str, np.ndarray]]], want: dict[str,
 
 def compare_instances(makers: dict[str, Callable[[], tuple[Callable[[], dict[str, np.ndarray]], Callable[[], None]]]],
                       want: dict[str, np.ndarray], runs: int, instances: int = 3,
-                      warmup: int = 10) -> dict[str, Any]:
+                      warmup: int = 10, keep_outputs: bool = False) -> dict[str, Any]:
     """``compare`` over several runtime instances per side: ``makers[k]()`` returns (infer, close) of a fresh
     session. One session pair's ratio carries where its arenas and packed weights happen to lie (two ONNX Runtime
     sessions of op-for-op identical graphs measured 1.004-1.010 apart in one pair, 1.000 over fresh pairs), so each
     of ``instances`` pairs (made in alternating order) is timed for ``runs / instances`` ABBA rounds and the
-    per-call times are pooled."""
+    per-call times are pooled. ``keep_outputs``: the result also holds each side's first outputs under "outputs"
+    (arrays, for the caller's own accuracy measures; not JSON)."""
     names = list(makers)
     times: dict[str, list[float]] = {k: [] for k in names}
     outs: dict[str, dict[str, np.ndarray]] = {}
@@ -75,7 +76,8 @@ def compare_instances(makers: dict[str, Callable[[], tuple[Callable[[], dict[str
         finally:
             for _, close in made.values():
                 close()
-    return _summary(times, outs, want, names[1], instances=instances)
+    res = _summary(times, outs, want, names[1], instances=instances)
+    return {**res, "outputs": outs} if keep_outputs else res
 
 
 def ratio_ci(a: list[float], b: list[float], n: int = 2000, seed: int = 0) -> list[float]:

@@ -146,6 +146,33 @@ class ConvertContext:
         keep = [i for i, k in enumerate(kinds) if k != "noise"] or list(range(len(feeds)))
         return [feeds[i] for i in keep], [outs[i] for i in keep]
 
+    def stage_files(self, name: str, parts: dict[str, Any],
+                    build: Callable[[], dict[str, bytes]]) -> tuple[dict[str, bytes], bool]:
+        """``(files, from_cache)``: intermediate files (name → bytes) that rows of one reference share — the fp32
+        flatbuffer an fp16 TFLite is cast from — so converting a model to several precisions does the common work
+        once. Keyed by the reference, this backend's tool versions, edgeconv's code and ``parts`` (what else
+        the file depends on); read back only from an intact cache entry (``cache.lookup`` checks every file's
+        hash), else built and stored. No precision, calibration or option beyond ``parts`` enters the key, so a
+        caller passes everything its ``build`` reads. Whatever is made from the file is verified as any artifact."""
+        import tempfile
+
+        from edgeconv.core import cache
+        from edgeconv.core.hashing import code_fingerprint, sha256_json
+
+        key = sha256_json({"stage": name, "code": code_fingerprint(),
+                           "reference": _plain(self.reference, "reference"), "tools": _plain(self.tools, "tools"),
+                           "parts": _plain(parts, "parts")})
+        hit = cache.lookup("stages", key)
+        if hit is not None:
+            return {p.name: p.read_bytes() for p in hit.iterdir() if p.is_file() and not p.name.startswith(".")
+                    and p.name not in (cache.INDEX, cache.COMPLETE)}, True
+        files = build()
+        with tempfile.TemporaryDirectory(prefix="edgeconv-stage-") as tmp:
+            for fname, data in files.items():
+                (Path(tmp) / fname).write_bytes(data)
+            cache.store("stages", key, Path(tmp))
+        return files, False
+
     def statistics(self, method: str | None = None, params: dict[str, Any] | None = None) -> Any:
         """Shared activation statistics of the reference on the calibration sample (computed once, cached)."""
         from edgeconv.calibration.stats import compute_stats

@@ -90,6 +90,33 @@ def test_fp16_has_half_weights(fp16_art, fp32_art):
     assert fp16_art.file("model").stat().st_size < fp32_art.file("model").stat().st_size
 
 
+def test_fp32_and_fp16_share_one_lowering(fp32_art, fp16_art, tiny_prepared, tmp_path):
+    """The fp16 row casts the fp32 row's flatbuffer (or the other way round, whichever ran first), and what it
+    writes is byte for byte the artifact a conversion without the shared stage writes."""
+    lowering = {fp32_art.manifest["conversion"]["fp32_lowering"], fp16_art.manifest["conversion"]["fp32_lowering"]}
+    assert lowering == {"converted", "shared stage (cache)"}
+    fresh = convert_reference(tiny_prepared, "tflite", out=tmp_path / "fp16", precision="fp16", use_cache=False)
+    assert fresh.manifest["conversion"]["fp32_lowering"] == "converted"
+    assert fresh.file("model").read_bytes() == fp16_art.file("model").read_bytes()
+    assert fp16_art.manifest["verification"]["status"] == "ok"
+
+
+def test_fp16_cast_is_litert_torchs_own_fp16_route():
+    """The cast applied to the fp32 flatbuffer equals litert-torch's full_fp16_recipe conversion (it lowers to the
+    same fp32 module, then runs the same ai-edge-quantizer recipe); a litert-torch that changes this fails here."""
+    import litert_torch
+    import torch
+    from litert_torch.generative.quantize import quant_recipes
+    from litert_torch.quantize import translate_recipe
+
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.SiLU(), torch.nn.Conv2d(8, 4, 1)).eval()
+    x = (torch.randn(1, 3, 16, 16),)
+    own = bytes(litert_torch.convert(m, x, quant_config=quant_recipes.full_fp16_recipe()).model_content())
+    fp32 = bytes(litert_torch.convert(m, x).model_content())
+    recipe = translate_recipe.translate_to_ai_edge_recipe(quant_recipes.full_fp16_recipe().generative_recipe)
+    assert bytes(translate_recipe.quantize_model(fp32, recipe)) == own
+
+
 def test_int8_full_integer_with_float_io(int8_art):
     v = int8_art.manifest["verification"]
     assert v["status"] == "ok" and v["samples"] >= 1

@@ -9,6 +9,7 @@ mis-shaped output is a conversion error, not a silent mismatch.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -136,6 +137,35 @@ def map_io(model: bytes, inputs: list[TensorSpec], outputs: list[TensorSpec], la
     return {"signature": key, "inputs": match("input", inputs, in_det), "outputs": match("output", outputs, out_det)}
 
 
+def float_model(ctx: ConvertContext, torch: Any, litert_torch: Any, wrapped: Any, sample: tuple[Any, ...],
+                layout: str, meta: dict[str, Any]) -> bytes:
+    """The fp32 flatbuffer, or for fp16 that flatbuffer with its weights cast to fp16 by ai-edge-quantizer (what
+    litert-torch's ``full_fp16_recipe`` does after the same fp32 lowering: byte-identical output). The fp32
+    lowering — batch norms folded, litert-torch convert: nearly all of the time — is a stage the fp32 and fp16 rows
+    of one reference and layout share, so the second costs a cast instead of a conversion."""
+    def lower() -> dict[str, bytes]:
+        from edgeconv.targets.fold_bn import fold_batch_norms
+
+        folded, n = fold_batch_norms(wrapped, sample)  # (int8 never comes here: PT2E folds them itself)
+        with status(f"litert-torch: converting (fp32, {layout})"), torch.no_grad():
+            edge = litert_torch.convert(folded, sample)
+        return {MODEL_FILE: bytes(edge.model_content()), "stage.json": json.dumps({"folded_batch_norms": n}).encode()}
+
+    files, hit = ctx.stage_files("tflite-fp32", {"layout": layout}, lower)
+    meta["folded_batch_norms"] = json.loads(files["stage.json"])["folded_batch_norms"]
+    meta["fp32_lowering"] = "shared stage (cache)" if hit else "converted"
+    model = files[MODEL_FILE]
+    if ctx.precision == "fp16":
+        from litert_torch.generative.quantize import quant_recipes
+        from litert_torch.quantize import translate_recipe
+
+        recipe = translate_recipe.translate_to_ai_edge_recipe(quant_recipes.full_fp16_recipe().generative_recipe)
+        with status("ai-edge-quantizer: fp16 weights"):
+            model = bytes(translate_recipe.quantize_model(model, recipe))
+        meta["quantization"] = "fp16 weights (float compute), ai-edge-quantizer float_casting"
+    return model
+
+
 def convert(ctx: ConvertContext) -> ConversionResult:
     """Convert ``ctx.reference.module`` with litert-torch and write ``model.tflite`` into ``ctx.out_dir``."""
     ref = ctx.reference
@@ -170,17 +200,20 @@ def convert(ctx: ConvertContext) -> ConversionResult:
                    for s, x in zip(ref.inputs, (ref.random_feeds(1)[0][s.name] for s in ref.inputs), strict=True))
     warm_up(wrapped, sample)
     meta: dict[str, Any] = {"format": "tflite", "converter": "litert-torch", "layout": layout}
-    if ctx.precision in ("fp32", "fp16"):  # int8: PT2E's prepare folds them itself, before observing
-        from edgeconv.targets.fold_bn import fold_batch_norms
-
-        wrapped, meta["folded_batch_norms"] = fold_batch_norms(wrapped, sample)
     quant_config = None
-    if ctx.precision == "fp16":
-        from litert_torch.generative.quantize import quant_recipes
+    if ctx.precision in ("fp32", "fp16"):
+        try:
+            model = float_model(ctx, torch, litert_torch, wrapped, sample, layout, meta)
+            (ctx.out_dir / MODEL_FILE).write_bytes(model)
+            meta["io"] = map_io(model, ref.inputs, ref.outputs, layout)
+        except EdgeconvError:
+            raise
+        except Exception as e:
+            from edgeconv.targets.tflite.errors import explain
 
-        quant_config = quant_recipes.full_fp16_recipe()  # ai-edge-quantizer float casting: fp16 weights
-        meta["quantization"] = "fp16 weights (float compute), ai-edge-quantizer float_casting"
-    elif ctx.precision == "int8":
+            raise explain(e, ctx.precision, ctx.keep_fp32) from e
+        return ConversionResult([MODEL_FILE], {"model": MODEL_FILE}, meta, input_layout=layout)
+    if ctx.precision == "int8":
         from litert_torch.quantize.quant_config import QuantConfig
 
         from edgeconv.targets.tflite.int8 import pt2e_quantize, torch_feeds
