@@ -62,6 +62,8 @@ ROWS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
 ULTRALYTICS_LACKS = {("ncnn", "int8"): "Ultralytics 8.4 has no ncnn int8 export",
                      ("tflite", "fp16"): "Ultralytics 8.4's LiteRT export has no fp16 (quantize=16 is not a LiteRT "
                                          "option)"}
+#: Formats whose Ultralytics file is also timed against itself (A/A): what ratio two sessions of one file read.
+AA_ROWS = (("ncnn", "fp32"), ("tflite", "fp32"))
 #: The calibration images both sides quantize with (256 bundled 256×256 shapes images, all of them on each side).
 CALIB_DIR = ROOT / "edgeconv" / "_data" / "calibration" / "shapes"
 CALIB_N = 256
@@ -310,6 +312,20 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             except Exception as e:  # noqa: BLE001 - a row that cannot be timed says why; the others go on
                 row["error"] = _err(e)
         rows.append(row)
+    aa = []
+    for fmt, prec in AA_ROWS:  # the harness's resolution: Ultralytics' file against itself, fresh sessions each
+        b = theirs.get((fmt, prec), {})
+        if "path" not in b:
+            continue
+
+        def mk(fmt: str = fmt, prec: str = prec, path: str = b["path"]) -> tuple[Any, Any]:
+            return _ultra_runner(fmt, prec, path, args.threads, x, out_name), (lambda: None)
+        try:
+            res = interleaved({"edgeconv": mk, "ultralytics": mk}, want, args.runs, instances=args.instances)
+            aa.append({"format": fmt, "precision": prec, "p50_ratio": round(res["ratio_edgeconv_over_native"], 3),
+                       "ratio_ci95": res["ratio_ci95"], "paired_ratio": res["paired_ratio"]})
+        except Exception as e:  # noqa: BLE001
+            aa.append({"format": fmt, "precision": prec, "error": _err(e)})
     both = [r for r in rows if "p50_ratio" in r and not r["edgeconv_options"] and r.get("versus") == "ultralytics"]
     theirs_ok = {(f, p) for (f, p), v in theirs.items() if "path" in v}
     default_rows = [_key(r) for r in ROWS if not r[3]]  # the NHWC variant is an extra, not a format of its own
@@ -320,7 +336,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             "ultralytics_all_exports_cpu_s": round(sum(v.get("export_cpu_s", 0) for v in theirs.values()), 2)}
     cost["cold_cost_goal_met"] = cost["edgeconv_all_rows_cpu_s"] <= cost["ultralytics_all_exports_cpu_s"]
     shutil.rmtree(work, ignore_errors=True)
-    return {"status": "ok", "rows": rows, "cost": cost,
+    return {"status": "ok", "rows": rows, "cost": cost, "a_a": aa,
             "p50_goal_met": bool(both) and all(r["p50_ratio"] <= 1.0 for r in both)}
 
 
@@ -393,6 +409,10 @@ def markdown(res: dict[str, Any]) -> str:
               f"p50 goal (edgeconv ≤ 1.00× on every format both have): {'met' if res['p50_goal_met'] else 'NOT met'}"
               + (f" (over 1.00 but with 1.00 inside the 95 % interval: {', '.join(parity_rows(res['rows']))})"
                  if not res["p50_goal_met"] and parity_rows(res["rows"]) else "") + ".",
+              "A/A (Ultralytics' file against itself, the same timing): " + (", ".join(
+                  f"{r['format']} {r['precision']} {r['p50_ratio']}{_ci(r)}" for r in res.get("a_a", [])
+                  if "p50_ratio" in r) or "not run") + ". A ratio this far from 1.00 with an interval this narrow "
+              "is what one run reads between two sessions of one file.",
               f"Timing: `side_by_side.compare_instances`, {res['runs']} interleaved (ABBA) runs per side over "
               f"{res.get('instances', 1)} fresh runtime sessions per side (10 warm-up runs each, times pooled), one "
               "process, one real calibration image as input; medians move by ±10 % on this shared VM. The model has "

@@ -36,6 +36,7 @@ from edgeconv.core import cache
 from edgeconv.core.console import log
 from edgeconv.core.errors import CalibrationError, ConfigError
 from edgeconv.core.hashing import sha256_json
+from edgeconv.core.isolate import child_threads
 from edgeconv.core.lazy import require, version
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -175,6 +176,7 @@ def _collect(onnx_path: Path, calib: CalibrationSet, method: str, params: dict[s
                                     extra_options={"num_bins": int(params["num_bins"]), "symmetric": False,
                                                    "percentile": float(params.get("percentile", 99.999))})
             chunk = 4  # whole activations are kept per collect_data call
+        threads = child_threads(threads)  # ORT's pools are not fork-safe: one thread in a forked child
         if threads:
             ort = require("onnxruntime", "onnxruntime")
             so = ort.SessionOptions()

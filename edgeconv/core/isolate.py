@@ -25,6 +25,24 @@ from typing import Any
 from edgeconv.core import errors as E
 
 
+def in_forked_child() -> bool:
+    """Whether this process is a multiprocessing child made by fork (an isolated convert + verify, a plan worker).
+
+    Native thread pools do not survive a fork. ncnn's OpenMP regions bind to torch's ``libgomp`` and a forked child
+    inherits its pool bookkeeping without the threads (measured: hangs in ``gomp_team_barrier_wait_end``); an ONNX
+    Runtime session made in a forked child of a process that had run ORT sessions hung in its destructor (a futex
+    in ``InferenceSession`` teardown, joining its intra-op pool: a CI run stopped for 20 minutes) and once aborted
+    with "Resource deadlock avoided". One thread never starts a pool, so children run these runtimes on one.
+    """
+    return mp.parent_process() is not None and mp.get_start_method(allow_none=True) not in ("spawn", "forkserver")
+
+
+def child_threads(threads: int | None) -> int | None:
+    """The thread count a native runtime session should ask for here: 1 in a forked child (see
+    ``in_forked_child``; verification numerics do not depend on it), else ``threads`` as given."""
+    return 1 if in_forked_child() else threads
+
+
 def _child(conn: Any, func: Callable[..., Any], args: tuple, kwargs: dict, forked: bool,
            setup: Callable[[], None] | None = None) -> None:
     if setup is not None:

@@ -338,11 +338,13 @@ class OrtRunner(Runner):
 
     def __init__(self, model: Path | str, *, threads: int | None = None, optimize: str = "all",
                  providers: list[str] | None = None, **_: Any) -> None:
+        from edgeconv.core.isolate import child_threads
         from edgeconv.core.lazy import require
 
         ort = require("onnxruntime", "onnxruntime")
         so = ort.SessionOptions()
         so.log_severity_level = 3
+        threads = child_threads(threads)  # ORT's pools are not fork-safe: one thread in a forked child
         if threads:
             so.intra_op_num_threads = threads
             so.inter_op_num_threads = 1

@@ -22,6 +22,7 @@ import numpy as np
 
 from edgeconv.core import keep as keep_matcher
 from edgeconv.core.errors import ConfigError
+from edgeconv.core.isolate import child_threads
 from edgeconv.core.lazy import require
 
 REL_TOL = 1e-3
@@ -44,6 +45,7 @@ def onnx_values(onnx_path: Path, names: list[str], feeds: dict[str, np.ndarray])
                 graph_outs.add(tensors[n])
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    so.intra_op_num_threads = child_threads(None) or 0  # ORT's pools are not fork-safe: 1 in a forked child
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     wanted = sorted(set(tensors.values()))
     outs = dict(zip(wanted, sess.run(wanted, feeds), strict=True))

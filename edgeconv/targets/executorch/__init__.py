@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from edgeconv.targets.base import ConversionResult, ConvertContext, Option, Runner, Target
+from edgeconv.targets.pt2e_observers import DEFAULT_OBSERVER, OBSERVERS
 
 
 class ExecuTorchTarget(Target):
@@ -23,8 +24,9 @@ class ExecuTorchTarget(Target):
     tools = ("executorch", "torch", "torchao")
     isolate = True
     options = {
-        "observer": Option(str, "histogram", "INT8 activation observer: histogram (the XNNPACK quantizer's own "
-                           "default) or minmax", choices=("histogram", "minmax")),
+        "observer": Option(str, DEFAULT_OBSERVER, "INT8 activation observer: sampled-histogram (the XNNPACK "
+                           "quantizer's histogram on a 1/4 sample of each large activation), histogram or minmax",
+                           choices=OBSERVERS),
         "per_channel": Option(bool, True, "INT8 per-output-channel weight scales (XNNPACK's recommended setting)"),
     }
     description = "ExecuTorch with the XNNPACK delegate, exported from PyTorch (torch.export)"

@@ -23,9 +23,9 @@ from edgeconv.core.console import log, status, track
 from edgeconv.core.errors import CalibrationError, ConfigError, ConversionError
 from edgeconv.core.lazy import require
 from edgeconv.targets.base import ConversionResult, ConvertContext, flat_module
+from edgeconv.targets.pt2e_observers import DEFAULT_OBSERVER, with_observer
 
 MODEL_FILE = "model.pte"
-OBSERVERS = ("histogram", "minmax")
 
 
 def quantize_pt2e(module: Any, sample: tuple[Any, ...], feeds: Any, *, names: list[str], per_channel: bool,
@@ -37,7 +37,6 @@ def quantize_pt2e(module: Any, sample: tuple[Any, ...], feeds: Any, *, names: li
     skips every pattern touching one (a float node's inputs and outputs get no Q/DQ of their own; a quantized
     neighbour still quantizes its side of the edge, so a tensor is float only when its producer and consumers are
     kept). ``record`` receives the nodes left in float."""
-    import dataclasses
 
     import torch
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
@@ -46,15 +45,7 @@ def quantize_pt2e(module: Any, sample: tuple[Any, ...], feeds: Any, *, names: li
     )
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    if observer not in OBSERVERS:
-        raise ConfigError(f"executorch int8 observer must be one of {OBSERVERS}, not {observer!r}")
-    config = get_symmetric_quantization_config(is_per_channel=per_channel)
-    if observer == "minmax":
-        from torchao.quantization.pt2e.observer import MinMaxObserver
-
-        act = dataclasses.replace(config.input_activation,
-                                  observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
-        config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    config = with_observer(get_symmetric_quantization_config(is_per_channel=per_channel), observer, "executorch")
     quantizer = XNNPACKQuantizer().set_global(config)
     graph = torch.export.export(module, sample).module()
     kept = keep(graph) if keep is not None else set()
@@ -141,7 +132,7 @@ def convert(ctx: ConvertContext) -> ConversionResult:
     if ctx.precision == "int8":
         if ctx.calibration is None:
             raise ConfigError("int8 needs calibration data", hint="pass --calib DIR (or use the bundled sample)")
-        observer = str(ctx.option("observer", "histogram"))
+        observer = str(ctx.option("observer", DEFAULT_OBSERVER))
         per_channel = bool(ctx.option("per_channel", True))
         record: dict[str, Any] = {}
         keep_fn = None

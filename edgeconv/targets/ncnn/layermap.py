@@ -25,6 +25,7 @@ import numpy as np
 
 from edgeconv.core import keep as keep_matcher
 from edgeconv.core.errors import ConfigError, ConversionError
+from edgeconv.core.isolate import child_threads
 from edgeconv.core.lazy import require
 
 REL_TOL = 1e-3
@@ -46,6 +47,7 @@ def reference_tensors(onnx_path: Path, feeds: list[dict[str, np.ndarray]]) -> tu
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = child_threads(None) or 0  # ORT's pools are not fork-safe: 1 in a forked child
     sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     ins = [i.name for i in sess.get_inputs()]

@@ -16,21 +16,9 @@ from typing import Any
 import numpy as np
 
 from edgeconv.core.errors import VerificationError
+from edgeconv.core.isolate import in_forked_child
 from edgeconv.core.lazy import require
 from edgeconv.targets.base import Runner
-
-
-def in_forked_child() -> bool:
-    """Whether this process is a multiprocessing child made by fork (the pipeline's isolated convert + verify).
-
-    ncnn's x86/ARM kernels run OpenMP regions, and the pip wheel binds to whichever ``libgomp.so.1`` is loaded
-    first: torch's. When the parent had already run an OpenMP team (torch ran the export), a forked child inherits
-    libgomp's pool bookkeeping without its threads and hangs (measured: ``gomp_team_barrier_wait_end``) or
-    crashes in its first multi-threaded region; one thread never starts a team.
-    """
-    import multiprocessing as mp
-
-    return mp.parent_process() is not None and mp.get_start_method(allow_none=True) not in ("spawn", "forkserver")
 
 
 def make_option(ncnn: Any, runtime: dict[str, Any], threads: int | None) -> Any:
@@ -52,7 +40,7 @@ def make_option(ncnn: Any, runtime: dict[str, Any], threads: int | None) -> Any:
         opt.use_winograd63_convolution = False
     opt.use_vulkan_compute = False
     if in_forked_child() and "torch" in sys.modules:
-        threads = 1  # see in_forked_child(); verification numerics do not depend on the thread count
+        threads = 1  # see core.isolate.in_forked_child(); verification numerics do not depend on it
     if threads:
         opt.num_threads = int(threads)
     return opt

@@ -11,6 +11,7 @@ from typing import Any
 
 from edgeconv.core.lazy import available
 from edgeconv.targets.base import ConversionResult, ConvertContext, Option, Runner, Target
+from edgeconv.targets.pt2e_observers import DEFAULT_OBSERVER, OBSERVERS
 
 INTERPRETERS = ("ai_edge_litert", "tflite_runtime")
 
@@ -29,7 +30,8 @@ class TfliteTarget(Target):
         "int8_mode": Option(str, "static", "full-integer (static) or dynamic-range int8",
                             choices=("static", "dynamic")),
         "layout": Option(str, None, "input layout of the .tflite (NHWC for most phone apps)", choices=("NCHW", "NHWC")),
-        "observer": Option(str, "histogram", "PT2E activation observer", choices=("histogram", "minmax")),
+        "observer": Option(str, DEFAULT_OBSERVER, "PT2E activation observer (docs: targets/pt2e_observers.py)",
+                           choices=OBSERVERS),
         "per_channel": Option(bool, True, "per-channel weight scales"),
     }
 

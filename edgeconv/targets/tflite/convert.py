@@ -20,6 +20,7 @@ from edgeconv.core.errors import ConfigError, ConversionError, EdgeconvError
 from edgeconv.core.lazy import require
 from edgeconv.core.tensors import TensorSpec
 from edgeconv.targets.base import ConversionResult, ConvertContext, flat_module
+from edgeconv.targets.pt2e_observers import DEFAULT_OBSERVER
 
 MODEL_FILE = "model.tflite"
 INT8_MODES = ("static", "dynamic")
@@ -240,14 +241,14 @@ def convert(ctx: ConvertContext) -> ConversionResult:
         with status("int8: PT2E calibration" if not dynamic else "int8: dynamic-range PT2E"):
             wrapped, quantizer, seen = pt2e_quantize(
                 wrapped, sample, feeds, dynamic=dynamic, per_channel=bool(ctx.option("per_channel", True)),
-                observer=str(ctx.option("observer", "histogram")).lower(),
+                observer=str(ctx.option("observer", DEFAULT_OBSERVER)).lower(),
                 total=len(ctx.calibration) if ctx.calibration is not None and not dynamic else None,
                 keep=keep_fn, record=record)
         quant_config = QuantConfig(pt2e_quantizer=quantizer)
         meta["quantization"] = {"method": "pt2e", "mode": int8_mode, "per_channel": bool(ctx.option("per_channel",
                                                                                                      True)),
                                 "calibration_samples": seen, "int8_io": int8_io,
-                                "observer": None if dynamic else str(ctx.option("observer", "histogram")).lower(),
+                                "observer": None if dynamic else str(ctx.option("observer", DEFAULT_OBSERVER)).lower(),
                                 **record}
     elif ctx.precision != "fp32":
         raise ConfigError(f"tflite has no '{ctx.precision}' route", hint="use fp32, fp16 or int8")

@@ -28,38 +28,30 @@ from typing import Any
 import numpy as np
 
 from edgeconv.core.console import log, track
-from edgeconv.core.errors import CalibrationError, ConfigError, ConversionError
-
-OBSERVERS = ("histogram", "minmax")
+from edgeconv.core.errors import CalibrationError, ConversionError
+from edgeconv.targets.pt2e_observers import DEFAULT_OBSERVER, with_observer
 
 
 def pt2e_quantize(module: Any, sample_args: tuple[Any, ...], feeds: Iterable[tuple[Any, ...]] | None, *,
-                  dynamic: bool = False, per_channel: bool = True, observer: str = "histogram",
+                  dynamic: bool = False, per_channel: bool = True, observer: str = DEFAULT_OBSERVER,
                   total: int | None = None, keep: Callable[[Any], set[str]] | None = None,
                   record: dict[str, Any] | None = None) -> tuple[Any, Any, int]:
     """Export ``module``, insert observers, run the calibration feeds, convert to Q/DQ.
 
     Returns ``(quantized graph module, quantizer, samples seen)``; the quantizer is what litert-torch needs to know
     whether to lower static or dynamic Q/DQ.  Dynamic-range quantization observes nothing, so needs no feeds.
-    ``observer``: litert-torch's default ``histogram`` (outlier-robust ranges, ~1-2 s per 256x256 sample on a small
-    CPU) or ``minmax`` (several times faster, ranges set by the extremes). ``keep`` maps the exported graph to the
-    names of the nodes to leave in float; ``record`` receives what the annotation passes changed.
+    ``observer``: one of ``pt2e_observers.OBSERVERS`` (default ``sampled-histogram``: litert-torch's own
+    histogram observer on a 1/4 sample of each large activation, see that module). ``keep`` maps the exported
+    graph to the names of the nodes to leave in float; ``record`` receives what the annotation passes changed.
     """
-    import dataclasses
-
     import torch
     from litert_torch.quantize.pt2e_quantizer import get_symmetric_quantization_config
     from torchao.quantization.pt2e import move_exported_model_to_eval
-    from torchao.quantization.pt2e.observer import MinMaxObserver
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    if observer not in OBSERVERS:
-        raise ConfigError(f"tflite int8 observer must be one of {OBSERVERS}, not {observer!r}")
     config = get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=dynamic)
-    if observer == "minmax" and not dynamic:
-        act = dataclasses.replace(config.input_activation,
-                                  observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
-        config = dataclasses.replace(config, input_activation=act, output_activation=act)
+    if not dynamic:
+        config = with_observer(config, observer, "tflite")
     graph = torch.export.export(module, sample_args).module()
     kept = keep(graph) if keep is not None else set()
     quantizer = make_quantizer(config, kept, record if record is not None else {})
