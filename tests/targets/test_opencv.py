@@ -14,7 +14,7 @@ ort = pytest.importorskip("onnxruntime", reason="onnxruntime runs the reference"
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgeconv.core.errors import ConversionError  # noqa: E402
+from edgeconv.core.errors import ConfigError, ConversionError  # noqa: E402
 from edgeconv.pipeline import convert_reference, prepare  # noqa: E402
 from edgeconv.profiles import load_profile_file  # noqa: E402
 from edgeconv.targets.opencv.rewrites import expand_functions  # noqa: E402
@@ -76,7 +76,9 @@ def test_rejected_function_op_gets_a_recorded_rewrite(tmp_path: Path) -> None:
 def test_unsupported_operator_is_named(tmp_path: Path, engine: str) -> None:
     """GlobalLpPool: standard ONNX (ONNX Runtime runs it), not a function, and OpenCV 5 has no layer for it."""
     prep = prepare(str(_conv_then("GlobalLpPool", tmp_path / "lp.onnx", out_hw=1)), simplify=False)
-    with pytest.raises(ConversionError, match="GlobalLpPool"):
+    no_classic = engine == "classic" and not hasattr(cv2.dnn, "ENGINE_CLASSIC")  # OpenCV >= 5.1
+    with pytest.raises(ConfigError if no_classic else ConversionError,
+                       match="no classic DNN engine" if no_classic else "GlobalLpPool"):
         convert_reference(prep, "opencv", out=tmp_path / "out", precision="fp32", options={"engine": engine},
                           use_cache=False)
     assert not (tmp_path / "out").exists()
@@ -87,12 +89,29 @@ def test_fp16_only_where_opencv_offers_a_cpu_fp16_target(tiny_prepared, tmp_path
     prof = tmp_path / "opencv-fp16.toml"
     prof.write_text(src.replace('precisions = ["fp32"]', 'precisions = ["fp32", "fp16"]'))
     profile = load_profile_file(prof)
-    if cv2.dnn.DNN_TARGET_CPU_FP16 in cv2.dnn.getAvailableTargets(cv2.dnn.DNN_BACKEND_OPENCV):
+    if not hasattr(cv2.dnn, "ENGINE_CLASSIC"):  # OpenCV >= 5.1: fp16 needs the classic engine it no longer has
+        with pytest.raises(ConfigError, match="no classic DNN engine"):
+            convert_reference(tiny_prepared, profile, out=tmp_path / "fp16", precision="fp16", use_cache=False)
+    elif cv2.dnn.DNN_TARGET_CPU_FP16 in cv2.dnn.getAvailableTargets(cv2.dnn.DNN_BACKEND_OPENCV):
         art = convert_reference(tiny_prepared, profile, out=tmp_path / "fp16", precision="fp16", use_cache=False)
         assert art.manifest["conversion"]["runtime"]["target"] == "cpu_fp16"
     else:
         with pytest.raises(ConversionError, match="DNN_TARGET_CPU_FP16"):
             convert_reference(tiny_prepared, profile, out=tmp_path / "fp16", precision="fp16", use_cache=False)
+
+
+def test_engine_names_map_on_opencv_5_0_and_5_1() -> None:
+    from types import SimpleNamespace
+
+    from edgeconv.targets.opencv.runner import engine_flag
+
+    v50 = SimpleNamespace(__version__="5.0.0", dnn=SimpleNamespace(ENGINE_AUTO=0, ENGINE_CLASSIC=1, ENGINE_NEW=2))
+    v51 = SimpleNamespace(__version__="5.1.0", dnn=SimpleNamespace(ENGINE_AUTO=0, ENGINE_OPENCV=1, ENGINE_ORT=2))
+    assert [engine_flag(v50, e) for e in ("auto", "classic", "new")] == [0, 1, 2]
+    assert [engine_flag(v51, e) for e in ("auto", "new")] == [0, 1]  # 5.1's ENGINE_OPENCV is the new engine
+    with pytest.raises(ConfigError, match=r"OpenCV 5\.1\.0 has no classic DNN engine") as e:
+        engine_flag(v51, "classic")
+    assert "opencv-python-headless<5.1" in (e.value.hint or "")
 
 
 def test_runner_batches(tiny_prepared, tmp_path: Path) -> None:

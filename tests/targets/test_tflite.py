@@ -353,6 +353,10 @@ def test_yolo11_head_int8_converts_with_fixed_softmax_and_logistic_params(yolo11
             if name in ("SOFTMAX", "LOGISTIC") and outs[0]["dtype"] == np.int8]
     assert {name for name, _ in int8} == {"SOFTMAX", "LOGISTIC"}  # the DFL softmax and the gate run in int8 ...
     assert all(qp == (pytest.approx(1 / 256), -128) for _, qp in int8)  # ... with the parameters TFLite requires
+    # every SiLU is rewritten x * sigmoid(x) and runs in int8 (the quantizer has no SiLU annotator: it stayed a
+    # float LOGISTIC + MUL between DEQUANTIZE and QUANTIZE), as do the adds and muls it finds by source
+    assert q["silu_decomposed"] >= 4 and q["source_tagged"].get("add", 0) >= 1
+    assert sum(name == "LOGISTIC" for name, _ in int8) >= q["silu_decomposed"]
     # the output concat of boxes (pixels) and class probabilities stays float: probabilities are not requantized
     # onto the box scale (nor boxes onto 1/256)
     assert any(c.startswith("cat") and c.endswith("(float)") for c in q["fixed_qparams"])

@@ -1,5 +1,6 @@
 """TFLite INT8 per-layer float fallback on the outlier pattern (tests/fixtures/int8_patterns.py): keeping the culprit
-conv in float (by ONNX node name or module scope) leaves it a float CONV_2D in the .tflite and removes the drift;
+conv and the Add feeding it in float (by module scope and ONNX node name) leaves a float CONV_2D in the .tflite and
+removes the drift;
 a keep pattern that matches nothing is a loud error, never a silently fully quantized model."""
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def test_outlier_pattern_is_over_budget_on_tflite_int8(baseline: Any) -> None:
 
 
 def test_keeping_the_culprit_module_float_removes_the_drift(pattern: Any, baseline: Any, tmp_path: Path) -> None:
-    art = _convert(pattern, tmp_path / "kept", ("inner/conv2",))  # the module scope of self.conv2
+    # The outlier tensor's producer (the Add, by ONNX node name) and consumer (self.conv2, by module scope): with
+    # the residual Add quantized like every other add, keeping the conv alone leaves the spike's scale on its input.
+    art = _convert(pattern, tmp_path / "kept", ("inner/conv2", "/inner/Add"))
     q = art.manifest["conversion"]["quantization"]
     assert q["keep_fp32"]["patterns"]["inner/conv2"]["onnx"] == ["/inner/conv2/Conv"]
     (traced,) = q["keep_fp32"]["patterns"]["inner/conv2"]["traced"]

@@ -92,6 +92,9 @@ def settings_for(ctx: ConvertContext) -> dict[str, Any]:
         engine = "classic" if engine == "auto" else engine
     elif ctx.precision != "fp32":
         raise ConfigError(f"opencv has no '{ctx.precision}' route", hint="use fp32 (or fp16 where OpenCV offers it)")
+    from edgeconv.targets.opencv.runner import engine_flag
+
+    engine_flag(cv2, engine)  # an engine this OpenCV lacks (classic on 5.1): the user's error, before converting
     return {"engine": engine, "backend": backend, "target": target}
 
 

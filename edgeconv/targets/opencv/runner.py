@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeconv.core.errors import ConfigError
 from edgeconv.core.lazy import require
 from edgeconv.targets.base import Runner
 
@@ -20,10 +21,28 @@ BACKENDS = ("opencv", "openvino")
 TARGETS = ("cpu", "cpu_fp16")
 
 
+def engine_flag(cv2: Any, engine: str) -> int:
+    """OpenCV's constant for ``engine``. 5.0 has ENGINE_NEW and ENGINE_CLASSIC; 5.1 dropped both: its ENGINE_OPENCV
+    is the new engine (what ENGINE_AUTO resolves to) and the classic engine is gone, so asking 5.1 for it is an
+    error that names the version, not an AttributeError."""
+    dnn = cv2.dnn
+    if engine == "auto":
+        return int(dnn.ENGINE_AUTO)
+    if engine == "new":
+        return int(dnn.ENGINE_NEW if hasattr(dnn, "ENGINE_NEW") else dnn.ENGINE_OPENCV)
+    if engine == "classic":
+        if not hasattr(dnn, "ENGINE_CLASSIC"):
+            raise ConfigError(f"OpenCV {cv2.__version__} has no classic DNN engine (5.1 removed it); the classic "
+                              "engine also carries fp16 and the OpenVINO backend",
+                              hint="use engine = \"auto\" (fp32, OpenCV's CPU backend), or "
+                                   "pip install 'opencv-python-headless<5.1' for the classic engine")
+        return int(dnn.ENGINE_CLASSIC)
+    raise ConfigError(f"unknown OpenCV DNN engine {engine!r}", hint=f"one of {', '.join(ENGINES)}")
+
+
 def open_net(cv2: Any, model: Path | str, engine: str, backend: str, target: str) -> Any:
     """Read the ONNX file with the chosen engine; set backend/target when they differ from OpenCV's CPU default."""
-    eng = {"auto": cv2.dnn.ENGINE_AUTO, "new": cv2.dnn.ENGINE_NEW, "classic": cv2.dnn.ENGINE_CLASSIC}[engine]
-    net = cv2.dnn.readNetFromONNX(str(model), eng)
+    net = cv2.dnn.readNetFromONNX(str(model), engine_flag(cv2, engine))
     if net.empty():
         raise cv2.error(f"OpenCV read an empty network from {model} ({engine} engine)")
     if (backend, target) != ("opencv", "cpu"):  # the defaults; the new engine warns on any explicit target

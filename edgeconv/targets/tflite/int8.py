@@ -53,6 +53,10 @@ def pt2e_quantize(module: Any, sample_args: tuple[Any, ...], feeds: Iterable[tup
     if not dynamic:
         config = with_observer(config, observer, "tflite")
     graph = torch.export.export(module, sample_args).module()
+    if not dynamic:
+        rewritten = {"silu_decomposed": decompose_silu(graph), "source_tagged": tag_sources(graph)}
+        if record is not None:
+            record.update(rewritten)
     kept = keep(graph) if keep is not None else set()
     quantizer = make_quantizer(config, kept, record if record is not None else {})
     graph = prepare_pt2e(graph, quantizer)
@@ -94,6 +98,63 @@ def _fixed_spec(scale: float, zero_point: int) -> Any:
 
     return FixedQParamsQuantizationSpec(dtype=torch.int8, scale=scale, zero_point=zero_point, quant_min=-128,
                                         quant_max=127, qscheme=torch.per_tensor_affine)
+
+
+def tag_sources(gm: Any) -> dict[str, int]:
+    """Give call nodes without one the ``source_fn_stack`` entry litert-torch's annotators look for; counts by op.
+
+    Its add, mul, cat and pooling annotators find their nodes through ``get_source_partitions``, i.e. by the
+    ``source_fn_stack`` torch.export used to record; the torch here records none, so those annotators found nothing
+    and every residual add, concatenation and pool stayed float between DEQUANTIZE and QUANTIZE (16 adds in
+    YOLO11n). The aten op names its source unambiguously for these."""
+    import torch
+    import torch.nn.functional as F
+
+    aten = torch.ops.aten
+    sources = {aten.add.Tensor: torch.add, aten.mul.Tensor: torch.mul, aten.cat.default: torch.cat,
+               aten.max_pool2d.default: F.max_pool2d, aten.adaptive_avg_pool2d.default: F.adaptive_avg_pool2d}
+    counts: dict[str, int] = {}
+    for node in gm.graph.nodes:
+        src = sources.get(node.target) if node.op == "call_function" else None
+        if src is None or node.meta.get("source_fn_stack"):
+            continue
+        node.meta["source_fn_stack"] = [(node.name, src)]
+        key = str(node.target).split(".")[1]
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def decompose_silu(gm: Any) -> int:
+    """Rewrite each ``aten.silu`` as ``x * sigmoid(x)``; how many were rewritten.
+
+    torch.export keeps SiLU as one op, and litert-torch's PT2E quantizer has no annotator for it, so every SiLU of
+    a YOLO-style network stayed float: CONV_2D → DEQUANTIZE → LOGISTIC, MUL in fp32 → QUANTIZE (77 float islands
+    in YOLO11n, its int8 TFLite slower than Ultralytics'). Decomposed, the quantizer annotates both halves —
+    the sigmoid with the fixed output parameters TFLite's int8 LOGISTIC requires (``FIXED_QPARAMS``), the mul
+    calibrated — and the whole block runs in int8, as the ONNX export (Sigmoid, Mul) already spells it."""
+    import torch
+
+    silu = {torch.ops.aten.silu.default, torch.ops.aten.silu_.default}
+    n = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_function" or node.target not in silu:
+            continue
+        x = node.args[0]
+        with gm.graph.inserting_before(node):
+            sig = gm.graph.call_function(torch.ops.aten.sigmoid.default, (x,))
+            mul = gm.graph.call_function(torch.ops.aten.mul.Tensor, (x, sig))
+        keep_meta = ("val", "tensor_meta", "nn_module_stack", "stack_trace")
+        sig.meta = {k: v for k, v in node.meta.items() if k in keep_meta}
+        sig.meta["source_fn_stack"] = [(sig.name, torch.sigmoid)]
+        mul.meta = {k: v for k, v in node.meta.items() if k in keep_meta}
+        mul.meta["source_fn_stack"] = [(mul.name, torch.mul)]  # what the quantizer's mul annotator looks for
+        node.replace_all_uses_with(mul)
+        gm.graph.erase_node(node)
+        n += 1
+    if n:
+        gm.graph.lint()
+        gm.recompile()
+    return n
 
 
 def fix_fixed_range_ops(gm: Any, config: Any) -> list[str]:
