@@ -355,7 +355,7 @@ def _ci(row: dict[str, Any]) -> str:
 def parity_rows(rows: list[dict[str, Any]]) -> list[str]:
     """Rows over 1.00 whose 95 % interval still holds 1.00: slower in this run, not told apart from parity."""
     return [f"{r['format']} {r['precision']}" for r in rows if r.get("p50_ratio", 0) > 1.0 and r.get("ratio_ci95")
-            and r["ratio_ci95"][0] <= 1.0 and not r.get("edgeconv_options")]
+            and r["ratio_ci95"][0] <= 1.0 and not r.get("edgeconv_options") and r.get("versus") == "ultralytics"]
 
 
 def markdown(res: dict[str, Any]) -> str:

@@ -89,15 +89,15 @@ def test_fp16_only_where_opencv_offers_a_cpu_fp16_target(tiny_prepared, tmp_path
     prof = tmp_path / "opencv-fp16.toml"
     prof.write_text(src.replace('precisions = ["fp32"]', 'precisions = ["fp32", "fp16"]'))
     profile = load_profile_file(prof)
-    if not hasattr(cv2.dnn, "ENGINE_CLASSIC"):  # OpenCV >= 5.1: fp16 needs the classic engine it no longer has
-        with pytest.raises(ConfigError, match="no classic DNN engine"):
-            convert_reference(tiny_prepared, profile, out=tmp_path / "fp16", precision="fp16", use_cache=False)
-    elif cv2.dnn.DNN_TARGET_CPU_FP16 in cv2.dnn.getAvailableTargets(cv2.dnn.DNN_BACKEND_OPENCV):
-        art = convert_reference(tiny_prepared, profile, out=tmp_path / "fp16", precision="fp16", use_cache=False)
-        assert art.manifest["conversion"]["runtime"]["target"] == "cpu_fp16"
-    else:
+    if cv2.dnn.DNN_TARGET_CPU_FP16 not in cv2.dnn.getAvailableTargets(cv2.dnn.DNN_BACKEND_OPENCV):
         with pytest.raises(ConversionError, match="DNN_TARGET_CPU_FP16"):
             convert_reference(tiny_prepared, profile, out=tmp_path / "fp16", precision="fp16", use_cache=False)
+    elif not hasattr(cv2.dnn, "ENGINE_CLASSIC"):  # OpenCV >= 5.1: fp16 needs the classic engine it no longer has
+        with pytest.raises(ConfigError, match="no classic DNN engine"):
+            convert_reference(tiny_prepared, profile, out=tmp_path / "fp16", precision="fp16", use_cache=False)
+    else:
+        art = convert_reference(tiny_prepared, profile, out=tmp_path / "fp16", precision="fp16", use_cache=False)
+        assert art.manifest["conversion"]["runtime"]["target"] == "cpu_fp16"
 
 
 def test_engine_names_map_on_opencv_5_0_and_5_1() -> None:

@@ -114,7 +114,8 @@ def convert(ctx: ConvertContext) -> ConversionResult:
         from edgeconv.targets.opencv.rewrites import expand_functions
 
         first, ops = describe_cv_error(err)
-        if not ops and settings["engine"] != "classic":  # the new engine logs the operators instead of raising
+        # the new engine logs the operators instead of raising; the classic one names them (OpenCV < 5.1 only)
+        if not ops and settings["engine"] != "classic" and hasattr(cv2.dnn, "ENGINE_CLASSIC"):
             _, diag = try_load(out, ref, {**settings, "engine": "classic"})
             ops = describe_cv_error(diag)[1] if diag is not None else []
         present = _onnx_op_types(out)

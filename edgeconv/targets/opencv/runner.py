@@ -40,11 +40,29 @@ def engine_flag(cv2: Any, engine: str) -> int:
     raise ConfigError(f"unknown OpenCV DNN engine {engine!r}", hint=f"one of {', '.join(ENGINES)}")
 
 
+def _read_onnx(cv2: Any, model: Path | str, flag: int) -> tuple[Any, str]:
+    """``readNetFromONNX`` with what OpenCV's C++ logger writes to stderr meanwhile (returned, not shown): the new
+    engine names unsupported operators only there, and OpenCV 5.1 has no classic engine left to ask."""
+    import os
+    import tempfile
+
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            net = cv2.dnn.readNetFromONNX(str(model), flag)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        return net, tmp.read().decode(errors="replace")
+
+
 def open_net(cv2: Any, model: Path | str, engine: str, backend: str, target: str) -> Any:
     """Read the ONNX file with the chosen engine; set backend/target when they differ from OpenCV's CPU default."""
-    net = cv2.dnn.readNetFromONNX(str(model), engine_flag(cv2, engine))
-    if net.empty():
-        raise cv2.error(f"OpenCV read an empty network from {model} ({engine} engine)")
+    net, logged = _read_onnx(cv2, model, engine_flag(cv2, engine))
+    if net.empty():  # the new engine returns an empty net and logs why ("Unsupported operations: ...")
+        raise cv2.error(f"OpenCV read an empty network from {model} ({engine} engine): {' '.join(logged.split())}")
     if (backend, target) != ("opencv", "cpu"):  # the defaults; the new engine warns on any explicit target
         net.setPreferableBackend({"opencv": cv2.dnn.DNN_BACKEND_OPENCV,
                                   "openvino": cv2.dnn.DNN_BACKEND_INFERENCE_ENGINE}[backend])
