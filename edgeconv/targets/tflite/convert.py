@@ -202,18 +202,6 @@ def convert(ctx: ConvertContext) -> ConversionResult:
     warm_up(wrapped, sample)
     meta: dict[str, Any] = {"format": "tflite", "converter": "litert-torch", "layout": layout}
     quant_config = None
-    if ctx.precision in ("fp32", "fp16"):
-        try:
-            model = float_model(ctx, torch, litert_torch, wrapped, sample, layout, meta)
-            (ctx.out_dir / MODEL_FILE).write_bytes(model)
-            meta["io"] = map_io(model, ref.inputs, ref.outputs, layout)
-        except EdgeconvError:
-            raise
-        except Exception as e:
-            from edgeconv.targets.tflite.errors import explain
-
-            raise explain(e, ctx.precision, ctx.keep_fp32) from e
-        return ConversionResult([MODEL_FILE], {"model": MODEL_FILE}, meta, input_layout=layout)
     if ctx.precision == "int8":
         from litert_torch.quantize.quant_config import QuantConfig
 
@@ -250,13 +238,15 @@ def convert(ctx: ConvertContext) -> ConversionResult:
                                 "calibration_samples": seen, "int8_io": int8_io,
                                 "observer": None if dynamic else str(ctx.option("observer", DEFAULT_OBSERVER)).lower(),
                                 **record}
-    elif ctx.precision != "fp32":
+    elif ctx.precision not in ("fp32", "fp16"):
         raise ConfigError(f"tflite has no '{ctx.precision}' route", hint="use fp32, fp16 or int8")
 
     try:
-        with status(f"litert-torch: converting ({ctx.precision}, {layout})"), torch.no_grad():
-            edge = litert_torch.convert(wrapped, sample, quant_config=quant_config)
-        model = bytes(edge.model_content())
+        if ctx.precision in ("fp32", "fp16"):
+            model = float_model(ctx, torch, litert_torch, wrapped, sample, layout, meta)
+        else:
+            with status(f"litert-torch: converting ({ctx.precision}, {layout})"), torch.no_grad():
+                model = bytes(litert_torch.convert(wrapped, sample, quant_config=quant_config).model_content())
         if ctx.precision == "int8" and int8_mode == "static" and not int8_io:
             from edgeconv.targets.tflite.int8 import add_float_io
 
