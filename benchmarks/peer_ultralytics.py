@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime as dt
+import functools
 import json
 import os
 import resource
@@ -279,6 +280,9 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         r = get_target(art.manifest["target"]).runner(art, threads=args.threads)
         return (lambda: r.infer(feeds)), r.close
 
+    def make_theirs(fmt: str, prec: str, path: str) -> tuple[Any, Any]:
+        return _ultra_runner(fmt, prec, path, args.threads, x, out_name), (lambda: None)
+
     rows = []
     for spec in ROWS:
         fmt, prec, profile, opts = spec
@@ -300,8 +304,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     side = "ultralytics"
                     makers = {"edgeconv": lambda art=art, f=feeds: make_ours(art, f),
-                              side: lambda fmt=fmt, prec=prec, path=b["path"]: (
-                                  _ultra_runner(fmt, prec, path, args.threads, x, out_name), (lambda: None))}
+                              side: lambda fmt=fmt, prec=prec, path=b["path"]: make_theirs(fmt, prec, path)}
                 res = interleaved(makers, want, args.runs, instances=args.instances, keep_outputs=True)
                 outs = res.pop("outputs")
                 row.update(latency=res["latency"], p50_ratio=round(res["ratio_edgeconv_over_native"], 3),
@@ -317,9 +320,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         b = theirs.get((fmt, prec), {})
         if "path" not in b:
             continue
-
-        def mk(fmt: str = fmt, prec: str = prec, path: str = b["path"]) -> tuple[Any, Any]:
-            return _ultra_runner(fmt, prec, path, args.threads, x, out_name), (lambda: None)
+        mk = functools.partial(make_theirs, fmt, prec, b["path"])
         try:
             res = interleaved({"edgeconv": mk, "ultralytics": mk}, want, args.runs, instances=args.instances)
             aa.append({"format": fmt, "precision": prec, "p50_ratio": round(res["ratio_edgeconv_over_native"], 3),
@@ -416,8 +417,8 @@ def markdown(res: dict[str, Any]) -> str:
               f"Timing: `side_by_side.compare_instances`, {res['runs']} interleaved (ABBA) runs per side over "
               f"{res.get('instances', 1)} fresh runtime sessions per side (10 warm-up runs each, times pooled), one "
               "process, one real calibration image as input; medians move by ±10 % on this shared VM. The model has "
-              "Ultralytics' seeded random initialisation (no download): latencies are a trained model's, accuracy "
-              "columns measure each conversion's fidelity to torch, not detection quality."]
+              "Ultralytics' seeded random initialisation (no download): latency does not depend on the weights, and "
+              "the accuracy columns measure each conversion's fidelity to torch, not detection quality."]
     return "\n".join(lines) + "\n"
 
 

@@ -164,8 +164,8 @@ class ConvertContext:
                            "parts": _plain(parts, "parts")})
         hit = cache.lookup("stages", key)
         if hit is not None:
-            return {p.name: p.read_bytes() for p in hit.iterdir() if p.is_file() and not p.name.startswith(".")
-                    and p.name not in (cache.INDEX, cache.COMPLETE)}, True
+            return {p.name: p.read_bytes() for p in hit.iterdir()
+                    if p.is_file() and p.name not in (cache.INDEX, cache.COMPLETE)}, True
         files = build()
         with tempfile.TemporaryDirectory(prefix="edgeconv-stage-") as tmp:
             for fname, data in files.items():

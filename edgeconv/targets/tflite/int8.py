@@ -53,7 +53,7 @@ def pt2e_quantize(module: Any, sample_args: tuple[Any, ...], feeds: Iterable[tup
     if not dynamic:
         config = with_observer(config, observer, "tflite")
     graph = torch.export.export(module, sample_args).module()
-    if not dynamic:
+    if not dynamic:  # decompose first: tag_sources tags the muls it writes
         rewritten = {"silu_decomposed": decompose_silu(graph), "source_tagged": tag_sources(graph)}
         if record is not None:
             record.update(rewritten)
@@ -143,11 +143,11 @@ def decompose_silu(gm: Any) -> int:
         with gm.graph.inserting_before(node):
             sig = gm.graph.call_function(torch.ops.aten.sigmoid.default, (x,))
             mul = gm.graph.call_function(torch.ops.aten.mul.Tensor, (x, sig))
+        # the silu's own source_fn_stack (nn.SiLU) is left behind: tag_sources gives the mul the one its
+        # annotator looks for; the sigmoid's annotator matches the aten op itself
         keep_meta = ("val", "tensor_meta", "nn_module_stack", "stack_trace")
         sig.meta = {k: v for k, v in node.meta.items() if k in keep_meta}
-        sig.meta["source_fn_stack"] = [(sig.name, torch.sigmoid)]
-        mul.meta = {k: v for k, v in node.meta.items() if k in keep_meta}
-        mul.meta["source_fn_stack"] = [(mul.name, torch.mul)]  # what the quantizer's mul annotator looks for
+        mul.meta = dict(sig.meta)
         node.replace_all_uses_with(mul)
         gm.graph.erase_node(node)
         n += 1
