@@ -54,9 +54,7 @@ ROUTES: dict[str, tuple[Alternative, ...]] = {
                     needs_budget=True),
     ),
     "tflite": (
-        Alternative("static-sampled-histogram", {"int8_mode": "static", "observer": "sampled-histogram"}, "default"),
-        Alternative("static-histogram", {"int8_mode": "static", "observer": "histogram"},
-                    "histogram of every element"),
+        Alternative("static-histogram", {"int8_mode": "static", "observer": "histogram"}, "default"),
         Alternative("static-minmax", {"int8_mode": "static", "observer": "minmax"}, "minmax observers"),
         Alternative("dynamic-range", {"int8_mode": "dynamic"}, "int8 weights, float activations"),
     ),

@@ -1,4 +1,4 @@
-"""The sampled histogram observer of the PT2E routes against torchao's full HistogramObserver."""
+"""The PT2E routes' histogram observer against torchao's own HistogramObserver: the same counts, so the same ranges."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchao", reason="the PT2E observers need torchao (pip install 'edgeconv[tflite]')")
 
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 from torchao.quantization.pt2e.observer import HistogramObserver  # noqa: E402
 
 from edgeconv.core.errors import ConfigError  # noqa: E402
-from edgeconv.targets.pt2e_observers import SAMPLE_ABOVE, sampled_histogram_observer, with_observer  # noqa: E402
+from edgeconv.targets.pt2e_observers import CHUNK, histc, histogram_observer, with_observer  # noqa: E402
 
 
 def _observe(cls, tensors):
@@ -20,33 +22,53 @@ def _observe(cls, tensors):
     return obs
 
 
-def test_range_is_every_elements_and_qparams_match_the_full_histogram():
+def _tensor(seed: int, n: int, kind: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, generator=g) * float(1 + 50 * torch.rand(1, generator=g))
+    if kind == 1:
+        x = x.relu()  # a ReLU'd bulk at exactly 0 (the first bin's edge)
+    elif kind == 2:
+        x = torch.sigmoid(x)
+    elif kind == 3:
+        x = (x * 8).round() / 8  # many values exactly on bin edges
+    elif kind == 4:
+        x.view(-1)[seed % n] = 1e4  # one far outlier
+    return x
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**20), n=st.integers(2, 3 * CHUNK), kind=st.integers(0, 4),
+       widen=st.floats(0.0, 3.0))
+def test_counts_equal_torch_histc(seed, n, kind, widen):
+    x = _tensor(seed, n, kind)
+    lo, hi = torch.aminmax(x)
+    lo, hi = lo - widen, hi + widen / 2  # a merged range wider than this tensor's, as after earlier samples
+    if lo == hi:
+        return
+    assert torch.equal(histc(x, 2048, lo, hi), torch.histc(x, 2048, min=lo, max=hi))
+
+
+def test_observer_state_and_qparams_equal_torchaos_over_a_growing_range():
     g = torch.Generator().manual_seed(0)
-    # activation-like: a ReLU'd bulk with a few far outliers the range search must weigh, over several samples
     tensors = []
-    for i in range(6):
+    for i in range(6):  # ranges that grow (histograms merged) and one that does not
         x = torch.randn(1, 32, 160, 160, generator=g).relu() * (1 + i / 5)
-        x.view(-1)[(7 + 613 * i) % x.numel()] = 40.0 + i  # one outlier per sample, at positions a 1/4 stride may skip
+        x.view(-1)[(7 + 613 * i) % x.numel()] = 40.0 + i
         tensors.append(x)
-    assert tensors[0].numel() > SAMPLE_ABOVE
-    full, sampled = _observe(HistogramObserver, tensors), _observe(sampled_histogram_observer(), tensors)
-    assert float(sampled.min_val) == float(full.min_val) and float(sampled.max_val) == float(full.max_val)
-    (s_full, z_full), (s_samp, z_samp) = full.calculate_qparams(), sampled.calculate_qparams()
-    assert abs(float(s_samp) / float(s_full) - 1) < 0.05
-    assert abs(int(z_samp) - int(z_full)) <= 2
+    tensors.append(tensors[0] * 0.5)
+    full, fast = _observe(HistogramObserver, tensors), _observe(histogram_observer(), tensors)
+    assert torch.equal(full.histogram, fast.histogram)
+    assert float(fast.min_val) == float(full.min_val) and float(fast.max_val) == float(full.max_val)
+    (s_full, z_full), (s_fast, z_fast) = full.calculate_qparams(), fast.calculate_qparams()
+    assert torch.equal(s_full, s_fast) and torch.equal(z_full, z_fast)
 
 
-def test_without_outliers_the_scale_stays_within_five_percent():
-    g = torch.Generator().manual_seed(1)
-    tensors = [torch.randn(1, 64, 80, 80, generator=g).relu() * (1 + i / 5) for i in range(6)]
-    full, sampled = _observe(HistogramObserver, tensors), _observe(sampled_histogram_observer(), tensors)
-    assert abs(float(sampled.calculate_qparams()[0]) / float(full.calculate_qparams()[0]) - 1) < 0.05
-
-
-def test_small_tensors_are_observed_whole():
-    x = torch.randn(1, 16, 80, 80)  # 102 400 elements: below SAMPLE_ABOVE
-    full, sampled = _observe(HistogramObserver, [x]), _observe(sampled_histogram_observer(), [x])
-    assert torch.equal(full.histogram, sampled.histogram)
+@pytest.mark.parametrize("x", [torch.zeros(1, 8, 4, 4), torch.full((64,), 3.0), torch.tensor([1.0, float("inf"), -2.0]),
+                               torch.randn(256).half()], ids=["zeros", "constant", "inf", "fp16"])
+def test_inputs_the_fast_count_does_not_cover_take_torchaos_forward(x):
+    full, fast = _observe(HistogramObserver, [x, x]), _observe(histogram_observer(), [x, x])
+    assert torch.equal(full.histogram, fast.histogram)
+    assert float(fast.min_val) == float(full.min_val) and float(fast.max_val) == float(full.max_val)
 
 
 def test_unknown_observer_is_a_config_error():

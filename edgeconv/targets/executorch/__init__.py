@@ -24,8 +24,8 @@ class ExecuTorchTarget(Target):
     tools = ("executorch", "torch", "torchao")
     isolate = True
     options = {
-        "observer": Option(str, DEFAULT_OBSERVER, "INT8 activation observer: sampled-histogram (the XNNPACK "
-                           "quantizer's histogram on a 1/4 sample of each large activation), histogram or minmax",
+        "observer": Option(str, DEFAULT_OBSERVER, "INT8 activation observer: histogram (the XNNPACK "
+                           "quantizer's, counted faster: targets/pt2e_observers.py) or minmax",
                            choices=OBSERVERS),
         "per_channel": Option(bool, True, "INT8 per-output-channel weight scales (XNNPACK's recommended setting)"),
     }

@@ -19,7 +19,7 @@ Scales are multipliers: ``q = clamp(round(x * scale), -127, 127)`` with C ``roun
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -119,35 +119,42 @@ def activation_scales(model_param: Path, model_bin: Path, layers: list[Layer], f
     bottoms = sorted({la.bottoms[0] for la in layers})
     samples = list(feeds) if method == "kl" else feeds
 
-    def blobs_of(sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def each_blob(sample: dict[str, np.ndarray], use: Callable[[str, np.ndarray], None]) -> None:
+        """``use(blob name, view of its data)`` for every bottom blob of one run; the view lives as long as the
+        call (no copy: a calibration image's blobs are ~10 M floats on a detector)."""
         ex = net.create_extractor()
         for name, blob in input_blobs.items():
             ex.input(blob, ncnn.Mat(np.ascontiguousarray(sample[name][0], np.float32)))
-        out = {}
         for b in bottoms:
             ret, m = ex.extract(b)
             if ret != 0:
                 raise CalibrationError(f"ncnn could not compute blob {b} during calibration")
-            out[b] = np.abs(np.array(m, dtype=np.float32, copy=True)).ravel()
-        return out
+            use(b, np.asarray(m, dtype=np.float32).reshape(-1))
 
     absmax = dict.fromkeys(bottoms, 0.0)
+
+    def track_absmax(b: str, a: np.ndarray) -> None:
+        if a.size:
+            absmax[b] = max(absmax[b], float(a.max()), -float(a.min()))
+
     n = 0
     for s in samples:
         n += 1
-        for b, a in blobs_of(s).items():
-            absmax[b] = max(absmax[b], float(a.max()) if a.size else 0.0)
+        each_blob(s, track_absmax)
     if n == 0:
         raise CalibrationError("the calibration sample is empty")
     thresholds = dict(absmax)
     if method == "kl":
         hists = {b: np.zeros(BINS, np.int64) for b in bottoms}
+
+        def count(b: str, a: np.ndarray) -> None:
+            if absmax[b] > 0:
+                a = np.abs(a[a != 0])
+                idx = np.minimum((a / absmax[b] * BINS).astype(np.int64), BINS - 1)
+                hists[b] += np.bincount(idx, minlength=BINS)
+
         for s in samples:
-            for b, a in blobs_of(s).items():
-                if absmax[b] > 0:
-                    a = a[a != 0]
-                    idx = np.minimum((a / absmax[b] * BINS).astype(np.int64), BINS - 1)
-                    hists[b] += np.bincount(idx, minlength=BINS)
+            each_blob(s, count)
         for b in bottoms:
             if absmax[b] > 0:
                 thresholds[b] = (kl_threshold_bin(hists[b]) + 0.5) * absmax[b] / BINS

@@ -40,8 +40,8 @@ def pt2e_quantize(module: Any, sample_args: tuple[Any, ...], feeds: Iterable[tup
 
     Returns ``(quantized graph module, quantizer, samples seen)``; the quantizer is what litert-torch needs to know
     whether to lower static or dynamic Q/DQ.  Dynamic-range quantization observes nothing, so needs no feeds.
-    ``observer``: one of ``pt2e_observers.OBSERVERS`` (default ``sampled-histogram``: litert-torch's own
-    histogram observer on a 1/4 sample of each large activation, see that module). ``keep`` maps the exported
+    ``observer``: one of ``pt2e_observers.OBSERVERS`` (default ``histogram``: litert-torch's own
+    histogram observer with a faster, identical count, see that module). ``keep`` maps the exported
     graph to the names of the nodes to leave in float; ``record`` receives what the annotation passes changed.
     """
     import torch
