@@ -370,6 +370,8 @@ def _build(prep: Prepared, backend: Target, ctx: ConvertContext, out: Path, key:
             log.debug("%s: %s already loaded in this process; converting in-process (a forked child would hang)",
                       backend.name, ", ".join(loaded))
             isolate = False
+        if isolate:
+            preload(backend)
         with status(f"converting to {profile.name} {precision}" + (" (isolated)" if isolate else "")):
             if isolate:
                 result, record = run_isolated(_convert_and_verify, backend, ctx, tagged, reference_score,
@@ -407,6 +409,22 @@ def _build(prep: Prepared, backend: Target, ctx: ConvertContext, out: Path, key:
     art = Artifact.load(out)
     log.info("converted %s %s in %.1f s → %s", profile.name, precision, convert_s, out)
     return art
+
+
+def preload(backend: Target) -> None:
+    """Import ``backend.preload_modules`` in this process (see ``Target.preload_modules``). One that does not
+    import is left to the child, whose conversion then reports it as that row's error."""
+    import importlib
+
+    for name in backend.preload_modules:
+        if name in sys.modules or name in backend.fork_unsafe_modules:
+            continue
+        try:
+            with status(f"importing {name}"):
+                importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - any import failure is the child's to report, with its context
+            log.debug("preloading %s failed (%s: %s); the conversion imports it itself", name, type(e).__name__, e)
+            return
 
 
 def _reference_score(ref: ReferenceModel, ev: TaskEvaluator) -> float:

@@ -271,6 +271,11 @@ class Target(ABC):
     #: a forked child would hang in its first parallel region, so the row runs in-process instead (the CLI never
     #: loads a backend in the parent; library users who run backends in-process get no isolation for them).
     fork_unsafe_modules: ClassVar[tuple[str, ...]] = ()
+    #: Heavy modules the conversion imports that are safe to hold across a fork (Python, or native code whose
+    #: pools re-create themselves in the child, as OpenBLAS's do): imported here before an isolated child is
+    #: forked, so the rows of one backend converted by one process (precisions, layouts, a plan worker's rows)
+    #: import them once instead of once per child (litert-torch: ~4-8 s of CPU each time).
+    preload_modules: ClassVar[tuple[str, ...]] = ()
     capabilities: ClassVar[frozenset[str]] = frozenset()  # e.g. "trt_calibration_cache", "nms_in_graph"
     environment: ClassVar[str | None] = None  # name of a backend environment of its own (see edgeconv.envs)
     #: precision -> why ``edgeconv demo`` leaves it out by default (still convertible with --precision).

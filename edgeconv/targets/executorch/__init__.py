@@ -23,6 +23,7 @@ class ExecuTorchTarget(Target):
     needs_torch_module = True
     tools = ("executorch", "torch", "torchao")
     isolate = True
+    preload_modules = ("executorch.exir",)
     options = {
         "observer": Option(str, DEFAULT_OBSERVER, "INT8 activation observer: histogram (the XNNPACK "
                            "quantizer's, counted faster: targets/pt2e_observers.py) or minmax",

@@ -20,6 +20,7 @@ class TfliteTarget(Target):
     name = "tflite"
     extra = "tflite"
     modules = ("litert_torch",)
+    preload_modules = ("litert_torch",)
     precisions = ("fp32", "fp16", "int8")
     needs_torch_module = True
     description = "TFLite / LiteRT with XNNPACK, converted from PyTorch by litert-torch"
