@@ -172,7 +172,7 @@ def ultralytics_exports_fresh(work: Path) -> dict[tuple[str, str], dict[str, Any
 
     work.mkdir(parents=True, exist_ok=True)
     done = subprocess.run([sys.executable, "-W", "ignore", __file__, "--export-theirs", str(work)], check=False,
-                          stdout=subprocess.DEVNULL, env=os.environ.copy())
+                          stdout=subprocess.DEVNULL)
     result = work / "exports.json"
     if done.returncode != 0 or not result.is_file():
         return {(fmt, prec): {"error": f"the Ultralytics export process exited {done.returncode}"}
