@@ -52,9 +52,12 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "false")  # Ultralytics would pip-inst
 os.environ.setdefault("YOLO_OFFLINE", "true")
 
 #: (Ultralytics format, precision, edgeconv profile, edgeconv options). The NHWC TFLite row is the same Ultralytics
-#: file against edgeconv's artifact with an NHWC input (what ``edgeconv tune`` tries), beside the NCHW default.
+#: file against edgeconv's artifact with an NHWC input (what ``edgeconv tune`` tries), beside the NCHW default; the
+#: ``fp16_compute=half`` ONNX row is edgeconv's half-arithmetic graph (what its default picks on GPUs and ARM) beside
+#: the default, which on an x86 CPU stores half weights and runs float32 kernels.
 ROWS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("onnx", "fp32", "onnxruntime", {}), ("onnx", "fp16", "onnxruntime", {}), ("onnx", "int8", "onnxruntime", {}),
+    ("onnx", "fp16", "onnxruntime", {"fp16_compute": "half"}),
     ("openvino", "fp32", "openvino", {}), ("openvino", "fp16", "openvino", {}), ("openvino", "int8", "openvino", {}),
     ("ncnn", "fp32", "ncnn", {}), ("ncnn", "fp16", "ncnn", {}), ("ncnn", "int8", "ncnn", {}),
     ("tflite", "fp32", "tflite", {}), ("tflite", "fp16", "tflite", {}), ("tflite", "int8", "tflite", {}),
@@ -81,6 +84,12 @@ IMGSZ = 320
 _TFL_NOTE = ("Ultralytics' TFLite head divides boxes by the image size (its own tflite decode), so its max abs vs "
              "torch is that scale, not an error")
 NOTES = {("tflite", "fp32"): _TFL_NOTE, ("tflite", "int8"): _TFL_NOTE}
+#: Rows whose edgeconv artifact was built with options: what those options make of it.
+OPTION_NOTES = {("onnx", "fp16", ""): "edgeconv's fp16 ONNX on this x86 CPU (fp16_compute=auto): weights stored in "
+                "half, float32 kernels (ONNX Runtime's CPU provider has no half Conv here; its half graph runs float "
+                "kernels between Casts); Ultralytics' is the half graph",
+                ("onnx", "fp16", "fp16_compute=half"): "edgeconv's half-arithmetic graph, the same kind as "
+                "Ultralytics'"}
 
 
 def ultralytics_missing() -> str | None:
@@ -400,6 +409,9 @@ def markdown(res: dict[str, Any]) -> str:
             own = lat.get("edgeconv fp32") or {}
             note = (f"{note}; p50 ratio here is to edgeconv's own {r['format']} fp32 ({own.get('median_ms', 0):.3g} "
                     "ms)")
+        on = ",".join(f"{k}={v}" for k, v in (r.get("edgeconv_options") or {}).items())
+        if (r["format"], r["precision"], on) in OPTION_NOTES and not r.get("error"):
+            note = f"{note}; {OPTION_NOTES[(r['format'], r['precision'], on)]}".lstrip("; ")
         if (r.get("edgeconv_options") or {}).get("layout") == "NHWC" and not r.get("error"):
             note = (f"{note}; edgeconv's graph takes NHWC and its runner transposes every NCHW input (0.45 ms of a "
                     "1x3x320x320 array here, ~2 % of this row); Ultralytics' graph takes NCHW and transposes "

@@ -23,6 +23,7 @@ from edgeconv.profiles import Profile, list_profiles, load_profile
 #: that the backend declares (checked against its schema before use, so a renamed option is an error, not a no-op).
 KNOBS: dict[str, dict[str, tuple[tuple[Any, ...], tuple[str, ...]]]] = {
     "ncnn": {"fp16_arithmetic": ((False, True), ("fp16",))},
+    "onnxruntime": {"fp16_compute": (("half", "float"), ("fp16",))},
     "openvino": {"performance_hint": (("LATENCY", "THROUGHPUT"), ())},
     "tflite": {"layout": (("NCHW", "NHWC"), ())},
 }

@@ -17,7 +17,10 @@ def test_defaults_come_first_then_one_knob_at_a_time() -> None:
     # ncnn's fp16 arithmetic is tried on fp16 only, at both thread counts; never on fp32
     assert "ncnn/fp16/fp16_arithmetic=True/t1" in ids and "ncnn/fp16/fp16_arithmetic=True/t2" in ids
     assert not any(i.startswith("ncnn/fp32/fp16_arithmetic") for i in ids)
-    assert len(ids) == len(set(ids)) == 2 * 2 * 2 + 2  # (2 profiles x 2 precisions x 2 threads) + 2 knob variants
+    assert "onnxruntime/fp16/fp16_compute=half/t1" in ids and "onnxruntime/fp16/fp16_compute=float/t2" in ids
+    assert not any(i.startswith("onnxruntime/fp32/fp16_compute") for i in ids)
+    # (2 profiles x 2 precisions x 2 threads) + ncnn's 1 and ORT's 2 fp16 knob values at 2 thread counts
+    assert len(ids) == len(set(ids)) == 2 * 2 * 2 + 2 + 4
     # runtime-only differences share one artifact; an option that changes the artifact does not
     by_id = {c.id: c for c in space.candidates}
     assert by_id["ncnn/fp16/t2"].conversion_key == by_id["ncnn/fp16/t1"].conversion_key

@@ -52,4 +52,6 @@ def test_time_budget_stops_before_the_next_candidate(tmp_path: Path) -> None:
                        limit=4)
     doc = tune(MODEL, ["onnxruntime"], tmp_path / "t", inputs=["images:1x3x32x32"], options=opts)
     assert doc["search"]["tried"] == 0 and doc["recommended"] is None and not (tmp_path / "t" / "best").exists()
-    assert doc["search"]["not_tried"] == ["onnxruntime/fp32/t1", "onnxruntime/fp16/t1"]
+    assert doc["search"]["not_tried"] == ["onnxruntime/fp32/t1", "onnxruntime/fp16/t1",
+                                          "onnxruntime/fp16/fp16_compute=half/t1",
+                                          "onnxruntime/fp16/fp16_compute=float/t1"]

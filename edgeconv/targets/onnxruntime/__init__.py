@@ -1,4 +1,5 @@
-"""ONNX Runtime: the reference runtime (fp32), fp16 (half weights and arithmetic, float32 I/O) and the reference
+"""ONNX Runtime: the reference runtime (fp32), fp16 (half weights; half arithmetic where the provider has half
+kernels, float32 arithmetic on an x86 CPU, which has none; float32 I/O) and the reference
 INT8 path (QDQ from quantize_static on the shared statistics)."""
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ class OnnxRuntimeTarget(Target):
         "providers": Option(list, ["CPUExecutionProvider"], "execution providers, in order"),
         "graph_optimization": Option(str, "all", "ORT graph optimization level at load",
                                      choices=("all", "extended", "basic", "none")),
+        "fp16_compute": Option(str, "auto", "fp16 arithmetic: half, float (half-stored weights, float32 kernels) "
+                               "or auto (half for GPU providers and ARM, float on x86 CPUs)",
+                               choices=("auto", "half", "float")),
         "activation_type": Option(str, "uint8", "INT8 activation type", choices=("uint8", "int8")),
         "weight_type": Option(str, "int8", "INT8 weight type", choices=("uint8", "int8")),
         "reduce_range": Option(bool, True, "7-bit weights (for x86 CPUs without VNNI: avoids vpmaddubsw saturation)"),
