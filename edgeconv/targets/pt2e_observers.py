@@ -93,6 +93,45 @@ def histogram_observer() -> Any:
     return FastHistogramObserver
 
 
+def constant_observers(gm: Any) -> list[Any]:
+    """The observer modules of a prepared PT2E graph whose input depends on no graph input (weights, folded
+    weights, constants): one calibration sample gives them their final state."""
+    const: set[Any] = set()
+    found = []
+    for node in gm.graph.nodes:
+        if node.op == "get_attr" or (node.op in ("call_function", "call_method", "call_module")
+                                     and all(a in const for a in node.all_input_nodes)
+                                     and node.all_input_nodes):
+            if node.op == "call_module" and "activation_post_process" in str(node.target):
+                found.append(gm.get_submodule(str(node.target)))
+            const.add(node)
+    return found
+
+
+class ObserveConstantsOnce:
+    """Calibration loop helper: after the first sample, the observers of constant tensors pass their input through
+    unobserved (their min/max would not change: the weights are the same tensors every call) until ``restore``.
+    YOLO11n at 320: 88 per-channel weight observers, ~13 ms of every ~120 ms calibration image."""
+
+    def __init__(self, gm: Any) -> None:
+        self.gm, self.frozen = gm, []
+
+    def after_sample(self) -> None:
+        if not self.frozen:
+            self.frozen = constant_observers(self.gm)
+            for m in self.frozen:
+                m.forward = _identity
+
+    def restore(self) -> None:
+        for m in self.frozen:
+            m.__dict__.pop("forward", None)
+        self.frozen = []
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
 def with_observer(config: Any, observer: str, route: str) -> Any:
     """``config`` (a PT2E QuantizationConfig) with its activation observer replaced as ``observer`` asks."""
     if observer not in OBSERVERS:

@@ -74,3 +74,39 @@ def test_inputs_the_fast_count_does_not_cover_take_torchaos_forward(x):
 def test_unknown_observer_is_a_config_error():
     with pytest.raises(ConfigError, match="observer must be one of"):
         with_observer(object(), "kl", "tflite")
+
+
+def test_constant_observers_are_observed_once_with_the_same_qparams() -> None:
+    """Weight observers frozen after one sample end with the state (and qparams) of observing every sample."""
+    import copy
+
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
+
+    litert = pytest.importorskip("litert_torch.quantize.pt2e_quantizer", reason="needs litert-torch's quantizer")
+
+    from edgeconv.targets.pt2e_observers import ObserveConstantsOnce, constant_observers
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 2, 1)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    gm = torch.export.export(net, (x,)).module()
+    cfg = litert.get_symmetric_quantization_config(is_per_channel=True)
+    prepared = prepare_pt2e(gm, litert.PT2EQuantizer().set_global(cfg))
+    every = copy.deepcopy(prepared)
+    consts = constant_observers(prepared)
+    assert len(consts) == 2 and all(type(m).__name__ == "PerChannelMinMaxObserver" for m in consts)
+    once = ObserveConstantsOnce(prepared)
+    samples = [torch.randn(1, 3, 8, 8) * (i + 1) for i in range(4)]
+    with torch.no_grad():
+        for s in samples:
+            prepared(s)
+            every(s)
+            once.after_sample()
+            assert all(m.forward(s) is s for m in consts)  # passed through from the first sample on
+    once.restore()
+    assert all("forward" not in m.__dict__ for m in consts)
+    a = {n: m for n, m in prepared.named_modules() if "activation_post_process" in n}
+    b = {n: m for n, m in every.named_modules() if "activation_post_process" in n}
+    for n, m in a.items():
+        for qa, qb in zip(m.calculate_qparams(), b[n].calculate_qparams(), strict=True):
+            assert torch.equal(qa, qb), n

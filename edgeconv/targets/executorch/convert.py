@@ -23,7 +23,7 @@ from edgeconv.core.console import log, status, track
 from edgeconv.core.errors import CalibrationError, ConfigError, ConversionError
 from edgeconv.core.lazy import require
 from edgeconv.targets.base import ConversionResult, ConvertContext, flat_module
-from edgeconv.targets.pt2e_observers import DEFAULT_OBSERVER, with_observer
+from edgeconv.targets.pt2e_observers import DEFAULT_OBSERVER, ObserveConstantsOnce, with_observer
 
 MODEL_FILE = "model.pte"
 
@@ -56,10 +56,15 @@ def quantize_pt2e(module: Any, sample: tuple[Any, ...], feeds: Any, *, names: li
             record["kept_float"] = sorted(kept & present)
     graph = prepare_pt2e(graph, quantizer)
     seen = 0
+    once = ObserveConstantsOnce(graph)
     with torch.no_grad():
-        for feed in track(feeds, "calibrating (PT2E, XNNPACK quantizer)", total=total):
-            graph(*(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in names))
-            seen += 1
+        try:
+            for feed in track(feeds, "calibrating (PT2E, XNNPACK quantizer)", total=total):
+                graph(*(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in names))
+                seen += 1
+                once.after_sample()
+        finally:
+            once.restore()
     if seen == 0:
         raise CalibrationError("int8 calibration saw no samples", hint="check --calib holds readable inputs")
     return convert_pt2e(graph), seen

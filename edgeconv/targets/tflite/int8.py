@@ -29,7 +29,7 @@ import numpy as np
 
 from edgeconv.core.console import log, track
 from edgeconv.core.errors import CalibrationError, ConversionError
-from edgeconv.targets.pt2e_observers import DEFAULT_OBSERVER, with_observer
+from edgeconv.targets.pt2e_observers import DEFAULT_OBSERVER, ObserveConstantsOnce, with_observer
 
 
 def pt2e_quantize(module: Any, sample_args: tuple[Any, ...], feeds: Iterable[tuple[Any, ...]] | None, *,
@@ -66,9 +66,14 @@ def pt2e_quantize(module: Any, sample_args: tuple[Any, ...], feeds: Iterable[tup
         if dynamic:
             graph(*sample_args)  # per-channel weight observers need one pass to see the weights
         else:
-            for args in track(feeds or (), "calibrating (PT2E)", total=total):
-                graph(*args)
-                seen += 1
+            once = ObserveConstantsOnce(graph)
+            try:
+                for args in track(feeds or (), "calibrating (PT2E)", total=total):
+                    graph(*args)
+                    seen += 1
+                    once.after_sample()
+            finally:
+                once.restore()
             if seen == 0:
                 raise CalibrationError("int8 calibration saw no samples", hint="check --calib holds readable inputs")
     graph = convert_pt2e(graph, fold_quantize=False)
