@@ -236,6 +236,31 @@ def test_int8_tiny_model_runs_in_ncnn_and_stays_close(tiny_prepared, tiny_calib_
     assert v["status"] == "ok" and v["drift"]["cosine"] >= 0.97 and v["drift"]["max_abs"] > 0
 
 
+def test_int8_activation_scales_from_shared_stats_match_ncnn_calibration(tiny_prepared, tiny_calib_dir: Path,
+                                                                           tmp_path: Path) -> None:
+    """minmax scales read from the reference's shared statistics (matched onto ncnn blobs by value) are the scales
+    the fp32 ncnn net itself measures on the same calibration sample, to fp32 rounding."""
+    from edgeconv.pipeline import convert_reference, make_calibration
+    from edgeconv.targets.ncnn import ncnnfile
+    from edgeconv.targets.ncnn.int8 import activation_scales
+
+    calib = make_calibration(tiny_prepared, tiny_calib_dir, size=16)
+    art = convert_reference(tiny_prepared, "ncnn", out=tmp_path / "int8", precision="int8", calibration=calib,
+                            use_cache=False)
+    meta = art.manifest["conversion"]
+    assert meta["int8"]["activation_absmax"].startswith("the reference's shared minmax statistics")
+    table = dict(line.split(" ", 1) for line in art.file("table").read_text().splitlines())
+    shared = {k: float(v) for k, v in table.items() if not k.endswith("_param_0")}
+    fp = convert_reference(tiny_prepared, "ncnn", out=tmp_path / "fp32", precision="fp32", use_cache=False)
+    model = ncnnfile.load(fp.file("model"), fp.file("weights"))
+    layers = [la for la in model.layers if la.name in shared]
+    own, stats = activation_scales(fp.file("model"), fp.file("weights"), layers, calib.feeds(),
+                                   meta["blobs"]["inputs"], "minmax")
+    assert stats["blobs_from_ncnn"] == len({la.bottoms[0] for la in layers}) and len(own) == len(shared) == 3
+    for name, scale in own.items():
+        assert shared[name] == pytest.approx(scale, rel=1e-4), name
+
+
 # -- runner --------------------------------------------------------------------------------------------------------
 def test_runner_batches_and_restores_nchw(tiny_prepared, tmp_path: Path) -> None:
     from edgeconv.core.artifact import Artifact

@@ -83,9 +83,13 @@ def test_node_map_and_float_layers_are_recorded(baseline: Any) -> None:
 def test_keep_pattern_no_ncnn_layer_computes_is_a_config_error(pattern: Any, tmp_path: Path, monkeypatch) -> None:
     from edgeconv.targets.ncnn import layermap
 
-    real = layermap.layer_map
-    monkeypatch.setattr(layermap, "layer_map", lambda *a, **k: {
-        n: la for n, la in real(*a, **k).items() if n != "/inner/conv2/Conv"})
+    real = layermap.node_and_tensor_map
+
+    def without_conv2(*a: Any, **k: Any) -> tuple[dict[str, str], dict[str, str]]:
+        nodes, tensors = real(*a, **k)
+        return {n: la for n, la in nodes.items() if n != "/inner/conv2/Conv"}, tensors
+
+    monkeypatch.setattr(layermap, "node_and_tensor_map", without_conv2)
     with pytest.raises(ConfigError, match=r"'/inner/conv2/Conv'.*no ncnn layer computes.*conv_") as e:
         _convert(pattern, tmp_path / "bad", ("/inner/conv2/Conv",))
     assert "ncnn layers:" in e.value.message

@@ -107,8 +107,26 @@ def kl_threshold_bin(hist: np.ndarray, chunk: int = 128) -> int:
 
 
 def activation_scales(model_param: Path, model_bin: Path, layers: list[Layer], feeds: Iterable[dict[str, np.ndarray]],
-                      input_blobs: dict[str, str], method: str) -> tuple[dict[str, float], dict[str, Any]]:
-    """Scale of each layer's bottom blob from the fp32 ncnn net on the calibration feeds (two passes for KL)."""
+                      input_blobs: dict[str, str], method: str, known_absmax: dict[str, float] | None = None,
+                      known_samples: int = 0) -> tuple[dict[str, float], dict[str, Any]]:
+    """Scale of each layer's bottom blob from the fp32 ncnn net on the calibration feeds (two passes for KL).
+
+    ``known_absmax`` (minmax only): blob -> absmax already measured on the same calibration sample (the reference's
+    shared statistics, matched onto ncnn blobs by value); the ncnn net runs only when some bottom blob is not in it.
+    """
+    known = dict(known_absmax or {}) if method == "minmax" else {}
+    all_bottoms = sorted({la.bottoms[0] for la in layers})
+    if known and all(b in known for b in all_bottoms):
+        thresholds = {b: float(known[b]) for b in all_bottoms}
+        scales = {la.name: (127.0 / thresholds[la.bottoms[0]] if thresholds[la.bottoms[0]] > 0 else 0.0)
+                  for la in layers}
+        return scales, {"samples": known_samples, "absmax": {la.name: thresholds[la.bottoms[0]] for la in layers},
+                        "threshold": {la.name: thresholds[la.bottoms[0]] for la in layers},
+                        "blobs_from_shared_stats": len(all_bottoms), "blobs_from_ncnn": 0}
+    if known:
+        missing = [b for b in all_bottoms if b not in known]
+        log.info("ncnn int8: %d of %d bottom blobs not in the shared statistics (%s): calibrating on ncnn",
+                 len(missing), len(all_bottoms), ", ".join(missing[:5]))
     ncnn = require("ncnn", "ncnn")
     from edgeconv.targets.ncnn.runner import make_option
 
@@ -116,7 +134,7 @@ def activation_scales(model_param: Path, model_bin: Path, layers: list[Layer], f
     net.opt = make_option(ncnn, {"light_mode": False}, None)
     net.load_param(str(model_param))
     net.load_model(str(model_bin))
-    bottoms = sorted({la.bottoms[0] for la in layers})
+    bottoms = all_bottoms
     samples = list(feeds) if method == "kl" else feeds
 
     def each_blob(sample: dict[str, np.ndarray], use: Callable[[str, np.ndarray], None]) -> None:
@@ -163,7 +181,8 @@ def activation_scales(model_param: Path, model_bin: Path, layers: list[Layer], f
     net.clear()
     scales = {la.name: (127.0 / thresholds[la.bottoms[0]] if thresholds[la.bottoms[0]] > 0 else 0.0) for la in layers}
     stats = {"samples": n, "absmax": {la.name: absmax[la.bottoms[0]] for la in layers},
-             "threshold": {la.name: thresholds[la.bottoms[0]] for la in layers}}
+             "threshold": {la.name: thresholds[la.bottoms[0]] for la in layers},
+             "blobs_from_shared_stats": 0, "blobs_from_ncnn": len(bottoms)}
     return scales, stats
 
 
@@ -202,13 +221,15 @@ def _kept(la: Layer, patterns: tuple[str, ...]) -> bool:
 
 def quantize(param: Path, bin_: Path, out_param: Path, out_bin: Path, calib: Any, input_blobs: dict[str, str], *,
              method: str = "minmax", keep_fp32: tuple[str, ...] = (), table: Path | None = None,
-             keep_output_blobs: frozenset[str] = frozenset(), winograd: bool = True) -> dict[str, Any]:
+             keep_output_blobs: frozenset[str] = frozenset(), winograd: bool = True,
+             known_absmax: dict[str, float] | None = None, known_samples: int = 0) -> dict[str, Any]:
     """fp32 ncnn model + calibration sample → int8 ncnn model (and its table); returns manifest metadata.
 
     ``keep_fp32``: *ncnn* layer names (fnmatch globs, or ``op:<ncnn layer type>``) left in fp32; the converter
     turns ``--keep-fp32`` (reference ONNX names) into these through ``layermap``.
     ``keep_output_blobs``: layers producing these blobs (the detect head's output convs) stay fp32 — their raw
     logits feed thresholds and box decoding directly, where int8 rounding costs the most mAP.
+    ``known_absmax``/``known_samples``: see :func:`activation_scales`.
     """
     method = {"entropy": "kl"}.get(method, method)
     if method not in ("kl", "minmax"):
@@ -223,7 +244,8 @@ def quantize(param: Path, bin_: Path, out_param: Path, out_bin: Path, calib: Any
     kept = [la.name for la in model.layers if la.type in QUANTIZABLE and kept_layer(la)]
     if not targets:
         raise ConfigError("nothing to quantize: the ncnn model has no Convolution/InnerProduct layers left")
-    act, stats = activation_scales(param, bin_, targets, calib.feeds(), input_blobs, method)
+    act, stats = activation_scales(param, bin_, targets, calib.feeds(), input_blobs, method, known_absmax,
+                                   known_samples)
     wsc = {la.name: weight_scales(la, winograd) for la in targets}
     names = quantize_layers(model, act, wsc)
     skipped = [la.name for la in targets if la.name not in names]
@@ -234,6 +256,8 @@ def quantize(param: Path, bin_: Path, out_param: Path, out_bin: Path, calib: Any
         write_table(table, model, names, wsc, act)
     return {"quantizer": "edgeconv (ncnn2table/ncnn2int8 algorithm)", "calib_method": method,
             "layers_int8": len(names), "kept_fp32": kept + skipped, "samples": stats["samples"],
+            "activation_absmax": "the reference's shared minmax statistics, matched onto ncnn blobs by value"
+            if stats["blobs_from_shared_stats"] else "the fp32 ncnn net on the calibration sample",
             "weight_scheme": "per-channel symmetric, " + ("6-bit for 3x3s1 (winograd)" if winograd else
                                                           "8-bit everywhere (winograd off at run time)"),
             "requantize_fused": False}

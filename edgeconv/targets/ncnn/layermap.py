@@ -186,6 +186,13 @@ def layer_map(onnx_path: Path, param: Path, bin_: Path, input_blobs: dict[str, s
     ``input_blobs``: reference input name -> ncnn input blob; ``feeds``: probe inputs (reference names, NCHW with
     the batch axis; the first sample of each is used).
     """
+    return node_and_tensor_map(onnx_path, param, bin_, input_blobs, feeds, runtime, min_cosine)[0]
+
+
+def node_and_tensor_map(onnx_path: Path, param: Path, bin_: Path, input_blobs: dict[str, str],
+                        feeds: Iterable[dict[str, np.ndarray]], runtime: dict[str, Any] | None = None,
+                        min_cosine: float | None = None) -> tuple[dict[str, str], dict[str, str]]:
+    """``(ONNX node -> ncnn layer, reference tensor -> ncnn blob holding its values)``; see :func:`layer_map`."""
     from edgeconv.targets.ncnn import ncnnfile
 
     probes = [{k: np.asarray(v)[:1] for k, v in f.items()} for f in feeds]
@@ -196,7 +203,8 @@ def layer_map(onnx_path: Path, param: Path, bin_: Path, input_blobs: dict[str, s
     layers, _ = ncnnfile.parse_param(Path(param).read_text())
     blob_order = [t for la in layers for t in la.tops]
     layer_of_blob = {t: la.name for la in layers for t in la.tops if la.type != "Input"}
-    return node_layers(nodes, match_tensors(refs, gots, blob_order, nodes, min_cosine), layer_of_blob)
+    tensor_blob = match_tensors(refs, gots, blob_order, nodes, min_cosine)
+    return node_layers(nodes, tensor_blob, layer_of_blob), tensor_blob
 
 
 def keep_layers(onnx_path: Path, patterns: tuple[str, ...], mapping: dict[str, str],
