@@ -40,6 +40,7 @@ import resource
 import shutil
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -161,11 +162,13 @@ def ultralytics_exports(yolo: Any, work: Path) -> dict[tuple[str, str], dict[str
             quant: dict[str, Any] = ({"quantize": 8, "data": str(data), "fraction": 1.0} if prec == "int8"
                                      else {"half": prec == "fp16"})
             try:
+                w0 = time.perf_counter()
                 path, cpu = _timed(lambda fmt=fmt, q=quant: yolo.export(
                     format=fmt, imgsz=IMGSZ, device="cpu", verbose=False, **q))
+                wall = round(time.perf_counter() - w0, 2)
                 dest = work / f"{fmt}-{prec}{Path(path).suffix}"
                 shutil.move(str(path), dest)
-                out[(fmt, prec)] = {"path": str(dest), "export_cpu_s": cpu}
+                out[(fmt, prec)] = {"path": str(dest), "export_cpu_s": cpu, "export_wall_s": wall}
             except Exception as e:  # noqa: BLE001 - a failing format is that row's result, the run goes on
                 out[(fmt, prec)] = {"error": _err(e)}
     finally:
@@ -284,6 +287,48 @@ def cls_cosine(got: np.ndarray, want: np.ndarray) -> float:
     return round(float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30)), 4)
 
 
+#: The profiles of the issue's "every CPU format", each at fp32, fp16 and int8: the rows of one ``convert``.
+PLAN_TARGETS = ("onnxruntime", "openvino", "ncnn", "tflite")
+
+
+def edgeconv_plan(work: Path) -> dict[str, Any]:
+    """One ``convert`` of the model to every CPU format, as ``edgeconv convert -t onnxruntime -t openvino -t ncnn
+    -t tflite -p fp32 -p fp16 -p int8`` runs it: the reference exported and verified once, the calibration set and
+    its shared statistics made once, then the rows converted and verified in parallel worker processes (one per
+    core). Run in a fresh interpreter (``--export-plan``) with an empty cache of its own; CPU seconds are this
+    process's and its workers' from after the model is built (as Ultralytics' are from after ``YOLO()``)."""
+    from edgeconv.calibration.preprocess import Preprocess
+    from edgeconv.pipeline import prepare
+    from edgeconv.plan import Planner, default_jobs, make_rows
+
+    os.environ["EDGECONV_CACHE"] = str(work / "cache")
+    _, module = build_model()
+    c0, w0 = _cpu(), time.perf_counter()
+    prep = prepare(module, inputs=[f"images:1x3x{IMGSZ}x{IMGSZ}"])
+    pp = Preprocess(size=(IMGSZ, IMGSZ), color="RGB")
+    planner = Planner(prep, calib=CALIB_DIR / "images", calib_size=CALIB_N, preprocess=pp)
+    rows = make_rows(list(PLAN_TARGETS), ["fp32", "fp16", "int8"], work / "out")
+    jobs = default_jobs(len(rows))
+    results = planner.convert_many(rows, jobs, catch_all=True)
+    planner.close()
+    status = {r.label: ("ok" if not isinstance(a, Exception) else _err(a)) for r, a in zip(rows, results, strict=True)}
+    return {"cpu_s": round(_cpu() - c0, 2), "wall_s": round(time.perf_counter() - w0, 2), "jobs": jobs,
+            "rows": status, "row_wall_s": {k: round(v, 2) for k, v in planner.seconds.items()}}
+
+
+def edgeconv_plan_fresh(work: Path) -> dict[str, Any]:
+    """:func:`edgeconv_plan` in a new interpreter (no backend of this process's rows loaded: the plan may fork)."""
+    import subprocess
+
+    work.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run([sys.executable, "-W", "ignore", __file__, "--export-plan", str(work)], check=False,
+                          stdout=subprocess.DEVNULL)
+    result = work / "plan.json"
+    if done.returncode != 0 or not result.is_file():
+        return {"error": f"the edgeconv plan process exited {done.returncode}"}
+    return json.loads(result.read_text())
+
+
 def compare(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from side_by_side import compare_instances as interleaved
@@ -296,6 +341,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
     # Ultralytics' exports in a fresh process of their own, the same model built the same way: neither side's CPU
     # counts imports the other already paid (edgeconv imports litert-torch, NNCF, onnxslim... in this process).
     theirs = ultralytics_exports_fresh(work / "ultralytics")
+    plan = edgeconv_plan_fresh(work / "plan")
     ours, ref_cpu, prep, calib = edgeconv_exports(module, work / "edgeconv")
     out_name = prep.reference.outputs[0].name
     in_name = prep.reference.inputs[0].name
@@ -363,10 +409,31 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             "edgeconv_rows_both_have_cpu_s": round(ref_cpu + sum(
                 ours[_key(r)].get("export_cpu_s", 0) for r in ROWS if not r[3] and (r[0], r[1]) in theirs_ok), 2),
             "ultralytics_all_exports_cpu_s": round(sum(v.get("export_cpu_s", 0) for v in theirs.values()), 2)}
-    cost["cold_cost_goal_met"] = cost["edgeconv_all_rows_cpu_s"] <= cost["ultralytics_all_exports_cpu_s"]
+    cost["ultralytics_all_exports_wall_s"] = round(sum(v.get("export_wall_s", 0) for v in theirs.values()), 2)
+    cost["edgeconv_one_convert"] = plan
+    # The issue's measure: one convert to every CPU format (the plan, as a user runs it) against all of
+    # Ultralytics' exports; the per-row in-process sum above is the attribution, each row alone at full threads.
+    one = plan.get("cpu_s") if all(v == "ok" for v in plan.get("rows", {"": "no rows"}).values()) else None
+    cost["cold_cost_goal_met"] = one is not None and one <= cost["ultralytics_all_exports_cpu_s"]
     shutil.rmtree(work, ignore_errors=True)
     return {"status": "ok", "rows": rows, "cost": cost, "a_a": aa,
             "p50_goal_met": bool(both) and all(r["p50_ratio"] <= 1.0 for r in both)}
+
+
+def _one_convert(c: dict[str, Any]) -> str:
+    """The one-convert sentence of the cost paragraph (empty for results written before it was measured)."""
+    plan = c.get("edgeconv_one_convert")
+    if not plan:
+        return ""
+    if "cpu_s" not in plan:
+        return f" One edgeconv convert to every CPU format: {plan.get('error', 'not measured')}."
+    bad = {k: v for k, v in plan.get("rows", {}).items() if v != "ok"}
+    wall = c.get("ultralytics_all_exports_wall_s")
+    return (f" One edgeconv convert to every CPU format ({len(plan.get('rows', {}))} rows, the plan as "
+            f"`edgeconv convert` runs it: reference and calibration statistics once, rows in {plan['jobs']} worker "
+            f"processes, fresh interpreter, empty cache): **{plan['cpu_s']} CPU s**, {plan['wall_s']} s wall"
+            + (f" (Ultralytics' exports one after another: {wall} s wall)" if wall else "")
+            + (f"; rows not ok: {bad}" if bad else "; every row ok (converted and verified)") + ".")
 
 
 def _versions() -> dict[str, str | None]:
@@ -436,7 +503,9 @@ def markdown(res: dict[str, Any]) -> str:
               "edgeconv's per-row seconds include verifying the artifact against the reference; Ultralytics' "
               "exports verify nothing. Each side exports in a process of its own (Ultralytics' in a fresh "
               "interpreter), so each pays its own imports. INT8 rows calibrate on the same 256 bundled images on "
-              "both sides. Cold-cost goal (every edgeconv CPU row ≤ all of Ultralytics' exports): "
+              "both sides."
+              + _one_convert(c) +
+              " Cold-cost goal (one edgeconv convert to every CPU format ≤ all of Ultralytics' exports, CPU s): "
               f"{'met' if c.get('cold_cost_goal_met') else 'NOT met'}.",
               "",
               f"p50 goal (edgeconv ≤ 1.00× on every format both have): {'met' if res['p50_goal_met'] else 'NOT met'}"
@@ -463,7 +532,11 @@ def main() -> None:
     ap.add_argument("--instances", type=int, default=3, help="Fresh runtime sessions per side (times pooled).")
     ap.add_argument("--render", type=Path, help="Only re-render the .md of a result .json written by this script.")
     ap.add_argument("--export-theirs", type=Path, help=argparse.SUPPRESS)  # the fresh process of Ultralytics' side
+    ap.add_argument("--export-plan", type=Path, help=argparse.SUPPRESS)  # the fresh process of edgeconv's plan
     args = ap.parse_args()
+    if args.export_plan:
+        (args.export_plan / "plan.json").write_text(json.dumps(edgeconv_plan(args.export_plan)))
+        return
     if args.export_theirs:
         yolo, _ = build_model()
         out = ultralytics_exports(yolo, args.export_theirs)

@@ -9,6 +9,7 @@ validation function (see ``validation.py``), which reverts the most damaging lay
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from edgeconv.calibration.dataset import CalibrationSet
 from edgeconv.core.console import log, status
 from edgeconv.core.errors import ConfigError, ConversionError
+from edgeconv.core.isolate import child_threads
 from edgeconv.core.lazy import require
 from edgeconv.targets.base import ConvertContext
 
@@ -25,6 +27,34 @@ _ONNX_TO_OV = {"Conv": ("Convolution", "GroupConvolution"), "Gemm": ("MatMul",),
                "ConvTranspose": ("ConvolutionBackpropData", "GroupConvolutionBackpropData"),
                "Sigmoid": ("Sigmoid", "Swish"), "Add": ("Add",), "Mul": ("Multiply", "Swish"), "Concat": ("Concat",),
                "MaxPool": ("MaxPool",), "AveragePool": ("AvgPool",), "Resize": ("Interpolate",)}
+
+
+@contextlib.contextmanager
+def nncf_threads(threads: int | None) -> Iterator[None]:
+    """While NNCF runs, the models it compiles (statistics, bias correction) use ``threads`` inference threads.
+
+    NNCF compiles on an ``ov.Core()`` of its own and takes no runtime properties, so ``Core.compile_model`` is
+    wrapped for the duration (a property the caller set wins). Used with one thread in a forked conversion worker,
+    where the plan runs one worker per core: YOLO11n 320, 256 samples, ``nncf.quantize`` costs 13.7 CPU s on one
+    thread against 16.9 CPU s (12.1 s wall) on two. ``None``: OpenVINO's default."""
+    if not threads:
+        yield
+        return
+    ov = require("openvino", "openvino", target="openvino")
+    original = ov.Core.compile_model
+
+    def compile_model(self: Any, model: Any, device_name: str | None = None, config: dict[str, Any] | None = None,
+                      **kw: Any) -> Any:
+        merged = dict(config or {})
+        if (device_name or "CPU").upper().startswith("CPU"):
+            merged.setdefault("INFERENCE_NUM_THREADS", threads)
+        return original(self, model, device_name, merged or None, **kw)
+
+    ov.Core.compile_model = compile_model
+    try:
+        yield
+    finally:
+        ov.Core.compile_model = original
 
 
 class _Feeds:
@@ -149,7 +179,7 @@ def quantize(ctx: ConvertContext, model: Any) -> tuple[Any, dict[str, Any]]:
                             "keep_fp32_matches": matched, "calibration": calib.manifest()}
     max_drop = ctx.option("max_drop")
     if max_drop is None:
-        with status(f"NNCF: calibrating on {subset} samples and quantizing"):
+        with status(f"NNCF: calibrating on {subset} samples and quantizing"), nncf_threads(child_threads(None)):
             try:
                 q = nncf.quantize(model, calib_ds, **common)
             except nncf.errors.ValidationError as e:
@@ -162,7 +192,8 @@ def quantize(ctx: ConvertContext, model: Any) -> tuple[Any, dict[str, Any]]:
         fn, items, vmeta = resolve_validation(ctx)
         val_ds = nncf.Dataset(items, lambda item: item[0] if isinstance(item, tuple) else item)
         meta.update(quantizer="nncf.quantize_with_accuracy_control", max_drop=float(max_drop), validation=vmeta)
-        with status(f"NNCF: quantizing with accuracy control (max drop {max_drop} on {vmeta['metric']})"):
+        with status(f"NNCF: quantizing with accuracy control (max drop {max_drop} on {vmeta['metric']})"), \
+                nncf_threads(child_threads(None)):
             try:
                 q = nncf.quantize_with_accuracy_control(model, calib_ds, val_ds, fn, max_drop=float(max_drop),
                                                         drop_type=nncf.DropType.ABSOLUTE, **common)
