@@ -280,6 +280,7 @@ class Planner:
                     self.evaluator(row, cal)
             except EdgeconvError:
                 pass  # the worker meets the same error and reports it as the row's
+        self._preload_shared(rows)
         # Longest first (torch-route converters re-trace the module; calibrated rows calibrate), so the slowest
         # rows do not start last and leave the other workers idle at the end.
         order = sorted(range(len(rows)), key=lambda k: -_expected_cost(rows[k]))
@@ -294,6 +295,21 @@ class Planner:
                 out[k] = res
                 log.error("%s", res.one_line())
         return out
+
+    def _preload_shared(self, rows: list[PlanRow]) -> None:
+        """Import once here, before the workers fork, the fork-safe heavy modules of each backend that has rows
+        for more than one worker to convert (cache hits excluded): otherwise each worker imports them itself.
+        litert-torch: TFLite fp32/fp16 in one worker and int8 in the other each paid its import (~4-8 s CPU)."""
+        from edgeconv.pipeline import preload
+
+        todo: dict[str, int] = {}
+        for row in rows:
+            backend = get_target(row.profile.backend)
+            if backend.preload_modules and not self.describe(row).get("cache_hit"):
+                todo[row.profile.backend] = todo.get(row.profile.backend, 0) + 1
+        for name, count in todo.items():
+            if count > 1:
+                preload(get_target(name))
 
     def _timed(self, row: PlanRow) -> tuple[Artifact, float]:
         t0 = time.perf_counter()
