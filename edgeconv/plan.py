@@ -477,8 +477,11 @@ def convert_planned(planned: list[tuple[int, Planner, PlanRow]], *, eval_files: 
 
 def _expected_cost(row: PlanRow) -> float:
     """A rough relative cost of converting a row, for scheduling only (measured on the bundled YOLO: ExecuTorch
-    int8 72 s, TFLite int8 35 s, OpenVINO int8 29 s, torch-route fp32 ~22 s, most ONNX-route rows 1-6 s)."""
+    int8 72 s, TFLite int8 35 s, OpenVINO int8 29 s, torch-route fp32 ~22 s, most ONNX-route rows 1-6 s; TFLite
+    fp16 1 s after its fp32 row, 14 s when the two ran at once in two workers and both lowered)."""
     backend = get_target(row.profile.backend)
+    if row.precision in backend.derived_from:
+        return 0.5  # a cast of another row's shared stage: last, when that stage is cached (or being built)
     return (4.0 if backend.needs_torch_module else 1.0) * (3.0 if row.precision in backend.calibrated else 1.0)
 
 

@@ -148,6 +148,33 @@ def _lock(kind: str) -> Iterator[None]:
         lock.release()
 
 
+@contextlib.contextmanager
+def building(kind: str, key: str, timeout: float = 900.0) -> Iterator[None]:
+    """Held while one process builds the entry ``key``, so another process that wants the same entry at the same
+    time (two plan workers needing one shared stage) waits for it and reads it back instead of building it too.
+    An OS lock (released if the holder dies); without filelock, or past ``timeout``, the caller builds anyway."""
+    try:
+        from filelock import FileLock, Timeout
+    except ImportError:
+        yield
+        return
+    if not enabled():
+        yield
+        return
+    folder = cache_root() / kind
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(folder / f".{key[:32]}.building"), timeout=timeout)
+        lock.acquire()
+    except (OSError, Timeout):
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def store(kind: str, key: str, src: Path) -> Path | None:
     """Copy folder ``src`` into the cache under ``key`` (atomically, with its index); None when that failed."""
     if not enabled():

@@ -162,15 +162,16 @@ class ConvertContext:
         key = sha256_json({"stage": name, "code": code_fingerprint(),
                            "reference": _plain(self.reference, "reference"), "tools": _plain(self.tools, "tools"),
                            "parts": _plain(parts, "parts")})
-        hit = cache.lookup("stages", key)
-        if hit is not None:
-            return {p.name: p.read_bytes() for p in hit.iterdir()
-                    if p.is_file() and p.name not in (cache.INDEX, cache.COMPLETE)}, True
-        files = build()
-        with tempfile.TemporaryDirectory(prefix="edgeconv-stage-") as tmp:
-            for fname, data in files.items():
-                (Path(tmp) / fname).write_bytes(data)
-            cache.store("stages", key, Path(tmp))
+        with cache.building("stages", key):  # a concurrent row building the same stage: wait, then read it
+            hit = cache.lookup("stages", key)
+            if hit is not None:
+                return {p.name: p.read_bytes() for p in hit.iterdir()
+                        if p.is_file() and p.name not in (cache.INDEX, cache.COMPLETE)}, True
+            files = build()
+            with tempfile.TemporaryDirectory(prefix="edgeconv-stage-") as tmp:
+                for fname, data in files.items():
+                    (Path(tmp) / fname).write_bytes(data)
+                cache.store("stages", key, Path(tmp))
         return files, False
 
     def statistics(self, method: str | None = None, params: dict[str, Any] | None = None) -> Any:
@@ -276,6 +277,9 @@ class Target(ABC):
     #: forked, so the rows of one backend converted by one process (precisions, layouts, a plan worker's rows)
     #: import them once instead of once per child (litert-torch: ~4-8 s of CPU each time).
     preload_modules: ClassVar[tuple[str, ...]] = ()
+    #: precision -> the precision whose shared stage (``ConvertContext.stage_files``) it is made from (TFLite fp16
+    #: casts the fp32 lowering): a plan converts it after the heavy rows, when that stage is already cached.
+    derived_from: ClassVar[dict[str, str]] = {}
     capabilities: ClassVar[frozenset[str]] = frozenset()  # e.g. "trt_calibration_cache", "nms_in_graph"
     environment: ClassVar[str | None] = None  # name of a backend environment of its own (see edgeconv.envs)
     #: precision -> why ``edgeconv demo`` leaves it out by default (still convertible with --precision).

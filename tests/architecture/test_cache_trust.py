@@ -204,3 +204,35 @@ def test_bench_worker_ignores_an_edgeconv_folder_in_the_working_directory(tmp_pa
     (tmp_path / "b").mkdir()
     report = evaluate_artifact(oc.artifact, work=tmp_path / "b")
     assert report["status"] == "ok", report.get("error")
+
+
+def _build_once(key: str, log_dir: str) -> None:
+    """A process that wants the stage ``key``: builds it (and says so) only if no other process has."""
+    import os
+    import tempfile
+    import time
+
+    with cache.building("stages", key):
+        if cache.lookup("stages", key) is None:
+            (Path(log_dir) / f"built-{os.getpid()}").write_text("")
+            time.sleep(0.5)  # long enough for the other process to be waiting on the lock
+            with tempfile.TemporaryDirectory() as tmp:
+                (Path(tmp) / "model.bin").write_bytes(b"stage")
+                cache.store("stages", key, Path(tmp))
+
+
+def test_two_processes_wanting_one_stage_build_it_once(fresh_cache: Path, tmp_path: Path) -> None:
+    """Two plan workers that need the same shared stage at the same moment: the second waits for the first and reads
+    its entry back, instead of building it too (TFLite fp16 beside fp32 lowered twice before)."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_build_once, args=("ab" * 32, str(tmp_path))) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert len(list(tmp_path.glob("built-*"))) == 1
+    hit = cache.lookup("stages", "ab" * 32)
+    assert hit is not None and (hit / "model.bin").read_bytes() == b"stage"

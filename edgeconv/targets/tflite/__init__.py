@@ -21,6 +21,7 @@ class TfliteTarget(Target):
     extra = "tflite"
     modules = ("litert_torch",)
     preload_modules = ("litert_torch",)
+    derived_from = {"fp16": "fp32"}  # the fp16 row casts the fp32 lowering (convert.float_model)
     precisions = ("fp32", "fp16", "int8")
     needs_torch_module = True
     description = "TFLite / LiteRT with XNNPACK, converted from PyTorch by litert-torch"
