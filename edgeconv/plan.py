@@ -303,13 +303,16 @@ class Planner:
         from edgeconv.pipeline import preload
 
         todo: dict[str, int] = {}
-        for row in rows:
-            backend = get_target(row.profile.backend)
-            if backend.preload_modules and not self.describe(row).get("cache_hit"):
-                todo[row.profile.backend] = todo.get(row.profile.backend, 0) + 1
-        for name, count in todo.items():
-            if count > 1:
-                preload(get_target(name))
+        try:
+            for row in rows:
+                backend = get_target(row.profile.backend)
+                if backend.preload_modules and not self.describe(row).get("cache_hit"):
+                    todo[row.profile.backend] = todo.get(row.profile.backend, 0) + 1
+            for name, count in todo.items():
+                if count > 1:
+                    preload(get_target(name))
+        except Exception as e:  # noqa: BLE001 - an optimisation only: the workers import what they need themselves
+            log.debug("preloading before the workers fork skipped (%s: %s)", type(e).__name__, e)
 
     def _timed(self, row: PlanRow) -> tuple[Artifact, float]:
         t0 = time.perf_counter()

@@ -78,3 +78,24 @@ def test_parallel_rows_fail_alone_and_match_sequential(plugin_env: dict[str, str
         assert p.artifact.manifest["cache_key"] == s.artifact.manifest["cache_key"]
         for name in s.artifact.manifest["files"]:
             assert (p.out / name).read_bytes() == (s.out / name).read_bytes(), name
+
+
+def test_heavy_imports_are_preloaded_once_before_workers_fork(tiny_prepared, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two TFLite rows to convert: litert-torch is imported in the parent before the fork (each worker imported it
+    before: ~4-8 s of CPU each); one row, or rows the cache already holds, import nothing here."""
+    import edgeconv.pipeline as pipeline
+    from edgeconv.plan import Planner, _expected_cost, make_rows
+
+    calls: list[str] = []
+    monkeypatch.setattr(pipeline, "preload", lambda backend: calls.append(backend.name))
+    planner = Planner(tiny_prepared)
+    two = make_rows(["tflite", "onnxruntime"], ["fp32", "fp16"], tmp_path / "out")
+    planner._preload_shared(two)
+    assert calls == ["tflite"]
+    calls.clear()
+    planner._preload_shared([r for r in two if r.label == "tflite-fp32" or r.profile.backend == "onnxruntime"])
+    assert calls == []
+    # the fp16 row casts the fp32 lowering: scheduled after it, so the shared stage is there to cast
+    fp32, fp16 = (next(r for r in two if r.label == f"tflite-{p}") for p in ("fp32", "fp16"))
+    assert _expected_cost(fp16) < _expected_cost(fp32)
