@@ -127,8 +127,9 @@ def lookup(kind: str, key: str) -> Path | None:
 
 
 @contextlib.contextmanager
-def _lock(kind: str) -> Iterator[None]:
-    """A cross-process lock per cache kind (filelock comes with torch); without it, atomic renames still hold."""
+def _file_lock(kind: str, name: str, timeout: float) -> Iterator[None]:
+    """An OS file lock ``name`` in the cache folder of ``kind`` (filelock comes with torch; released if the holder
+    dies). Without filelock, on an OS error or past ``timeout`` the body runs unlocked: atomic renames still hold."""
     try:
         from filelock import FileLock, Timeout
     except ImportError:
@@ -137,7 +138,7 @@ def _lock(kind: str) -> Iterator[None]:
     folder = cache_root() / kind
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(folder / ".lock"), timeout=120)
+        lock = FileLock(str(folder / name), timeout=timeout)
         lock.acquire()
     except (OSError, Timeout):
         yield
@@ -148,31 +149,18 @@ def _lock(kind: str) -> Iterator[None]:
         lock.release()
 
 
-@contextlib.contextmanager
-def building(kind: str, key: str, timeout: float = 900.0) -> Iterator[None]:
+def _lock(kind: str) -> contextlib.AbstractContextManager[None]:
+    """A cross-process lock per cache kind, held while an entry is replaced or evicted."""
+    return _file_lock(kind, ".lock", 120.0)
+
+
+def building(kind: str, key: str, timeout: float = 900.0) -> contextlib.AbstractContextManager[None]:
     """Held while one process builds the entry ``key``, so another process that wants the same entry at the same
-    time (two plan workers needing one shared stage) waits for it and reads it back instead of building it too.
-    An OS lock (released if the holder dies); without filelock, or past ``timeout``, the caller builds anyway."""
-    try:
-        from filelock import FileLock, Timeout
-    except ImportError:
-        yield
-        return
+    time (two plan workers needing one shared stage) waits for it and reads it back instead of building it too;
+    past ``timeout`` (or with the cache off) the caller builds anyway."""
     if not enabled():
-        yield
-        return
-    folder = cache_root() / kind
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(folder / f".{key[:32]}.building"), timeout=timeout)
-        lock.acquire()
-    except (OSError, Timeout):
-        yield
-        return
-    try:
-        yield
-    finally:
-        lock.release()
+        return contextlib.nullcontext()
+    return _file_lock(kind, f".{key[:32]}.building", timeout)
 
 
 def store(kind: str, key: str, src: Path) -> Path | None:
