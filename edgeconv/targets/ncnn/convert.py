@@ -356,7 +356,7 @@ def convert(ctx: ConvertContext) -> ConversionResult:
             kept, keep_record = keep_layers(ctx, run, blobs, float_runtime)
             method = str(ctx.option("calib_method", DEFAULT_CALIB))
             known: dict[str, float] = {}
-            if keep_record is not None and {"entropy": "kl"}.get(method, method) == "minmax":
+            if keep_record is not None and method == "minmax":  # kl/entropy measure on ncnn itself
                 known = shared_absmax(ctx, keep_record.get("tensor_blobs") or {}, blobs["inputs"], run.param)
             with status("ncnn int8: calibrating and quantizing weights"):
                 meta["int8"] = quantize(run.param, run.bin, ctx.out_dir / "model.param", ctx.out_dir / "model.bin",

@@ -115,18 +115,27 @@ def activation_scales(model_param: Path, model_bin: Path, layers: list[Layer], f
     shared statistics, matched onto ncnn blobs by value); the ncnn net runs only when some bottom blob is not in it.
     """
     known = dict(known_absmax or {}) if method == "minmax" else {}
-    all_bottoms = sorted({la.bottoms[0] for la in layers})
-    if known and all(b in known for b in all_bottoms):
-        thresholds = {b: float(known[b]) for b in all_bottoms}
-        scales = {la.name: (127.0 / thresholds[la.bottoms[0]] if thresholds[la.bottoms[0]] > 0 else 0.0)
-                  for la in layers}
-        return scales, {"samples": known_samples, "absmax": {la.name: thresholds[la.bottoms[0]] for la in layers},
-                        "threshold": {la.name: thresholds[la.bottoms[0]] for la in layers},
-                        "blobs_from_shared_stats": len(all_bottoms), "blobs_from_ncnn": 0}
-    if known:
-        missing = [b for b in all_bottoms if b not in known]
-        log.info("ncnn int8: %d of %d bottom blobs not in the shared statistics (%s): calibrating on ncnn",
-                 len(missing), len(all_bottoms), ", ".join(missing[:5]))
+    bottoms = sorted({la.bottoms[0] for la in layers})
+    if known and all(b in known for b in bottoms):
+        absmax = {b: float(known[b]) for b in bottoms}
+        thresholds, n, shared = dict(absmax), known_samples, len(bottoms)
+    else:
+        if known:
+            missing = [b for b in bottoms if b not in known]
+            log.info("ncnn int8: %d of %d bottom blobs not in the shared statistics (%s): calibrating on ncnn",
+                     len(missing), len(bottoms), ", ".join(missing[:5]))
+        absmax, thresholds, n = _measure_on_ncnn(model_param, model_bin, bottoms, feeds, input_blobs, method)
+        shared = 0
+    scales = {la.name: (127.0 / thresholds[la.bottoms[0]] if thresholds[la.bottoms[0]] > 0 else 0.0) for la in layers}
+    stats = {"samples": n, "absmax": {la.name: absmax[la.bottoms[0]] for la in layers},
+             "threshold": {la.name: thresholds[la.bottoms[0]] for la in layers},
+             "blobs_from_shared_stats": shared, "blobs_from_ncnn": len(bottoms) - shared}
+    return scales, stats
+
+
+def _measure_on_ncnn(model_param: Path, model_bin: Path, bottoms: list[str], feeds: Iterable[dict[str, np.ndarray]],
+                     input_blobs: dict[str, str], method: str) -> tuple[dict[str, float], dict[str, float], int]:
+    """``(absmax, threshold, samples)`` of each blob in ``bottoms``, run through the fp32 ncnn net."""
     ncnn = require("ncnn", "ncnn")
     from edgeconv.targets.ncnn.runner import make_option
 
@@ -134,7 +143,6 @@ def activation_scales(model_param: Path, model_bin: Path, layers: list[Layer], f
     net.opt = make_option(ncnn, {"light_mode": False}, None)
     net.load_param(str(model_param))
     net.load_model(str(model_bin))
-    bottoms = all_bottoms
     samples = list(feeds) if method == "kl" else feeds
 
     def each_blob(sample: dict[str, np.ndarray], use: Callable[[str, np.ndarray], None]) -> None:
@@ -179,11 +187,7 @@ def activation_scales(model_param: Path, model_bin: Path, layers: list[Layer], f
     elif method != "minmax":
         raise ConfigError(f"ncnn int8 calibration method '{method}' is not supported", hint="use kl or minmax")
     net.clear()
-    scales = {la.name: (127.0 / thresholds[la.bottoms[0]] if thresholds[la.bottoms[0]] > 0 else 0.0) for la in layers}
-    stats = {"samples": n, "absmax": {la.name: absmax[la.bottoms[0]] for la in layers},
-             "threshold": {la.name: thresholds[la.bottoms[0]] for la in layers},
-             "blobs_from_shared_stats": 0, "blobs_from_ncnn": len(bottoms)}
-    return scales, stats
+    return absmax, thresholds, n
 
 
 def quantize_layers(model: NcnnModel, act_scales: dict[str, float],
