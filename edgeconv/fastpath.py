@@ -87,6 +87,7 @@ def fast_keys(source_fp: str, rows: list[PlanRow], *, calib: str | Path | None, 
               preprocess: Preprocess | None, evaluation: dict[str, Any], zoo_calib: Path | None) -> dict[str, str]:
     """label -> a key of everything the row's artifact depends on, computable without torch or a backend."""
     from edgeconv import __version__
+    from edgeconv.core.env import isa_features
     from edgeconv.core.hashing import code_fingerprint, sha256_json
     from edgeconv.core.lazy import version
     from edgeconv.pipeline import VERIFY_RULES
@@ -108,6 +109,7 @@ def fast_keys(source_fp: str, rows: list[PlanRow], *, calib: str | Path | None, 
         dists = dict.fromkeys((*FRONTEND_DISTS, *backend.modules, *backend.tools))
         keys[row.label] = sha256_json({
             "edgeconv": __version__, "code": code_fingerprint(), "verify_rules": VERIFY_RULES, "source": source_fp,
+            "isa": isa_features(),
             "profile": row.profile.to_dict(), "tolerance": row.profile.tol(row.precision), "precision": row.precision,
             "keep_fp32": list(row.keep_fp32), "options": row.options,
             "calibration": [calib_fp, calib_size, calib_seed] if row.precision in backend.calibrated else None,

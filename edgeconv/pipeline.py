@@ -297,8 +297,12 @@ def _verify_on_device(art: Artifact, ctx: ConvertContext, tagged: list[tuple[str
 
 def artifact_key(backend: Target, ctx: ConvertContext) -> str:
     """The full sha256 of everything that determines the artifact: the context itself, the rules, edgeconv's
-    version and its source code."""
+    version and its source code, and the host CPU's ISA features (verification ran on its kernels, and options such
+    as OpenVINO's ``overflow_fix=auto`` resolve by them)."""
+    from edgeconv.core.env import isa_features
+
     return sha256_json({"edgeconv": __version__, "code": code_fingerprint(), "backend": backend.name,
+                        "isa": isa_features(),
                         "verify_rules": VERIFY_RULES, "tolerance": ctx.profile.tol(ctx.precision),
                         "context": ctx.fingerprint()})
 

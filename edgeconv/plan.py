@@ -197,7 +197,7 @@ class Planner:
                 return []
             ref = prep.reference
             stats = compute_stats(ref.onnx_path, ref.sha256, cal, "minmax", None, use_cache=self.use_cache)
-            found = lint(ref.onnx_path, stats.ranges, len(cal), modules=_module_names(ref) or {})
+            found = lint(ref.onnx_path, stats.ranges, len(cal), modules=lambda: _module_names(ref) or {})
             for f in found:
                 log.warning("int8 lint [%s]: %s%s", f.rule, f.message, f" ({f.suggestion})" if f.suggestion else "")
             self._lints[key] = [f.to_dict() for f in found]

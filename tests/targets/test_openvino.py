@@ -219,6 +219,43 @@ def test_int8_says_whether_vnni_ran(tiny_prepared, calib, tmp_path):
     assert any("I8" in k or "i8" in k or "u8" in k for k in rt["kernels"])
 
 
+@pytest.mark.parametrize(("flags", "device", "expected"), [
+    ({"AVX2": True, "VNNI": False, "AMX": False}, "CPU", "enable"),  # vpmaddubsw saturates: 7-bit weights
+    ({"AVX2": True, "VNNI": True, "AMX": False}, "CPU", "first_layer_only"),
+    ({"AVX2": True, "VNNI": False, "AMX": True}, "CPU", "first_layer_only"),
+    ({"AVX2": True, "VNNI": False, "AMX": False}, "GPU", "first_layer_only"),
+])
+def test_overflow_fix_auto_follows_the_serving_cpu(monkeypatch, flags, device, expected):
+    from edgeconv.core import env
+    from edgeconv.targets.openvino.int8 import _overflow_fix
+
+    monkeypatch.setattr(env, "isa_features", lambda: flags)
+    assert _overflow_fix("auto", device) == expected
+    assert _overflow_fix("disable", device) == "disable" and _overflow_fix("first_layer", device) == "first_layer_only"
+
+
+def test_int8_records_the_overflow_fix_it_used(tiny_prepared, calib, tmp_path):
+    from edgeconv.core.env import isa_features
+
+    isa = isa_features()
+    auto = _convert(tiny_prepared, tmp_path, "int8", calib).manifest["conversion"]["int8"]
+    assert auto["overflow_fix"] == ("first_layer_only" if isa["VNNI"] or isa["AMX"] else "enable")
+    off = _convert(tiny_prepared, tmp_path, "int8", calib, options={"overflow_fix": "disable"})
+    assert off.manifest["conversion"]["int8"]["overflow_fix"] == "disable"
+
+
+def test_the_cache_key_names_the_host_isa(tiny_prepared, monkeypatch):
+    """An artifact verified on one CPU's kernels (and with options resolved by its ISA) is not another CPU's hit."""
+    from edgeconv.core import env
+    from edgeconv.pipeline import artifact_key, build_context
+    from edgeconv.profiles import load_profile
+
+    backend, ctx = build_context(tiny_prepared, load_profile("openvino"), "fp32")
+    here = artifact_key(backend, ctx)
+    monkeypatch.setattr(env, "isa_features", lambda: {"AVX2": True, "VNNI": True, "BF16": True})
+    assert artifact_key(backend, ctx) != here
+
+
 def test_onnx_route_that_differs_falls_back_to_torch(tiny_prepared, tmp_path, monkeypatch):
     import openvino as ov
 

@@ -43,6 +43,10 @@ class OpenVinoTarget(Target):
                          choices=("mixed", "performance")),
         "subset_size": Option(int, 0, "NNCF calibration subset (0: the whole calibration sample)"),
         "fast_bias_correction": Option(bool, True, "NNCF fast bias correction"),
+        "overflow_fix": Option(str, "auto", "NNCF overflow fix (weights in 7 bits where u8*s8 products saturate "
+                               "int16 without VNNI); auto: enable when the CPU that serves the artifact lacks "
+                               "VNNI/AMX, else NNCF's first-layer default", choices=("auto", "enable",
+                                                                                    "first_layer", "disable")),
         "model_type": Option(str, None, "NNCF model type", choices=("transformer",)),
         "embed_preprocess": Option(bool, False, "embed the preprocessing contract (raw u8 NHWC input)"),
         "embed_color": Option(str, None, "colour order of the raw input when preprocessing is embedded",

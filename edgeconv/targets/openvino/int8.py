@@ -158,6 +158,22 @@ def _device(nncf: Any, device: str) -> Any:
         device.split(".")[0].upper(), nncf.TargetDevice.ANY)
 
 
+def _overflow_fix(choice: str, device: str) -> str:
+    """NNCF's ``OverflowFix`` value for ``choice``.
+
+    Without VNNI (or AMX), the CPU plugin multiplies u8 activations by s8 weights with ``vpmaddubsw``, whose pairwise
+    int16 sums saturate; NNCF's fix quantizes weights to 7 bits so they cannot. Its default applies the fix to the
+    first layer only. ``auto`` enables it everywhere when the CPU that serves the artifact (this one, for the CPU
+    device) lacks VNNI and AMX."""
+    if choice == "auto":
+        from edgeconv.core.env import isa_features
+
+        isa = isa_features()
+        cpu = device.split(".")[0].upper() == "CPU"
+        choice = "enable" if cpu and isa.get("AVX2") and not (isa.get("VNNI") or isa.get("AMX")) else "first_layer"
+    return {"first_layer": "first_layer_only"}.get(choice, choice)
+
+
 def quantize(ctx: ConvertContext, model: Any) -> tuple[Any, dict[str, Any]]:
     """Quantize an ov.Model; returns (quantized model, manifest meta)."""
     nncf = require("nncf", "openvino", target="openvino")
@@ -171,10 +187,15 @@ def quantize(ctx: ConvertContext, model: Any) -> tuple[Any, dict[str, Any]]:
     scope_kw, matched = resolve_ignored_scope(model, ctx.keep_fp32)
     scope = nncf.IgnoredScope(**scope_kw, validate=False) if ctx.keep_fp32 else None
     calib_ds = nncf.Dataset(_Feeds(calib))
+    overflow = _overflow_fix(str(ctx.option("overflow_fix", "auto")).lower(), ctx.profile.device)
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix(overflow))
     common = {"preset": _preset(nncf, preset_name), "target_device": _device(nncf, ctx.profile.device),
-              "subset_size": subset, "fast_bias_correction": fbc, "model_type": model_type, "ignored_scope": scope}
+              "subset_size": subset, "fast_bias_correction": fbc, "model_type": model_type, "ignored_scope": scope,
+              "advanced_parameters": advanced}
     meta: dict[str, Any] = {"quantizer": "nncf.quantize", "nncf": nncf.__version__, "preset": preset_name,
-                            "subset_size": subset, "fast_bias_correction": fbc,
+                            "subset_size": subset, "fast_bias_correction": fbc, "overflow_fix": overflow,
                             "target_device": common["target_device"].value, "ignored_scope": scope_kw,
                             "keep_fp32_matches": matched, "calibration": calib.manifest()}
     max_drop = ctx.option("max_drop")
@@ -195,8 +216,10 @@ def quantize(ctx: ConvertContext, model: Any) -> tuple[Any, dict[str, Any]]:
         with status(f"NNCF: quantizing with accuracy control (max drop {max_drop} on {vmeta['metric']})"), \
                 nncf_threads(child_threads(None)):
             try:
+                acc = {k: v for k, v in common.items() if k != "advanced_parameters"}
                 q = nncf.quantize_with_accuracy_control(model, calib_ds, val_ds, fn, max_drop=float(max_drop),
-                                                        drop_type=nncf.DropType.ABSOLUTE, **common)
+                                                        drop_type=nncf.DropType.ABSOLUTE,
+                                                        advanced_quantization_parameters=advanced, **acc)
             except Exception as e:
                 raise ConversionError(f"nncf.quantize_with_accuracy_control failed: {type(e).__name__}: {e}") from e
         meta["accuracy"] = _score(fn, items, model, q, ctx.profile.device)
