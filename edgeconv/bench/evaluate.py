@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,6 +144,7 @@ def _post_all(post: Callable[..., Any], outs: list[dict[str, np.ndarray]], task:
     return results, ms
 
 
+_REF_LOCK = threading.Lock()
 _REF_MEMO: dict[tuple[int, int, int], tuple[Any, list[Any], dict[str, Any]]] = {}
 
 
@@ -198,12 +200,15 @@ def _bench_block(task: str, post: Callable[..., Any], refs: list[dict], gots: li
 
     # The reference side is the same for every row of a matrix: decode and score it once.
     memo_key = (id(refs), id(post), id(data))
-    memo = _REF_MEMO.get(memo_key)
-    if memo is None or memo[0] is not refs:
-        memo = (refs, _post_all(post, refs, task, data.metas)[0], {})
-        _REF_MEMO.clear()
-        _REF_MEMO[memo_key] = memo
-    ref_res, ref_scores = memo[1], memo[2]
+    with _REF_LOCK:  # rows scored on threads wait for the one reference decode instead of repeating it
+        memo = _REF_MEMO.get(memo_key)
+        if memo is None or memo[0] is not refs:
+            memo = (refs, _post_all(post, refs, task, data.metas)[0], {})
+            _REF_MEMO.clear()
+            _REF_MEMO[memo_key] = memo
+        ref_res, ref_scores = memo[1], memo[2]
+        if task == "detection" and data.labels is not None and "map" not in ref_scores:
+            ref_scores["map"] = metrics.coco_map(ref_res, data.labels)
     got_res, post_ms = _post_all(post, gots, task, data.metas)
     block: dict[str, Any]
     if task == "detection":
@@ -270,6 +275,9 @@ def failed_row(profile: str, precision: str, target: str | None, error: str, *, 
             "drift": None, "task": None}
 
 
+_QUIET_LOCK = threading.Lock()
+
+
 def calibration_stats(manifest: dict[str, Any], input_spec: TensorSpec, n: int = 32) -> dict[str, Any] | None:
     """Input statistics of (a sample of) the calibration data the artifact records, with its preprocessing."""
     cal = manifest.get("calibration")
@@ -277,17 +285,18 @@ def calibration_stats(manifest: dict[str, Any], input_spec: TensorSpec, n: int =
         return None
     from edgeconv.calibration.dataset import CalibrationSet
 
-    level = log.level
-    log.setLevel(logging.ERROR)  # the sample's own "small calibration set" warnings were shown at conversion
-    try:
-        cs = CalibrationSet(Path(cal["root"]), Preprocess.from_dict(cal["preprocess"]), input_spec.name,
-                            input_spec.static_shape, size=n, seed=cal.get("seed", 0))
-        return input_stats(cs.feeds(), input_spec.name)
-    except EdgeconvError as e:
-        log.debug("calibration statistics unavailable: %s", e)
-        return None
-    finally:
-        log.setLevel(level)
+    with _QUIET_LOCK:  # rows are scored on threads: one level save/restore at a time
+        level = log.level
+        log.setLevel(logging.ERROR)  # the sample's own "small calibration set" warnings were shown at conversion
+        try:
+            cs = CalibrationSet(Path(cal["root"]), Preprocess.from_dict(cal["preprocess"]), input_spec.name,
+                                input_spec.static_shape, size=n, seed=cal.get("seed", 0))
+            return input_stats(cs.feeds(), input_spec.name)
+        except EdgeconvError as e:
+            log.debug("calibration statistics unavailable: %s", e)
+            return None
+        finally:
+            log.setLevel(level)
 
 
 def input_warnings(manifest: dict[str, Any], data: EvalData, input_spec: TensorSpec,
@@ -310,11 +319,13 @@ def input_warnings(manifest: dict[str, Any], data: EvalData, input_spec: TensorS
 
 
 def run_worker(art: Artifact, feeds_npz: Path, work: Path, *, threads: int | None, latency: LatencyConfig,
-               timeout: float, skip_latency: bool = False) -> tuple[dict[str, Any], list[dict] | None]:
+               timeout: float, skip_latency: bool = False, latency_only: bool = False
+               ) -> tuple[dict[str, Any], list[dict] | None]:
     """Run the measurement subprocess; returns its record (``ok`` False with a one-line ``error`` on failure)."""
     work.mkdir(parents=True, exist_ok=True)
     job = {"artifact": str(art.path), "threads": threads, "latency": latency.to_dict(), "feeds": str(feeds_npz),
-           "outputs": str(work / "outputs.npz"), "result": str(work / "result.json"), "skip_latency": skip_latency}
+           "outputs": str(work / "outputs.npz"), "result": str(work / "result.json"), "skip_latency": skip_latency,
+           "latency_only": latency_only}
     job_path = work / "job.json"
     job_path.write_text(json.dumps(job))
     env = dict(os.environ)
@@ -336,16 +347,67 @@ def run_worker(art: Artifact, feeds_npz: Path, work: Path, *, threads: int | Non
     return res, load_outputs(work / "outputs.npz")
 
 
+def _threads(art: Artifact, options: BenchOptions) -> int | None:
+    profile = profile_from_manifest(art.manifest)
+    return options.threads if options.threads is not None else (profile.threads or None)
+
+
+def _failed(row: dict[str, Any], res: dict[str, Any]) -> dict[str, Any]:
+    row.update(status="failed", error=" ".join(str(res.get("error")).split())[:500], stage="bench",
+               latency_ms=None, drift=None, task=None)
+    return row
+
+
+def _timing_fields(row: dict[str, Any], res: dict[str, Any], manifest: dict[str, Any]) -> None:
+    """What a worker run says about speed and memory (latency, cold start, RSS, throughput), into ``row``."""
+    proxy = res.get("proxy", False)
+    lat = res.get("latency_ms")
+    for k in ("latency_emulated", "latency_note"):
+        if res.get(k) is not None:
+            row[k] = res[k]
+    row["latency_ms"] = None if proxy else lat
+    if proxy:
+        conv = manifest.get("conversion") or {}
+        row["latency_note"] = conv.get("latency_note") or (manifest.get("verification") or {}).get("note") or \
+            "proxy runner (stand-in runtime): latency is not representative of the device"
+    row["proxy"] = proxy
+    row["runner"] = res.get("runner")
+    row["cold_start_ms"] = res.get("cold_start_ms")
+    row["peak_rss_mb"] = res.get("peak_rss_mb")
+    row["rss_before_mb"] = res.get("rss_before_mb")
+    if res.get("throughput"):
+        row["throughput"] = res["throughput"]
+    stages = row.setdefault("stages_ms", {})
+    if lat and not proxy:
+        stages["inference"] = {k: lat[k] for k in ("p50", "p90", "mean", "n")}
+
+
+def add_latency(row: dict[str, Any], art: Artifact, feeds_npz: Path, work: Path, *,
+                options: BenchOptions) -> dict[str, Any]:
+    """Time a row scored by ``bench_artifact(..., accuracy_only=True)``: a worker of its own that loads the
+    artifact, runs the first feed and the latency protocol, nothing else, so it can run alone on a quiet machine
+    while the accuracy passes of other rows ran side by side."""
+    if row.get("status") != "ok":
+        return row
+    res, _ = run_worker(art, feeds_npz, work / "latency", threads=_threads(art, options), latency=options.latency,
+                        timeout=options.timeout, latency_only=True)
+    if not res.get("ok"):
+        return _failed(row, res)
+    _timing_fields(row, res, art.manifest)
+    return row
+
+
 def bench_artifact(art: Artifact, data: EvalData, refs: list[dict[str, np.ndarray]], *, options: BenchOptions,
                    work: Path, feeds_npz: Path | None = None, post: Callable[..., Any] | None = None,
                    reference_desc: str = "reference", eval_stats: dict[str, Any] | None = None,
-                   device: str | None = None) -> dict[str, Any]:
+                   device: str | None = None, accuracy_only: bool = False) -> dict[str, Any]:
     """Measure one artifact (worker subprocess, or the device worker on ``device``) and score it against ``refs``:
-    one report row, the same shape wherever it ran (drift and the task metric are computed here, on the host)."""
+    one report row, the same shape wherever it ran (drift and the task metric are computed here, on the host).
+    ``accuracy_only``: outputs and scores without the latency protocol (``add_latency`` times the row later)."""
     mf = art.manifest
     profile = profile_from_manifest(mf)
     precision = mf.get("precision", "fp32")
-    threads = options.threads if options.threads is not None else (profile.threads or None)
+    threads = _threads(art, options)
     row: dict[str, Any] = {"target": mf.get("target"), "profile": mf.get("profile_name", profile.name),
                            "precision": precision, "status": "ok", "error": None, "artifact": artifact_block(art),
                            "threads": threads or None}
@@ -359,29 +421,16 @@ def bench_artifact(art: Artifact, data: EvalData, refs: list[dict[str, np.ndarra
                                       timeout=options.timeout)
         row["device"] = (res.get("env") or {}).get("device", device)
     else:
-        res, gots = run_worker(art, feeds_npz, work, threads=threads, latency=options.latency,
-                               timeout=options.timeout)
+        # accuracy passes run side by side, one core each: runtimes that spin a thread per core would otherwise
+        # fight over the cores (the outputs do not depend on the thread count beyond summation order)
+        res, gots = run_worker(art, feeds_npz, work, threads=1 if accuracy_only else threads,
+                               latency=options.latency, timeout=options.timeout, skip_latency=accuracy_only)
     if not res.get("ok"):
-        row.update(status="failed", error=" ".join(str(res.get("error")).split())[:500], stage="bench",
-                   latency_ms=None, drift=None, task=None)
-        return row
-    proxy = res.get("proxy", False)
-    lat = res.get("latency_ms")
-    for k in ("latency_emulated", "latency_note"):
-        if res.get(k) is not None:
-            row[k] = res[k]
-    row["latency_ms"] = None if proxy else lat
-    if proxy:
-        conv = mf.get("conversion") or {}
-        row["latency_note"] = conv.get("latency_note") or (mf.get("verification") or {}).get("note") or \
-            "proxy runner (stand-in runtime): latency is not representative of the device"
-    row["proxy"] = proxy
-    row["runner"] = res.get("runner")
-    row["cold_start_ms"] = res.get("cold_start_ms")
-    row["peak_rss_mb"] = res.get("peak_rss_mb")
-    row["rss_before_mb"] = res.get("rss_before_mb")
-    if res.get("throughput"):
-        row["throughput"] = res["throughput"]
+        return _failed(row, res)
+    row["stages_ms"] = {}
+    if data.preprocess_ms:
+        row["stages_ms"]["preprocess"] = data.preprocess_ms
+    _timing_fields(row, res, mf)
     tol = profile.tol(precision)
     tensor_tol = {k: v for k, v in tol.items() if k in ("max_abs", "rel_l2", "cosine", "snr_db")}
     row["drift"] = compute_drift(refs, gots or [], tensor_tol)
@@ -389,14 +438,8 @@ def bench_artifact(art: Artifact, data: EvalData, refs: list[dict[str, np.ndarra
     task, post_ms = task_metric(data.task, post, refs, gots or [], data, tol)
     row["task"] = task
     row["reference"] = reference_desc
-    stages: dict[str, Any] = {}
-    if data.preprocess_ms:
-        stages["preprocess"] = data.preprocess_ms
-    if lat and not proxy:
-        stages["inference"] = {k: lat[k] for k in ("p50", "p90", "mean", "n")}
     if post_ms:
-        stages["postprocess"] = post_ms
-    row["stages_ms"] = stages
+        row["stages_ms"]["postprocess"] = post_ms
     warns = input_warnings(mf, data, art.inputs[0], eval_stats) if precision == "int8" else []
     if data.source == "random" and precision == "int8":
         warns.append("drift measured on random inputs: meaningless for INT8; pass evaluation data")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -278,6 +279,9 @@ def map_resampled(parts: MapParts, weights: np.ndarray, cells: int = 2_000_000) 
         return {"map50": tot[:, 0] / count, "map50_95": tot[:, 1] / count}
 
 
+_MEMO_LOCK = threading.Lock()
+
+
 def map_delta_ci(preds: Sequence[Detections], reference_preds: Sequence[Detections] | None,
                  gts: Sequence[GroundTruth], key: str = "map50_95", resamples: int = 200,
                  seed: int = 0, memo: dict[str, Any] | None = None) -> list[float] | None:
@@ -296,11 +300,12 @@ def map_delta_ci(preds: Sequence[Detections], reference_preds: Sequence[Detectio
     if reference_preds is None:
         return interval(100.0 * (got - 1.0))
     mkey = ("resampled", key, resamples, seed, n)
-    ref = memo.get(mkey) if memo is not None else None
-    if ref is None:
-        ref = map_resampled(map_parts(reference_preds, gts), w)[key]
-        if memo is not None:
-            memo[mkey] = ref
+    with _MEMO_LOCK:  # rows scored on threads share one memo: the reference's resamples are computed once
+        ref = memo.get(mkey) if memo is not None else None
+        if ref is None:
+            ref = map_resampled(map_parts(reference_preds, gts), w)[key]
+            if memo is not None:
+                memo[mkey] = ref
     return interval(100.0 * (got - ref))
 
 

@@ -9,7 +9,8 @@ loop and the optional throughput mode, records its peak RSS, then runs the evalu
 outputs for the parent to compare (drift and task metrics are computed in the parent, outside the measurement).
 
 Job (JSON): ``artifact``, ``threads`` (null: backend default), ``latency`` (LatencyConfig fields), ``feeds`` (npz
-written by :func:`save_feeds`), ``outputs`` (npz to write), ``result`` (JSON to write), ``skip_latency``.
+written by :func:`save_feeds`), ``outputs`` (npz to write), ``result`` (JSON to write), ``skip_latency``,
+``latency_only`` (run the first feed and time it; the evaluation outputs come from another job).
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         res["rss_after_mb"] = _rss_mb()
         outs: list[dict[str, np.ndarray]] = [first]
         infer_ms = []
-        for f in feeds[1:]:
+        for f in [] if job.get("latency_only") else feeds[1:]:
             ts = time.perf_counter_ns()
             outs.append(runner.infer(f))
             infer_ms.append((time.perf_counter_ns() - ts) / 1e6)

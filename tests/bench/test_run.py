@@ -165,3 +165,45 @@ def test_bundled_suite_config_is_valid() -> None:
     cfg = load_config(Path(__file__).resolve().parents[2] / "benchmarks" / "suite.toml")
     assert [t["profile"] for t in cfg["targets"]] == ["onnxruntime", "openvino"]
     assert cfg["bench"]["threads"] == 1
+
+
+def test_two_pass_matrix_times_each_row_alone(tmp_path: Path, tiny_onnx: Path, monkeypatch) -> None:
+    """With two jobs the accuracy passes run side by side, and each row's latency worker runs with nothing else
+    running; the rows carry the same fields and the same drift as a one-at-a-time run."""
+    import threading
+    import time
+
+    from edgeconv.bench import evaluate
+    from edgeconv.bench.matrix import run_matrix
+
+    spans: list[tuple[str, float, float]] = []
+    lock = threading.Lock()
+    real = evaluate.run_worker
+
+    def recording(*a, **kw):
+        t0 = time.perf_counter()
+        try:
+            return real(*a, **kw)
+        finally:
+            with lock:
+                spans.append(("latency" if kw.get("latency_only") else "accuracy" if kw.get("skip_latency")
+                              else "both", t0, time.perf_counter()))
+
+    monkeypatch.setattr(evaluate, "run_worker", recording)
+    cfg = {"_base_dir": str(tmp_path), "model": {"model": str(tiny_onnx), "name": "tiny"}, "data": {"limit": 4},
+           "targets": [{"profile": "onnxruntime", "precisions": ["fp32", "fp16"]}], "bench": FAST}
+    two = {r["precision"]: r for r in run_matrix(cfg, tmp_path / "two", jobs=2)["results"]}
+    kinds = sorted(k for k, _, _ in spans)
+    assert kinds == ["accuracy", "accuracy", "latency", "latency"]
+    for kind, t0, t1 in spans:
+        if kind == "latency":
+            assert all(b1 <= t0 or b0 >= t1 for k, b0, b1 in spans if (k, b0, b1) != (kind, t0, t1))
+    spans.clear()
+    one = {r["precision"]: r for r in run_matrix(cfg, tmp_path / "one", jobs=1)["results"]}
+    assert sorted(k for k, _, _ in spans) == ["both", "both"]
+    for p in ("fp32", "fp16"):
+        a, b = two[p], one[p]
+        assert a["status"] == b["status"] == "ok" and a["latency_ms"]["n"] >= 10 and a["cold_start_ms"]["total"] > 0
+        assert set(a) == set(b) and a["stages_ms"].keys() == b["stages_ms"].keys()
+        assert a["drift"]["max_abs"] == pytest.approx(b["drift"]["max_abs"], rel=1e-3, abs=1e-6)
+        assert a["wall_seconds"]["bench"] > 0
