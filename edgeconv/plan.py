@@ -280,20 +280,38 @@ class Planner:
                     self.evaluator(row, cal)
             except EdgeconvError:
                 pass  # the worker meets the same error and reports it as the row's
-        self._preload_shared(rows)
+        import shutil
+        import tempfile
+
+        from edgeconv.core.console import native_output_to
+
+        chatter = Path(tempfile.mkdtemp(prefix="edgeconv-output-"))
+        with native_output_to(chatter / "preload.log"):
+            self._preload_shared(rows)
         # Longest first (torch-route converters re-trace the module; calibrated rows calibrate), so the slowest
         # rows do not start last and leave the other workers idle at the end.
         order = sorted(range(len(rows)), key=lambda k: -_expected_cost(rows[k]))
         calls = [Call(self._timed, (rows[k],), what=f"{rows[k].label} conversion", target=rows[k].profile.name,
                       timeout=_row_time_limit(rows[k])) for k in order]
-        for i, res in track(iter_many(calls, jobs, stage="convert", child_setup=plain_progress),
-                            f"converting {len(rows)} rows, {jobs} at a time", total=len(rows)):
-            k = order[i]
-            if isinstance(res, tuple):
-                out[k], self.seconds[rows[k].label] = res
+        kept: list[str] = []
+        try:
+            for i, res in track(iter_many(calls, jobs, stage="convert", child_setup=plain_progress,
+                                          output_dir=chatter),
+                                f"converting {len(rows)} rows, {jobs} at a time", total=len(rows)):
+                k = order[i]
+                if isinstance(res, tuple):
+                    out[k], self.seconds[rows[k].label] = res
+                    (chatter / f"{i:02d}.log").unlink(missing_ok=True)
+                else:
+                    out[k] = res
+                    log.error("%s", res.one_line())
+                    kept.append(str(chatter / f"{i:02d}.log"))
+        finally:
+            if kept and any(Path(p).is_file() and Path(p).stat().st_size for p in kept):
+                log.info("the converters' own output for the failed rows: %s", ", ".join(
+                    p for p in kept if Path(p).is_file()))
             else:
-                out[k] = res
-                log.error("%s", res.one_line())
+                shutil.rmtree(chatter, ignore_errors=True)
         return out
 
     def _preload_shared(self, rows: list[PlanRow]) -> None:

@@ -155,6 +155,68 @@ def status(message: str) -> Iterator[None]:
         yield
 
 
+def divert_native_output(path: Path, header: str = "") -> bool:
+    """In a worker process: what third-party code writes to fd 1 and 2 from now on (converters' progress bars,
+    native libraries' logs, Python warnings) goes to ``path``, while edgeconv's own log lines and progress keep the
+    terminal. Not with ``-v`` (debug shows everything where it is written). Returns whether it diverted.
+
+    Why: a plan's workers run pnnx, litert-torch, NNCF, MNN, ExecuTorch side by side, and their chatter (dozens of
+    lines a run, none actionable) buried the one line per row that is; a failed row's output stays in ``path``."""
+    if _state["verbose"]:
+        return False
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        keep = os.dup(2)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:
+        return False
+    stream = os.fdopen(keep, "w", buffering=1, encoding="utf-8", errors="replace")
+    console.file = stream
+    for h in [*log.handlers, *logging.getLogger().handlers]:
+        if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) and \
+                getattr(h, "stream", None) in (sys.stderr, sys.__stderr__):
+            h.setStream(stream)
+    if header:
+        os.write(fd, f"== {header}\n".encode())
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    # Python-level writers too, whatever sys.stdout/sys.stderr were (a test runner's capture objects included)
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
+    return True
+
+
+@contextlib.contextmanager
+def native_output_to(path: Path) -> Iterator[None]:
+    """``divert_native_output`` for one step of this process, then fd 1 and 2 back as they were (edgeconv's own
+    lines inside go to ``path`` too: wrap quiet steps only, such as imports)."""
+    if _state["verbose"]:
+        yield
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = (os.dup(1), os.dup(2))
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:
+        yield
+        return
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
+
+
 @contextlib.contextmanager
 def stdout_to_stderr() -> Iterator[None]:
     """Inside, whatever a third-party tool prints (Python ``print`` and native writes to fd 1) goes to stderr, so

@@ -20,6 +20,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from edgeconv.core import errors as E
@@ -44,9 +45,13 @@ def child_threads(threads: int | None) -> int | None:
 
 
 def _child(conn: Any, func: Callable[..., Any], args: tuple, kwargs: dict, forked: bool,
-           setup: Callable[[], None] | None = None) -> None:
+           setup: Callable[[], None] | None = None, output: tuple[str, str] | None = None) -> None:
     if setup is not None:
         setup()
+    if output is not None:
+        from edgeconv.core.console import divert_native_output
+
+        divert_native_output(Path(output[0]), output[1])
     if forked and "torch" in sys.modules:
         with contextlib.suppress(Exception):  # best effort; a torch without the call still runs
             sys.modules["torch"].set_num_threads(1)
@@ -71,11 +76,13 @@ def _signal_name(code: int | None) -> str:
 
 
 def _start(func: Callable[..., Any], args: tuple, kwargs: dict, start: str | None,
-           child_setup: Callable[[], None] | None = None, daemon: bool = True) -> tuple[Any, Any]:
+           child_setup: Callable[[], None] | None = None, daemon: bool = True,
+           output: tuple[str, str] | None = None) -> tuple[Any, Any]:
     method = start or ("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     ctx = mp.get_context(method)
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(child, func, args, kwargs, method == "fork", child_setup), daemon=daemon)
+    proc = ctx.Process(target=_child, args=(child, func, args, kwargs, method == "fork", child_setup, output),
+                       daemon=daemon)
     proc.start()
     child.close()
     return proc, parent
@@ -142,7 +149,8 @@ class Call:
 
 
 def iter_many(calls: list[Call], jobs: int, *, error: type[E.EdgeconvError] = E.ConversionError,
-              stage: str | None = None, child_setup: Callable[[], None] | None = None) -> Iterator[tuple[int, Any]]:
+              stage: str | None = None, child_setup: Callable[[], None] | None = None,
+              output_dir: Path | None = None) -> Iterator[tuple[int, Any]]:
     """Run ``calls`` in up to ``jobs`` forked children at once, yielding ``(index, result or error)`` as each one
     ends (so a caller can show progress).
 
@@ -151,6 +159,8 @@ def iter_many(calls: list[Call], jobs: int, *, error: type[E.EdgeconvError] = E.
     that call's error and the others go on. The children are not daemonic (their own work may isolate itself in
     grandchildren); every one still running is killed when the iteration ends or is abandoned. ``child_setup`` runs
     first in each child (e.g. plain progress output, so several children do not draw spinners over each other).
+    ``output_dir``: each child's third-party output goes to ``output_dir/<index>.log`` (``divert_native_output``);
+    a failed call's error carries that path as ``output_log``.
     """
     from multiprocessing.connection import wait
 
@@ -161,7 +171,8 @@ def iter_many(calls: list[Call], jobs: int, *, error: type[E.EdgeconvError] = E.
             while pending and len(running) < max(1, jobs):
                 i = pending.pop(0)
                 c = calls[i]
-                proc, parent = _start(c.func, c.args, c.kwargs, "fork", child_setup, daemon=False)
+                output = (str(output_dir / f"{i:02d}.log"), c.what) if output_dir is not None else None
+                proc, parent = _start(c.func, c.args, c.kwargs, "fork", child_setup, daemon=False, output=output)
                 running[parent] = (i, proc, time.monotonic() + c.timeout)
             soonest = min(d for _, _, d in running.values())
             ready = wait(list(running), timeout=max(0.0, soonest - time.monotonic()))
@@ -174,6 +185,8 @@ def iter_many(calls: list[Call], jobs: int, *, error: type[E.EdgeconvError] = E.
                                   target=c.target, error=error, stage=stage, limit=c.timeout)
                 except E.EdgeconvError as e:
                     res = e
+                if isinstance(res, E.EdgeconvError) and output_dir is not None:
+                    res.output_log = output_dir / f"{i:02d}.log"  # type: ignore[attr-defined]
                 yield i, res
     finally:
         for _, proc, _ in running.values():

@@ -99,3 +99,49 @@ def test_heavy_imports_are_preloaded_once_before_workers_fork(tiny_prepared, tmp
     # the fp16 row casts the fp32 lowering: scheduled after it, so the shared stage is there to cast
     fp32, fp16 = (next(r for r in two if r.label == f"tflite-{p}") for p in ("fp32", "fp16"))
     assert _expected_cost(fp16) < _expected_cost(fp32)
+
+
+def _chatty(n: int) -> int:
+    """A converter that prints from Python and from native code (fd 2 directly), then logs its own line."""
+    import sys
+
+    from edgeconv.core.console import log
+
+    print(f"python chatter {n}")
+    os.write(2, f"native chatter {n}\n".encode())
+    print(f"stderr chatter {n}", file=sys.stderr)
+    log.warning("edgeconv's own line %d", n)
+    if n == 1:
+        raise ConversionError("row 1 failed")
+    return n
+
+
+def test_workers_third_party_output_goes_to_a_file_not_the_terminal(tmp_path: Path, capfd) -> None:
+    """What a converter prints (Python or native) lands in the worker's output file, which a failed call's error
+    names; edgeconv's own log lines still reach the terminal."""
+    from edgeconv.core.console import setup_logging
+
+    setup_logging()
+    calls = [Call(_chatty, (n,), what=f"row {n}") for n in range(2)]
+    res = dict(iter_many(calls, 2, output_dir=tmp_path))
+    out, err = capfd.readouterr()
+    assert res[0] == 0 and isinstance(res[1], ConversionError)
+    assert "chatter" not in out + err
+    assert "edgeconv's own line 0" in err and "edgeconv's own line 1" in err
+    log1 = res[1].output_log
+    assert log1 == tmp_path / "01.log"
+    text = log1.read_text()
+    assert text.startswith("== row 1\n")
+    assert all(f"{k} chatter 1" in text for k in ("python", "native", "stderr")) and "own line" not in text
+
+
+def test_verbose_keeps_third_party_output_where_it_was_written(tmp_path: Path, capfd) -> None:
+    from edgeconv.core.console import setup_logging
+
+    setup_logging(verbose=True)
+    try:
+        res = dict(iter_many([Call(_chatty, (0,), what="row 0")], 1, output_dir=tmp_path))
+        _, err = capfd.readouterr()
+        assert res[0] == 0 and "native chatter 0" in err
+    finally:
+        setup_logging()
