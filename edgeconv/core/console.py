@@ -155,6 +155,22 @@ def status(message: str) -> Iterator[None]:
         yield
 
 
+def _fds_to(path: Path, header: str = "") -> bool:
+    """Point fd 1 and fd 2 at ``path`` (appending); False, and nothing changed, when it cannot be opened."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    except OSError:
+        return False
+    if header:
+        os.write(fd, f"== {header}\n".encode())
+    for std in (1, 2):
+        os.dup2(fd, std)
+    os.close(fd)
+    return True
+
+
 def divert_native_output(path: Path, header: str = "") -> bool:
     """In a worker process: what third-party code writes to fd 1 and 2 from now on (converters' progress bars,
     native libraries' logs, Python warnings) goes to ``path``, while edgeconv's own log lines and progress keep the
@@ -164,12 +180,9 @@ def divert_native_output(path: Path, header: str = "") -> bool:
     lines a run, none actionable) buried the one line per row that is; a failed row's output stays in ``path``."""
     if _state["verbose"]:
         return False
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        keep = os.dup(2)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    except OSError:
+    keep = os.dup(2)
+    if not _fds_to(path, header):
+        os.close(keep)
         return False
     stream = os.fdopen(keep, "w", buffering=1, encoding="utf-8", errors="replace")
     console.file = stream
@@ -177,11 +190,6 @@ def divert_native_output(path: Path, header: str = "") -> bool:
         if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler) and \
                 getattr(h, "stream", None) in (sys.stderr, sys.__stderr__):
             h.setStream(stream)
-    if header:
-        os.write(fd, f"== {header}\n".encode())
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
     # Python-level writers too, whatever sys.stdout/sys.stderr were (a test runner's capture objects included)
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
@@ -192,29 +200,19 @@ def divert_native_output(path: Path, header: str = "") -> bool:
 def native_output_to(path: Path) -> Iterator[None]:
     """``divert_native_output`` for one step of this process, then fd 1 and 2 back as they were (edgeconv's own
     lines inside go to ``path`` too: wrap quiet steps only, such as imports)."""
-    if _state["verbose"]:
-        yield
-        return
+    saved = [] if _state["verbose"] else [os.dup(1), os.dup(2)]
+    if saved and not _fds_to(path):
+        for s in saved:
+            os.close(s)
+        saved = []
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved = (os.dup(1), os.dup(2))
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    except OSError:
-        yield
-        return
-    try:
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
         yield
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        os.close(saved[0])
-        os.close(saved[1])
+        for std, s in enumerate(saved, start=1):
+            os.dup2(s, std)
+            os.close(s)
 
 
 @contextlib.contextmanager

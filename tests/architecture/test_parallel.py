@@ -145,3 +145,15 @@ def test_verbose_keeps_third_party_output_where_it_was_written(tmp_path: Path, c
         assert res[0] == 0 and "native chatter 0" in err
     finally:
         setup_logging()
+
+
+def test_native_output_to_restores_the_descriptors(tmp_path: Path, capfd) -> None:
+    from edgeconv.core.console import native_output_to, setup_logging
+
+    setup_logging()
+    with native_output_to(tmp_path / "step.log"):
+        os.write(2, b"inside\n")
+    os.write(2, b"after\n")
+    _, err = capfd.readouterr()
+    assert (tmp_path / "step.log").read_text() == "inside\n"
+    assert "after" in err and "inside" not in err
