@@ -296,7 +296,7 @@ class Planner:
         order = sorted(range(len(rows)), key=lambda k: -_expected_cost(rows[k]))
         calls = [Call(self._timed, (rows[k],), what=f"{rows[k].label} conversion", target=rows[k].profile.name,
                       timeout=_row_time_limit(rows[k])) for k in order]
-        kept: list[str] = []
+        kept: list[Path] = []  # the output files of failed rows (iter_many removes the others')
         try:
             for i, res in track(iter_many(calls, jobs, stage="convert", child_setup=plain_progress,
                                           output_dir=chatter),
@@ -304,15 +304,15 @@ class Planner:
                 k = order[i]
                 if isinstance(res, tuple):
                     out[k], self.seconds[rows[k].label] = res
-                    (chatter / f"{i:02d}.log").unlink(missing_ok=True)
                 else:
                     out[k] = res
                     log.error("%s", res.one_line())
-                    kept.append(str(chatter / f"{i:02d}.log"))
+                    p = getattr(res, "output_log", None)
+                    if p is not None and p.is_file() and p.stat().st_size:
+                        kept.append(p)
         finally:
-            if kept and any(Path(p).is_file() and Path(p).stat().st_size for p in kept):
-                log.info("the converters' own output for the failed rows: %s", ", ".join(
-                    p for p in kept if Path(p).is_file()))
+            if kept:
+                log.info("the converters' own output for the failed rows: %s", ", ".join(map(str, kept)))
             else:
                 shutil.rmtree(chatter, ignore_errors=True)
         return out

@@ -160,7 +160,7 @@ def iter_many(calls: list[Call], jobs: int, *, error: type[E.EdgeconvError] = E.
     grandchildren); every one still running is killed when the iteration ends or is abandoned. ``child_setup`` runs
     first in each child (e.g. plain progress output, so several children do not draw spinners over each other).
     ``output_dir``: each child's third-party output goes to ``output_dir/<index>.log`` (``divert_native_output``);
-    a failed call's error carries that path as ``output_log``.
+    a failed call's error carries that path as ``output_log``, a successful call's file is removed.
     """
     from multiprocessing.connection import wait
 
@@ -185,8 +185,12 @@ def iter_many(calls: list[Call], jobs: int, *, error: type[E.EdgeconvError] = E.
                                   target=c.target, error=error, stage=stage, limit=c.timeout)
                 except E.EdgeconvError as e:
                     res = e
-                if isinstance(res, E.EdgeconvError) and output_dir is not None:
-                    res.output_log = output_dir / f"{i:02d}.log"  # type: ignore[attr-defined]
+                if output_dir is not None:
+                    log_path = output_dir / f"{i:02d}.log"
+                    if isinstance(res, E.EdgeconvError):
+                        res.output_log = log_path  # type: ignore[attr-defined]
+                    else:
+                        log_path.unlink(missing_ok=True)
                 yield i, res
     finally:
         for _, proc, _ in running.values():

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +73,14 @@ def outlier_stats(onnx_path: str | Path, feeds: Iterable[dict[str, np.ndarray]],
 
 def lint(reference_onnx: str | Path, calibration_stats: Any = None, calib_size: int | None = None, *,
          percentile_stats: Any = None, feeds: Iterable[dict[str, np.ndarray]] | None = None,
-         modules: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None) -> list[Finding]:
+         modules: Mapping[str, Any] | None = None) -> list[Finding]:
     """Warnings about INT8-hostile patterns in ``reference_onnx``.
 
     ``calibration_stats``: the shared minmax statistics (``ctx.statistics("minmax")``) or ``{tensor: (lo, hi)}``;
     they enable the range rules. ``percentile_stats`` (``ctx.statistics("percentile", {"percentile": 99.9})``)
     or, failing that, ``feeds`` (a few calibration inputs) enable the outlier rule. ``modules``: node →
-    ``ModuleName`` (``edgeconv.diagnose.modules.module_map``), or a callable returning it, called only when there
-    are findings to name (a scoped re-export costs ~18 s on 2 cores for YOLO11n); computed from the file when not
-    given.
+    ``ModuleName`` (``edgeconv.diagnose.modules.module_map``); computed from the file when not given, and only
+    when there are findings to name.
     """
     g = LintGraph.load(reference_onnx)
     ranges = _ranges(calibration_stats)
@@ -99,8 +98,6 @@ def lint(reference_onnx: str | Path, calibration_stats: Any = None, calib_size: 
     findings += tiny_calibration(calib_size)
     if not findings:
         return findings
-    if callable(modules):
-        modules = modules()
     if modules is None:
         from edgeconv.diagnose.modules import module_map
 
