@@ -307,15 +307,33 @@ def artifact_key(backend: Target, ctx: ConvertContext) -> str:
                         "context": ctx.fingerprint()})
 
 
+def conversion_key(backend: Target, ctx: ConvertContext) -> str:
+    """The artifact key without the tolerances: two contexts with the same conversion key ask the backend for the
+    same conversion and differ only in how strictly its result is judged (the float-fallback search converts under
+    lifted tolerances). A converter that reads a tolerance to pick a route is covered: the adopted is re-verified."""
+    from edgeconv.core.env import isa_features
+
+    fp = ctx.fingerprint()
+    fp["profile"] = {**fp["profile"], "tolerance": None} if isinstance(fp.get("profile"), dict) else fp.get("profile")
+    return sha256_json({"edgeconv": __version__, "code": code_fingerprint(), "backend": backend.name,
+                        "isa": isa_features(), "context": fp})
+
+
 def convert_reference(prep: Prepared, target: str | Profile, *, out: str | Path, precision: str | None = None,
                       calibration: CalibrationSet | None = None, keep_fp32: tuple[str, ...] = (),
                       options: dict[str, Any] | None = None, use_cache: bool = True,
                       preprocess: Preprocess | None = None, evaluator: TaskEvaluator | None = None,
-                      postprocess: dict[str, Any] | None = None) -> Artifact:
+                      postprocess: dict[str, Any] | None = None, adopt: Artifact | None = None) -> Artifact:
     """Convert the reference to one target/precision, verify it against the reference, write the artifact.
 
     ``postprocess`` (from ``edgeconv.plan``): the detections contract an end2end reference implements; the
-    artifact then ships the post-processor files and is verified on detections, not raw tensors."""
+    artifact then ships the post-processor files and is verified on detections, not raw tensors.
+
+    ``adopt``: an artifact already converted with this very conversion (same ``conversion_key``), judged under
+    other tolerances — the float-fallback attempt the search chose. Its files are verified again under this call's
+    tolerances instead of converting anew: a converter that is not deterministic (MNN's int8 tool gave -2.23,
+    -1.46 and -1.55 mAP50-95 on three identical runs) would otherwise ship another artifact than the one the search
+    measured. An artifact of another conversion, or one that fails here, is converted anew."""
     profile = target if isinstance(target, Profile) else load_profile(target)
     precision = precision or profile.precision
     backend, ctx = build_context(prep, profile, precision, calibration=calibration, keep_fp32=keep_fp32,
@@ -328,7 +346,11 @@ def convert_reference(prep: Prepared, target: str | Profile, *, out: str | Path,
             art = _from_cache(hit, out, key, profile, precision)
             if art is not None:
                 return art
-        art = _build(prep, backend, ctx, out, key)
+        art = None
+        if adopt is not None:
+            art = _adopt(prep, backend, ctx, out, key, adopt)
+        if art is None:
+            art = _build(prep, backend, ctx, out, key)
         if cache.store("artifacts", key, out) is None and use_cache:
             log.debug("artifact %s %s not cached", profile.name, precision)
     return art
@@ -351,7 +373,46 @@ def _from_cache(hit: Path, out: Path, key: str, profile: Profile, precision: str
     return art
 
 
-def _build(prep: Prepared, backend: Target, ctx: ConvertContext, out: Path, key: str) -> Artifact:
+def _adopt(prep: Prepared, backend: Target, ctx: ConvertContext, out: Path, key: str,
+           source: Artifact) -> Artifact | None:
+    """``source``'s files as this call's artifact, re-verified under its tolerances; None: convert anew."""
+    theirs, ours = source.manifest.get("conversion_key"), conversion_key(backend, ctx)
+    if theirs != ours:
+        log.debug("%s %s: %s is another conversion (key %s, not %s); converting anew", ctx.profile.name,
+                  ctx.precision, source.path, theirs, ours)
+        return None
+    try:
+        art = _build(prep, backend, ctx, out, key, adopt=source)
+    except (ConversionError, VerificationError) as e:
+        log.info("%s %s: the chosen attempt does not pass as this row's artifact (%s); converting anew",
+                 ctx.profile.name, ctx.precision, e.message)
+        return None
+    art.manifest["adopted"] = {"from": str(source.path), "conversion_key": ours,
+                               "convert_seconds": source.manifest.get("convert_seconds")}
+    write_manifest(art.path, art.manifest)
+    return art
+
+
+def _adopted_result(source: Artifact, ctx: ConvertContext) -> ConversionResult:
+    """The files an earlier conversion made, copied into ``ctx.out_dir`` as if the backend had just made them."""
+    import shutil
+
+    from edgeconv.core.hashing import sha256_file
+
+    m = source.manifest
+    files = [str(f) for f in m.get("files") or {}]
+    for f in files:
+        src, dst = source.path / f, ctx.out_dir / f
+        if sha256_file(src) != m["files"][f].get("sha256"):
+            raise ConversionError(f"{src} changed since its conversion", stage="convert", target=ctx.profile.name)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dst)
+    return ConversionResult(files, dict(m.get("roles") or {}), dict(m.get("conversion") or {}),
+                            m.get("input_layout") or "NCHW")
+
+
+def _build(prep: Prepared, backend: Target, ctx: ConvertContext, out: Path, key: str,
+           adopt: Artifact | None = None) -> Artifact:
     ref, profile, precision = prep.reference, ctx.profile, ctx.precision
     sample = ctx.calibration or _verification_sample(prep, ctx.preprocess)
     tagged = verification_feeds(ref, sample, precision, preprocess=ctx.preprocess)
@@ -378,10 +439,10 @@ def _build(prep: Prepared, backend: Target, ctx: ConvertContext, out: Path, key:
             preload(backend)
         with status(f"converting to {profile.name} {precision}" + (" (isolated)" if isolate else "")):
             if isolate:
-                result, record = run_isolated(_convert_and_verify, backend, ctx, tagged, reference_score,
+                result, record = run_isolated(_convert_and_verify, backend, ctx, tagged, reference_score, adopt,
                                               timeout=timeout, what=label, target=profile.name, stage="convert")
             else:
-                result, record = _convert_and_verify(backend, ctx, tagged, reference_score)
+                result, record = _convert_and_verify(backend, ctx, tagged, reference_score, adopt)
         (tmp / REFERENCE_FILE).write_bytes(ref.onnx_path.read_bytes())
         files = list(result.files)
         post_record = None
@@ -397,6 +458,7 @@ def _build(prep: Prepared, backend: Target, ctx: ConvertContext, out: Path, key:
         manifest: dict[str, Any] = {
             "edgeconv": __version__, "target": backend.name, "profile_name": profile.name,
             "profile": profile.to_dict(), "precision": precision, "cache_key": key,
+            "conversion_key": conversion_key(backend, ctx),
             "source": ref.source.manifest(), "export": ref.record.get("export"), "simplify": ref.record.get("simplify"),
             "reference": {"file": REFERENCE_FILE, "sha256": ref.sha256},
             "inputs": [s.to_dict() for s in ref.inputs], "outputs": [s.to_dict() for s in ref.outputs],
@@ -443,11 +505,13 @@ def _reference_score(ref: ReferenceModel, ev: TaskEvaluator) -> float:
 
 
 def _convert_and_verify(backend: Target, ctx: ConvertContext, tagged: list[tuple[str, dict[str, np.ndarray]]],
-                        reference_score: float | None) -> tuple[ConversionResult, dict[str, Any]]:
-    """Convert into ``ctx.out_dir`` and verify the result (runs in the child process for native backends)."""
+                        reference_score: float | None, adopt: Artifact | None = None
+                        ) -> tuple[ConversionResult, dict[str, Any]]:
+    """Convert into ``ctx.out_dir`` (or copy ``adopt``'s files there) and verify the result (runs in the child
+    process for native backends)."""
     name = ctx.profile.name
     try:
-        result = backend.convert(ctx)
+        result = _adopted_result(adopt, ctx) if adopt is not None else backend.convert(ctx)
     except EdgeconvError as e:
         e.target = e.target or name
         e.stage = e.stage or "convert"

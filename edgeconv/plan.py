@@ -345,7 +345,8 @@ class Planner:
                keep_fp32: tuple[str, ...], error: VerificationError, *, budget: float | None = None,
                final_evaluator: TaskEvaluator | bool | None = True) -> Artifact:
         """An INT8 row over its task budget: keep the fewest most-sensitive layers in float that bring it inside
-        (``edgeconv.quant``), then convert again under the real tolerances and record the search in the manifest.
+        (``edgeconv.quant``), verify the chosen attempt again under the real tolerances (converting anew only when
+        it is not the row's own conversion or fails them) and record the search in the manifest.
         When no keep set within the attempt limit meets the budget, the original verification error stands.
 
         ``evaluator`` scores each attempt against ``budget`` (default: the task budget the error names);
@@ -371,19 +372,26 @@ class Planner:
             ranked = rank_layers(ref.onnx_path, cal.feeds(), stats, modules=_module_names(ref))
         with tempfile.TemporaryDirectory(prefix="edgeconv-fallback-") as tmp:
             build = pipeline_builder(prep, row.profile, calibration=cal, evaluator=evaluator, out_root=tmp,
-                                     options=row.options, use_cache=self.use_cache, latency_runs=0)
+                                     options=row.options, use_cache=self.use_cache, latency_runs=0,
+                                     keep_fp32=keep_fp32)
             res = repair(build, ranked, budget, int(row.options.get("int8_fallback_attempts", 12)),
                          time_limit_s=float(row.options.get("int8_fallback_time_s", 900.0)))
-        if not res.ok:
-            log.warning("%s %s: float fallback found no keep set within the budget (%s)", row.profile.name,
-                        row.precision, res.reason)
-            raise error
-        art = convert_reference(prep, row.profile, out=row.dest, precision=row.precision, calibration=cal,
-                                keep_fp32=tuple(dict.fromkeys((*keep_fp32, *as_patterns(res.keep)))),
-                                options=row.options, use_cache=self.use_cache, preprocess=self.contract(row),
-                                evaluator=evaluator if final_evaluator is True else final_evaluator or None)
+            if not res.ok:
+                log.warning("%s %s: float fallback found no keep set within the budget (%s)", row.profile.name,
+                            row.precision, res.reason)
+                raise error
+            # the attempt the search measured, verified under the real tolerances (convert_reference's ``adopt``)
+            art = convert_reference(prep, row.profile, out=row.dest, precision=row.precision, calibration=cal,
+                                    keep_fp32=tuple(dict.fromkeys((*keep_fp32, *as_patterns(res.keep)))),
+                                    options=row.options, use_cache=self.use_cache, preprocess=self.contract(row),
+                                    evaluator=evaluator if final_evaluator is True else final_evaluator or None,
+                                    adopt=res.artifact)
         art.manifest["int8_fallback"] = {**json.loads(json.dumps(res.to_dict(), default=str)),
                                          "objective": evaluator.metric, "budget": budget}
+        if "adopted" in art.manifest:  # name the attempt: its temporary folder is gone
+            src = art.manifest["adopted"]["from"]
+            art.manifest["adopted"]["from"] = next(
+                (f"attempt {i}" for i, a in enumerate(res.attempts, 1) if a.artifact == src), "an attempt")
         write_manifest(art.path, art.manifest)
         log.info("%s %s: kept %s in float -> delta %.2f (budget %.2f)", row.profile.name, row.precision,
                  ", ".join(res.keep), res.delta or 0.0, budget)

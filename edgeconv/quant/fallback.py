@@ -197,13 +197,14 @@ PERMISSIVE = {"max_abs": 1e30, "rel_l2": 1e30, "cosine": -1.0, "snr_db": -1e30, 
 
 def pipeline_builder(prep: Any, target: Any, *, calibration: Any, evaluator: Any, out_root: str | Path,
                      precision: str = "int8", options: dict[str, Any] | None = None, use_cache: bool = True,
-                     latency_runs: int = 10, accuracy_control: bool = False) -> Build:
+                     latency_runs: int = 10, accuracy_control: bool = False, keep_fp32: Sequence[str] = ()) -> Build:
     """``build(keep)`` over ``edgeconv.pipeline.convert_reference``: each attempt is a real conversion of ``target``
     with ``keep`` as ``--keep-fp32``, verified with blocking tolerances lifted (so an attempt over budget still
     yields its delta) and ``max_drop`` removed from the options (it would switch OpenVINO to NNCF's own search)
     unless ``accuracy_control`` (then an attempt over ``max_drop`` is a failed attempt, without its delta).
     The caller re-converts the chosen keep set under the real tolerances. ``latency_runs`` > 0 adds the median
-    latency (ms) of the artifact on one evaluator input."""
+    latency (ms) of the artifact on one evaluator input. ``keep_fp32``: the row's own patterns, kept in every attempt
+    (first, in the order the caller's final conversion lists them, so the chosen attempt is that very conversion)."""
     from edgeconv.pipeline import convert_reference
     from edgeconv.plan import with_tolerances
     from edgeconv.profiles import Profile, load_profile
@@ -218,7 +219,8 @@ def pipeline_builder(prep: Any, target: Any, *, calibration: Any, evaluator: Any
         counter[0] += 1
         out = root / f"attempt-{counter[0]:02d}"
         art = convert_reference(prep, relaxed, out=out, precision=precision, calibration=calibration,
-                                keep_fp32=as_patterns(keep), options=opts, use_cache=use_cache, evaluator=evaluator)
+                                keep_fp32=tuple(dict.fromkeys((*keep_fp32, *as_patterns(keep)))), options=opts,
+                                use_cache=use_cache, evaluator=evaluator)
         task = (art.manifest.get("verification") or {}).get("task") or {}
         if task.get("delta") is None:
             raise EdgeconvError("the attempt was not scored on the task (no evaluator reached verification)")

@@ -60,3 +60,57 @@ def test_ncnn_int8_row_over_budget_is_repaired_by_the_plan(pattern: Any, tmp_pat
     assert art.manifest["verification"]["task"]["delta"] >= -0.5
     conv = art.manifest["conversion"]
     assert conv["int8"]["kept_fp32"] == [conv["node_layers"]["/inner/conv2/Conv"]]
+
+
+def _counting_convert(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    from edgeconv.targets.onnxruntime import OnnxRuntimeTarget
+
+    calls: list[int] = []
+    real = OnnxRuntimeTarget.convert
+
+    def convert(self: Any, ctx: Any) -> Any:
+        calls.append(1)
+        return real(self, ctx)
+
+    monkeypatch.setattr(OnnxRuntimeTarget, "convert", convert)
+    return calls
+
+
+def test_the_chosen_attempt_is_shipped_not_converted_again(pattern: Any, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A converter that is not deterministic (MNN's int8 tool) must ship the artifact the search measured: the
+    chosen attempt's files are verified again under the row's tolerances instead of being converted a second time."""
+    from edgeconv.plan import make_rows
+
+    calls = _counting_convert(monkeypatch)
+    prep, cal, ev = pattern("concat")
+    (row,) = make_rows(["onnxruntime"], ["int8"], tmp_path, options={"keep_outputs_fp32": False},
+                       tolerances={"int8": {"task_delta": 0.5, "cosine": 0.0}})
+    art = _planner(prep, cal, ev).convert(row)
+    fb, adopted = art.manifest["int8_fallback"], art.manifest["adopted"]
+    assert len(calls) == 1 + len(fb["attempts"])  # the row's own conversion, then one per attempt; none after
+    chosen = next(i for i, a in enumerate(fb["attempts"], 1) if a["artifact"] == fb["artifact"])
+    assert adopted["from"] == f"attempt {chosen}" and adopted["conversion_key"] == art.manifest["conversion_key"]
+    chosen = fb["attempts"][chosen - 1]
+    assert chosen["passed"] and chosen["delta"] == pytest.approx(art.manifest["verification"]["task"]["delta"])
+
+
+def test_another_conversion_or_a_changed_file_is_converted_anew(pattern: Any, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeconv.pipeline import convert_reference
+
+    prep, cal, _ = pattern("concat")
+    kw: dict[str, Any] = {"precision": "int8", "calibration": cal, "use_cache": False}
+    first = convert_reference(prep, "onnxruntime", out=tmp_path / "a", options={"keep_outputs_fp32": True}, **kw)
+    calls = _counting_convert(monkeypatch)
+    other = convert_reference(prep, "onnxruntime", out=tmp_path / "b", options={"keep_outputs_fp32": False},
+                              adopt=first, **kw)
+    assert "adopted" not in other.manifest and len(calls) == 1
+    same = convert_reference(prep, "onnxruntime", out=tmp_path / "c", options={"keep_outputs_fp32": True},
+                             adopt=first, **kw)
+    assert same.manifest["adopted"]["from"] == str(first.path) and len(calls) == 1
+    model = next(f for f in first.manifest["files"] if f.endswith(".onnx"))
+    (first.path / model).write_bytes((first.path / model).read_bytes() + b"\0")
+    again = convert_reference(prep, "onnxruntime", out=tmp_path / "d", options={"keep_outputs_fp32": True},
+                              adopt=first, **kw)
+    assert "adopted" not in again.manifest and len(calls) == 2
