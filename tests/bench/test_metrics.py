@@ -228,3 +228,25 @@ def test_loaders_roundtrip(tmp_path: Path) -> None:
     assert names == list(D.CLASS_NAMES) and len(samples) == 10
     assert sorted(c for _, c in samples) == sorted(D.classification_label(i) for i in range(10))
     assert all(p.parent.name == names[c] for p, c in samples)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_rows_map_and_interval_from_one_accumulation(seed: int) -> None:
+    """The benchmark's per-row score: the value accumulated beside the resamples equals pycocotools' and
+    ``map_numpy``'s, and the interval is ``map_delta_ci``'s (each resample against ``map_from_parts``:
+    tests/tasks/test_bootstrap.py)."""
+    pytest.importorskip("pycocotools")
+    from edgeconv.bench import metrics
+
+    rng = np.random.default_rng(seed)
+    preds, gts = _random_eval_set(rng)
+    ref_preds, _ = _random_eval_set(np.random.default_rng(seed + 10))
+    ref_preds = ref_preds[: len(gts)]
+    point, ci = metrics.map_and_delta_ci(preds, ref_preds, gts)
+    coco = coco_map(preds, gts, use_pycocotools=True)
+    assert point is not None and ci is not None
+    for k in ("map50", "map50_95"):
+        assert point[k] == pytest.approx(coco[k], abs=1e-9)
+        assert point[k] == pytest.approx(map_numpy(preds, gts)[k], abs=1e-12)
+    assert ci == metrics.map_delta_ci(preds, ref_preds, gts)
+    assert metrics.map_and_delta_ci(preds[:1], ref_preds[:1], gts[:1]) == (None, None)

@@ -75,3 +75,18 @@ def test_bundled_classifier_fp32(tmp_path: Path) -> None:
     art = convert_reference(prepare("zoo:classifier"), "executorch", out=tmp_path / "cls", precision="fp32")
     assert art.manifest["verification"]["status"] == "ok"
     assert art.manifest["conversion"]["delegation"]["fraction"] > 0.95
+
+
+def test_the_runtime_imports_without_the_compiler() -> None:
+    """A benchmark worker loads the runtime binding, not ``executorch.exir`` (7.5 s of a 10 s import); a later
+    ``import executorch.exir`` in the same process still gets the real package."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom edgeconv.targets.executorch.runner import import_runtime\n"
+            "rt = import_runtime().Runtime.get()\n"
+            "assert rt is not None and 'executorch.exir' not in sys.modules, sorted(sys.modules)\n"
+            "import executorch.exir\nassert executorch.exir.__file__ and hasattr(executorch.exir, 'to_edge')\n"
+            "print('ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]

@@ -42,6 +42,54 @@ def explain_runtime_error(e: RuntimeError) -> ConversionError:
                            "outside the XNNPACK delegate, may work")
 
 
+def import_runtime() -> Any:
+    """``executorch.runtime``, without the compiler it does not use.
+
+    The runtime binding (``extension.pybindings.portable_lib``) imports ``executorch.exir._warnings`` for one
+    warning class, and with it the package ``executorch.exir``: the whole export stack, torchao included — 7.5 s of
+    a 10 s import here, paid by every benchmark worker of an ExecuTorch row. Where ``executorch.exir`` is not
+    loaded yet, that one small module is loaded from its file under its own name for the binding's import, and
+    both names are dropped again afterwards, so a later ``import executorch.exir`` (a conversion in this process)
+    imports the real package."""
+    import importlib.util
+    import sys
+
+    if "executorch.runtime" in sys.modules or "executorch.exir" in sys.modules:
+        return require("executorch.runtime", "executorch")
+    placed: list[str] = []
+    try:
+        spec = importlib.util.find_spec("executorch")
+        root = Path(next(iter(spec.submodule_search_locations or []))) if spec else None
+        path = root / "exir" / "_warnings.py" if root else None
+        if path is not None and path.is_file():
+            import types
+
+            warn_spec = importlib.util.spec_from_file_location("executorch.exir._warnings", path)
+            if warn_spec is not None and warn_spec.loader is not None:
+                mod = importlib.util.module_from_spec(warn_spec)
+                warn_spec.loader.exec_module(mod)
+                pkg = types.ModuleType("executorch.exir")
+                pkg.__path__ = [str(path.parent)]
+                pkg._warnings = mod  # type: ignore[attr-defined]
+                sys.modules["executorch.exir"], sys.modules["executorch.exir._warnings"] = pkg, mod
+                placed = ["executorch.exir", "executorch.exir._warnings"]
+                import executorch
+
+                executorch.exir = pkg  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - a layout this does not know: the plain import below does it all
+        placed = []
+    try:
+        return require("executorch.runtime", "executorch")
+    finally:
+        for name in placed:
+            sys.modules.pop(name, None)
+        if placed:
+            import executorch
+
+            if getattr(executorch, "exir", None) is not None and not hasattr(executorch.exir, "__file__"):
+                del executorch.exir  # type: ignore[attr-defined]
+
+
 def set_threads(threads: int | None) -> None:
     """Resize ExecuTorch's shared thread pool (XNNPACK runs on it); None keeps its default (all cores)."""
     if not threads:
@@ -56,7 +104,7 @@ class ExecuTorchRunner(Runner):
     def __init__(self, model: Path | str | bytes, *, inputs: list[str], outputs: list[str],
                  threads: int | None = None, check_count: bool = False, **_: Any) -> None:
         self.torch = require("torch", "torch")
-        runtime = require("executorch.runtime", "executorch")
+        runtime = import_runtime()
         set_threads(threads)
         try:
             self.program = runtime.Runtime.get().load_program(model if isinstance(model, bytes) else Path(model))
