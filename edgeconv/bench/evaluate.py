@@ -394,7 +394,7 @@ def add_latency(row: dict[str, Any], art: Artifact, feeds_npz: Path, work: Path,
     """Time a row scored by ``bench_artifact(..., accuracy_only=True)``: a worker of its own that loads the
     artifact, runs the first feed and the latency protocol, nothing else, so it can run alone on a quiet machine
     while the accuracy passes of other rows ran side by side."""
-    if row.get("status") != "ok":
+    if row.get("status") != "ok" or row.get("proxy"):  # a stand-in runtime has no latency to measure
         return row
     res, _ = run_worker(art, feeds_npz, work / "latency", threads=_threads(art, options), latency=options.latency,
                         timeout=options.timeout, latency_only=True)

@@ -207,3 +207,17 @@ def test_two_pass_matrix_times_each_row_alone(tmp_path: Path, tiny_onnx: Path, m
         assert set(a) == set(b) and a["stages_ms"].keys() == b["stages_ms"].keys()
         assert a["drift"]["max_abs"] == pytest.approx(b["drift"]["max_abs"], rel=1e-3, abs=1e-6)
         assert a["wall_seconds"]["bench"] > 0
+
+
+def test_a_proxy_row_gets_no_latency_worker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row run on a stand-in runtime (TensorRT's Q/DQ ONNX on ONNX Runtime) has no latency to report: the latency
+    pass leaves it as its accuracy pass scored it instead of starting a worker to learn that again."""
+    from edgeconv.bench import evaluate
+    from edgeconv.bench.evaluate import BenchOptions, add_latency
+
+    def no_worker(*_a: object, **_k: object) -> None:
+        raise AssertionError("a latency worker was started for a proxy row")
+
+    monkeypatch.setattr(evaluate, "run_worker", no_worker)
+    row = {"status": "ok", "proxy": True, "latency_ms": None, "latency_note": "proxy runner"}
+    assert add_latency(dict(row), None, tmp_path / "f.npz", tmp_path, options=BenchOptions()) == row  # type: ignore[arg-type]
