@@ -58,6 +58,7 @@ def test_ncnn_int8_row_over_budget_is_repaired_by_the_plan(pattern: Any, tmp_pat
     fb = art.manifest["int8_fallback"]
     assert fb["ok"] and fb["keep_fp32_nodes"] == ["/inner/conv2/Conv"] and fb["baseline_delta"] < -5
     assert art.manifest["verification"]["task"]["delta"] >= -0.5
+    assert art.manifest["adopted"]["from"].startswith("attempt ")  # the measured attempt, through the isolated child
     conv = art.manifest["conversion"]
     assert conv["int8"]["kept_fp32"] == [conv["node_layers"]["/inner/conv2/Conv"]]
 
