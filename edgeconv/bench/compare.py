@@ -137,7 +137,8 @@ def compare_reports(new: dict[str, Any], base: dict[str, Any], *,
             cmp_.conditions["drift"].append(f"{name}: {t['metric']} dropped {-t['delta']:.2f} vs the reference "
                                             f"(budget {t.get('tolerance')})")
         bt = (b or {}).get("task")
-        if t and bt and bt.get("metric") == t.get("metric") and t.get("tolerance") is not None:
+        if t and bt and bt.get("metric") == t.get("metric") and t.get("tolerance") is not None and \
+                isinstance(t.get("value"), (int, float)) and isinstance(bt.get("value"), (int, float)):
             drop = bt["value"] - t["value"]
             v["task_change"] = -drop
             if drop > t["tolerance"]:

@@ -168,13 +168,15 @@ def task_metric(task: str | None, post: Callable[..., Any] | None, refs: list[di
         return None, None
     else:
         block, post_ms = _bench_block(tk.name, post, refs, gots, data)
-    block["delta"] = block["value"] - block["reference"]
+    nodata = block["value"] is None or block["reference"] is None
+    block["delta"] = None if nodata else block["value"] - block["reference"]
     block["unit"] = "%"
     block["labelled"] = data.labels is not None
     block["samples"] = len(gots)
     limit = tol.get("task_delta")
     block["tolerance"] = limit
-    block["pass"] = None if limit is None else bool(-block["delta"] <= limit)  # a drop beyond the budget fails
+    # a drop beyond the budget fails; a metric without data is no check at all, never a pass or a fail
+    block["pass"] = None if limit is None or nodata else bool(-block["delta"] <= limit)
     return block, stage_summary(summarize(post_ms))
 
 
@@ -219,7 +221,10 @@ def _bench_block(task: str, post: Callable[..., Any], refs: list[dict], gots: li
     got_res, post_ms = _post_all(post, gots, task, data.metas)
     block: dict[str, Any]
     if task == "detection":
-        if data.labels is not None:
+        if data.labels is not None and ref_scores["map"]["map50_95"] < 0:  # pycocotools' -1: no box in the labels
+            block = {"metric": "map50_95", "reference": None, "value": None, "delta_ci95": None,
+                     "extra": {"no_data": "the labels hold no box on these images: no mAP to compute"}}
+        elif data.labels is not None:
             m_ref = ref_scores["map"]  # scored once under the lock above
             m_got, ci = metrics.map_and_delta_ci(got_res, ref_res, data.labels, memo=ref_scores)
             if m_got is None or not ref_scores["fast_agrees"]:
@@ -228,11 +233,17 @@ def _bench_block(task: str, post: Callable[..., Any], refs: list[dict], gots: li
                      "extra": {"map50": 100 * m_got["map50"], "reference_map50": 100 * m_ref["map50"]},
                      "delta_ci95": ci}
         else:
-            m = metrics.label_free_map(got_res, ref_res)
             ref_gts = [(r.boxes, r.classes) for r in (metrics._as_det(x).filter(0.25) for x in ref_res)]
-            block = {"metric": "label_free_map50", "reference": 100.0, "value": 100 * m["map50"],
-                     "extra": {"label_free_map50_95": 100 * m["map50_95"]},
-                     "delta_ci95": metrics.map_delta_ci(got_res, None, ref_gts, key="map50")}
+            if not any(len(b) for b, _ in ref_gts):  # nothing to agree with: no number, and the reason
+                block = {"metric": "label_free_map50", "reference": None, "value": None, "delta_ci95": None,
+                         "extra": {"no_data": "the reference detects nothing scoring >= 0.25 on these inputs "
+                                              "(tiny class scores?): label-free agreement has no ground truth; "
+                                              "give labelled data (--data DIR with labels)"}}
+            else:
+                m = metrics.label_free_map(got_res, ref_res)
+                block = {"metric": "label_free_map50", "reference": 100.0, "value": 100 * m["map50"],
+                         "extra": {"label_free_map50_95": 100 * m["map50_95"]},
+                         "delta_ci95": metrics.map_delta_ci(got_res, None, ref_gts, key="map50")}
     else:
         got_l, ref_l = np.stack(got_res), np.stack(ref_res)
         n = len(ref_l)
@@ -450,6 +461,8 @@ def bench_artifact(art: Artifact, data: EvalData, refs: list[dict[str, np.ndarra
     warns = input_warnings(mf, data, art.inputs[0], eval_stats) if precision == "int8" else []
     if data.source == "random" and precision == "int8":
         warns.append("drift measured on random inputs: meaningless for INT8; pass evaluation data")
+    if task is not None and (task.get("extra") or {}).get("no_data"):
+        warns.append(f"{task['metric']}: no data: {task['extra']['no_data']}")
     for w in warns:
         log.warning("%s %s: %s", row["profile"], precision, w)
     row["warnings"] = warns

@@ -221,3 +221,27 @@ def test_a_proxy_row_gets_no_latency_worker(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(evaluate, "run_worker", no_worker)
     row = {"status": "ok", "proxy": True, "latency_ms": None, "latency_note": "proxy runner"}
     assert add_latency(dict(row), None, tmp_path / "f.npz", tmp_path, options=BenchOptions()) == row  # type: ignore[arg-type]
+
+
+def test_a_detection_metric_without_ground_truth_is_no_data_not_a_number() -> None:
+    """pycocotools' -1 (no box in the labels) and a label-free reference with nothing above 0.25 (tiny class scores)
+    are no data: value, reference and delta None, no pass or fail, the reason in ``extra`` — never -100 (Δ -200)."""
+    from edgeconv.bench.compare import compare_reports
+    from edgeconv.bench.detection import Detections
+
+    n = 10
+    outs = [{"x": np.zeros(1)} for _ in range(n)]
+
+    def faint(_o: object) -> list[Detections]:
+        return [Detections(np.array([[1, 1, 20, 20]], np.float32), np.array([0.01], np.float32), np.array([0]))]
+
+    empty = [(np.zeros((0, 4)), np.zeros(0, np.int64)) for _ in range(n)]
+    for labels in (None, empty):
+        data = EvalData([{"x": np.zeros(1)}] * n, [{}] * n, labels, "detection", "t")
+        block, _ = task_metric("detection", faint, outs, outs, data, {"task_delta": 1.5})
+        assert block is not None
+        assert block["value"] is None and block["reference"] is None and block["delta"] is None
+        assert block["pass"] is None and block["extra"]["no_data"]
+        row = {"target": "onnxruntime", "profile": "onnxruntime", "precision": "int8", "status": "ok", "task": block}
+        rep = {"results": [row]}
+        assert not compare_reports(rep, rep).conditions.get("drift")  # a baseline without numbers compares quietly
