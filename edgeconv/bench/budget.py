@@ -114,6 +114,9 @@ def task_evaluator(info: dict[str, Any], reference: Any, preprocess: Preprocess 
     post = load_callable(post_spec) if post_spec else None
     if tk.name == "detection" and post is None:
         return None
+    if tk.name == "detection" and not any(len(np.asarray(gt[0]).reshape(-1, 4)) for gt in ev.labels):
+        # pycocotools' -1 for both sides would be a delta of 0: a budget "checked" on no ground truth at all
+        return label_free(f"evaluation data {ev.source} is labelled but holds no box")
     items = list(zip(ev.feeds, zip(ev.labels, ev.metas, strict=True), strict=True))
 
     if tk.scored:

@@ -245,3 +245,22 @@ def test_a_detection_metric_without_ground_truth_is_no_data_not_a_number() -> No
         row = {"target": "onnxruntime", "profile": "onnxruntime", "precision": "int8", "status": "ok", "task": block}
         rep = {"results": [row]}
         assert not compare_reports(rep, rep).conditions.get("drift")  # a baseline without numbers compares quietly
+
+
+def test_a_budget_on_labels_without_boxes_is_not_checked_as_if_it_were(tmp_path: Path, tiny_prepared) -> None:
+    """Labelled detection data holding no box would score the reference and every artifact -100 (pycocotools' -1):
+    a delta of 0, a budget 'checked' on nothing. It is treated as unlabelled instead (agreement with the reference
+    where a calibration set is given, else no conversion-time task check)."""
+    from PIL import Image
+
+    from edgeconv.bench.budget import task_evaluator
+    from edgeconv.calibration.preprocess import Preprocess
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for i in range(4):
+        Image.new("RGB", (64, 64), (90, 120, 150)).save(tmp_path / "images" / f"{i}.jpg")
+        (tmp_path / "labels" / f"{i}.txt").write_text("")
+    info = {"task": "detection", "postprocess": "edgeconv.bench.detection:decode_yolo"}
+    ev = task_evaluator(info, tiny_prepared.reference, Preprocess(size=(64, 64)), data=str(tmp_path))
+    assert ev is None
