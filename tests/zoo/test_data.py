@@ -97,3 +97,21 @@ def test_committed_calibration_data() -> None:
     # Spot-check that a committed file still matches its recorded hash.
     rel, sha = next(iter(det["files"].items()))
     assert hashlib.sha256((root / "shapes" / rel).read_bytes()).hexdigest() == sha
+
+
+def test_the_split_is_the_same_bytes_rendered_on_threads_or_on_one(tmp_path, monkeypatch) -> None:
+    """Images are rendered a thread per core (numpy and Pillow release the GIL): each sample has its own seeded
+    generator, so the split — images, labels, COCO JSON, manifest — is byte-identical to a one-thread render."""
+    import filecmp
+
+    from edgeconv.zoo import data as zdata
+
+    zdata.write_yolo_split(tmp_path / "threads", 3, 0, 40, 64)
+    monkeypatch.setattr(zdata.os, "cpu_count", lambda: 1)
+    zdata.write_yolo_split(tmp_path / "one", 3, 0, 40, 64)
+    cmp = filecmp.dircmp(tmp_path / "threads", tmp_path / "one")
+    assert not cmp.diff_files and not cmp.left_only and not cmp.right_only
+    for sub in ("images", "labels"):
+        inner = cmp.subdirs[sub]
+        assert not inner.diff_files and not inner.left_only and not inner.right_only
+        assert len(inner.same_files) == 40
