@@ -295,28 +295,32 @@ def _verify_on_device(art: Artifact, ctx: ConvertContext, tagged: list[tuple[str
         return verify_on_device(art.path, ctx.device, [tagged[i][1] for i in idx], [refs[i] for i in idx], tol)
 
 
-def artifact_key(backend: Target, ctx: ConvertContext) -> str:
-    """The full sha256 of everything that determines the artifact: the context itself, the rules, edgeconv's
-    version and its source code, and the host CPU's ISA features (verification ran on its kernels, and options such
-    as OpenVINO's ``overflow_fix=auto`` resolve by them)."""
+def _key_material(backend: Target, ctx: ConvertContext) -> dict[str, Any]:
+    """What both keys hash: edgeconv's version and source code, the backend, the host CPU's ISA features
+    (verification ran on its kernels, and options such as OpenVINO's ``overflow_fix=auto`` resolve by them) and the
+    context itself."""
     from edgeconv.core.env import isa_features
 
-    return sha256_json({"edgeconv": __version__, "code": code_fingerprint(), "backend": backend.name,
-                        "isa": isa_features(),
-                        "verify_rules": VERIFY_RULES, "tolerance": ctx.profile.tol(ctx.precision),
-                        "context": ctx.fingerprint()})
+    return {"edgeconv": __version__, "code": code_fingerprint(), "backend": backend.name, "isa": isa_features(),
+            "context": ctx.fingerprint()}
+
+
+def artifact_key(backend: Target, ctx: ConvertContext) -> str:
+    """The full sha256 of everything that determines the artifact: ``_key_material``, the verification rules and
+    the tolerances it was judged by."""
+    return sha256_json({**_key_material(backend, ctx), "verify_rules": VERIFY_RULES,
+                        "tolerance": ctx.profile.tol(ctx.precision)})
 
 
 def conversion_key(backend: Target, ctx: ConvertContext) -> str:
     """The artifact key without the tolerances: two contexts with the same conversion key ask the backend for the
     same conversion and differ only in how strictly its result is judged (the float-fallback search converts under
     lifted tolerances). A converter that reads a tolerance to pick a route is covered: the adopted is re-verified."""
-    from edgeconv.core.env import isa_features
-
-    fp = ctx.fingerprint()
-    fp["profile"] = {**fp["profile"], "tolerance": None} if isinstance(fp.get("profile"), dict) else fp.get("profile")
-    return sha256_json({"edgeconv": __version__, "code": code_fingerprint(), "backend": backend.name,
-                        "isa": isa_features(), "context": fp})
+    material = _key_material(backend, ctx)
+    profile = material["context"].get("profile")
+    if isinstance(profile, dict):
+        material["context"]["profile"] = {**profile, "tolerance": None}
+    return sha256_json(material)
 
 
 def convert_reference(prep: Prepared, target: str | Profile, *, out: str | Path, precision: str | None = None,

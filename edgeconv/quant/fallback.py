@@ -202,7 +202,8 @@ def pipeline_builder(prep: Any, target: Any, *, calibration: Any, evaluator: Any
     with ``keep`` as ``--keep-fp32``, verified with blocking tolerances lifted (so an attempt over budget still
     yields its delta) and ``max_drop`` removed from the options (it would switch OpenVINO to NNCF's own search)
     unless ``accuracy_control`` (then an attempt over ``max_drop`` is a failed attempt, without its delta).
-    The caller re-converts the chosen keep set under the real tolerances. ``latency_runs`` > 0 adds the median
+    The caller verifies the chosen attempt again under the real tolerances (``Planner.repair`` adopts it:
+    ``convert_reference(..., adopt=...)``). ``latency_runs`` > 0 adds the median
     latency (ms) of the artifact on one evaluator input. ``keep_fp32``: the row's own patterns, kept in every attempt
     (first, in the order the caller's final conversion lists them, so the chosen attempt is that very conversion)."""
     from edgeconv.pipeline import convert_reference
