@@ -390,6 +390,8 @@ def _timing_fields(row: dict[str, Any], res: dict[str, Any], manifest: dict[str,
             "proxy runner (stand-in runtime): latency is not representative of the device"
     row["proxy"] = proxy
     row["runner"] = res.get("runner")
+    if res.get("compute") is not None:
+        row["compute"] = res["compute"]
     row["cold_start_ms"] = res.get("cold_start_ms")
     row["peak_rss_mb"] = res.get("peak_rss_mb")
     row["rss_before_mb"] = res.get("rss_before_mb")

@@ -307,12 +307,34 @@ def status_mark(r: dict[str, Any]) -> str:
     return f"ok, checks failed: {', '.join(bad)}" if bad else "ok"
 
 
+def env_isa(env: dict[str, Any]) -> str:
+    """``AVX2 AVX-512 VNNI BF16 (no AMX, FP16) · `` for a report's machine line (empty for reports without it)."""
+    return f"{env['isa_line']} · " if env.get("isa_line") else ""
+
+
+def compute_note(row: dict[str, Any], env: dict[str, Any]) -> str | None:
+    """For an INT8 row, which integer path ran: what the runtime reported (``Runner.compute``), else that it does
+    not say, with whether this CPU has VNNI at all; rows measured on a device say only what the device said."""
+    if row.get("precision") != "int8" or row.get("status") != "ok" or row.get("proxy"):
+        return None
+    c = row.get("compute") or {}
+    if c.get("int8_path"):
+        return f"int8 path: {c['int8_path']} ({c.get('detail', '')}; from {c.get('source', 'the runtime')})"
+    if row.get("device"):
+        return None
+    isa = env.get("isa") or {}
+    if "VNNI" not in isa:
+        return None
+    has = "has VNNI" if isa.get("VNNI") else "has no VNNI"
+    return f"int8 path: not reported by {row.get('runner') or 'the runtime'} (this CPU {has})"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """A table that fits a CI job summary: target × precision with status, p50, p99, size, drift, task delta."""
     env = report.get("env", {})
     model = report.get("model", {})
     lines = [f"## edgeconv benchmark: {model.get('name', '?')}", "",
-             f"{env.get('cpu', '?')} · {env.get('cores', '?')} cores · {env.get('os', '')} · "
+             f"{env.get('cpu', '?')} · {env.get('cores', '?')} cores · {env_isa(env)}{env.get('os', '')} · "
              f"reference: {report.get('reference', 'reference.onnx')}", ""]
     cmp_ = report.get("comparison")
     eff = _has_roofline(report.get("results", []))
@@ -343,6 +365,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     notes += [(row_key(r), r["latency_note"]) for r in report.get("results", []) if r.get("latency_note")]
     notes += [(row_key(r), w) for r in report.get("results", []) for w in r.get("warnings") or []]
     notes += [(row_key(r), n) for r in report.get("results", []) for n in _lint_notes(r)]
+    notes += [(row_key(r), n) for r in report.get("results", []) if (n := compute_note(r, env))]
     summary = roofline_summary(report)
     if summary:
         lines += ["", summary]
@@ -464,7 +487,7 @@ def _boxes(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"w": _W, "h": h, "ml": ml, "rows": out, "xticks": x.ticks()}
 
 
-def _html_row(r: dict[str, Any]) -> dict[str, Any]:
+def _html_row(r: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
     lat = r.get("latency_ms") or {}
     ci = lat.get("p50_ci") or [None, None]
     c = r.get("comparison") or {}
@@ -480,7 +503,7 @@ def _html_row(r: dict[str, Any]) -> dict[str, Any]:
             "vs": (c.get("verdict", "–") + (f" ({c['change']:+.1%})" if c.get("change") is not None else "")) if c
             else None,
             "note": "; ".join(x for x in (r.get("error"), r.get("latency_note"), *(r.get("warnings") or []),
-                                          *_lint_notes(r)) if x)}
+                                          *_lint_notes(r), compute_note(r, env)) if x)}
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -497,7 +520,7 @@ def render_html(report: dict[str, Any]) -> str:
     return tpl.get_template("report.html.j2").render(
         title=str((report.get("model") or {}).get("name", "model")), env=env, created=report.get("created", ""),
         versions=", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items()),
-        rows=[_html_row(r) for r in results], has_vs=bool(report.get("comparison")),
+        rows=[_html_row(r, env) for r in results], has_vs=bool(report.get("comparison")),
         has_eff=_has_roofline(results), roofline=roofline_summary(report),
         comparison=report.get("comparison"),
         task_plot=_scatter(_task_points(results), xlabel="p50 latency (ms, log)",

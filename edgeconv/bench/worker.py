@@ -94,6 +94,11 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                           "total": (t_first - t0) * 1e3},
         "rss_before_mb": rss_before,
     }
+    if not res["proxy"]:  # a stand-in runtime's kernels are not the device's
+        try:
+            res["compute"] = runner.compute(str(art.manifest.get("precision", "fp32")))
+        except Exception as e:  # noqa: BLE001 - a description must never fail a measurement
+            res["compute"] = {"error": f"{type(e).__name__}: {e}"[:200]}
     with runner:
         if not job.get("skip_latency") and not res["proxy"]:
             feed = feeds[0]

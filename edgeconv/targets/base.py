@@ -253,6 +253,13 @@ class Runner(ABC):
         """Throughput mode: several requests in flight where the backend supports it (default: sequential)."""
         return [self.infer(f) for f in batch]
 
+    def compute(self, precision: str) -> dict[str, Any] | None:
+        """What the runtime executes, where it says so: ``{"int8_path": "VNNI" | "no VNNI", "detail": str,
+        "source": str}`` (and for float rows the precision it computes in). Reports print it beside each INT8
+        row, because the same artifact is 1.5-2x faster on a CPU with VNNI. None (the default): the runtime picks
+        its kernels without reporting them, and a report must not guess."""
+        return None
+
 
 class Target(ABC):
     """A backend. Subclasses set the class variables and implement convert() and runner()."""
@@ -370,6 +377,23 @@ class OrtRunner(Runner):
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self.session.run(self.output_names, {n: np.ascontiguousarray(feeds[n]) for n in self.input_names})
         return dict(zip(self.output_names, outs, strict=True))
+
+    def compute(self, precision: str) -> dict[str, Any] | None:
+        """INT8: MLAS's integer GEMM (behind QLinearConv / MatMulInteger) dispatches on the CPU's features at
+        start-up, VNNI (``vpdpbusd``) where the CPU has it, ``vpmaddubsw`` otherwise; on arm64 the dot-product
+        kernels. ORT does not report the choice itself, so this is that dispatch rule applied to this CPU."""
+        if precision != "int8":
+            return None
+        import platform
+
+        from edgeconv.core.env import isa_features
+
+        if platform.machine().lower() not in ("x86_64", "amd64"):  # arm64: MLAS's dot-product kernels, not named
+            return None
+        vnni = bool(isa_features().get("VNNI"))
+        return {"int8_path": "VNNI" if vnni else "no VNNI",
+                "detail": "MLAS U8S8 " + ("VNNI (vpdpbusd)" if vnni else "AVX2/AVX-512 (vpmaddubsw; no VNNI)"),
+                "source": "MLAS's dispatch on this CPU's features"}
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]

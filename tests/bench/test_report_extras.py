@@ -143,3 +143,47 @@ def test_lint_findings_come_from_the_manifest_and_are_listed_as_notes(tmp_path: 
     assert "- `onnxruntime/int8`: lint info [bounded-op]: Softmax after conv" in md
     assert "lint" not in md.split("onnxruntime/int8", 2)[0]  # no lint text for rows that have none
     assert "lint warning [wide-range]" in render_html(rep)
+
+
+@pytest.mark.parametrize(("compute", "isa", "device", "words"), [
+    ({"int8_path": "VNNI", "detail": "MLAS U8S8 VNNI", "source": "MLAS"}, {"VNNI": True}, None,
+     "int8 path: VNNI (MLAS U8S8 VNNI; from MLAS)"),
+    (None, {"VNNI": True}, None, "int8 path: not reported by NcnnRunner (this CPU has VNNI)"),
+    (None, {"VNNI": False}, None, "int8 path: not reported by NcnnRunner (this CPU has no VNNI)"),
+    (None, {"VNNI": True}, "pi5", None),  # measured on a device: the host's ISA says nothing about it
+    (None, {"NEON": True}, None, None),  # not x86: no VNNI to speak of
+])
+def test_int8_rows_say_which_integer_path_ran(compute, isa, device, words) -> None:
+    row = _row("ncnn", "int8", 2.0)
+    row["runner"] = "NcnnRunner"
+    if compute:
+        row["compute"] = compute
+    if device:
+        row["device"] = device
+    fp32 = _row("ncnn", "fp32", 3.0)
+    fp32["runner"] = "NcnnRunner"
+    rep = make_report([fp32, row], model={"name": "tiny"},
+                      env={"cpu": "Test CPU", "cores": 2, "isa": isa, "isa_line": "AVX2 VNNI (no AMX)"})
+    md, html = render_markdown(rep), render_html(rep)
+    assert "Test CPU · 2 cores · AVX2 VNNI (no AMX) · " in md and "AVX2 VNNI (no AMX)" in html
+    if words is None:
+        assert "int8 path" not in md and "int8 path" not in html
+    else:
+        assert f"- `ncnn/int8`: {words}" in md and words in html
+        assert md.count("int8 path") == 1  # the fp32 row says nothing
+
+
+def test_ort_int8_path_is_mlas_dispatch_on_this_cpu(monkeypatch) -> None:
+    import platform
+
+    from edgeconv.core import env
+    from edgeconv.targets.base import OrtRunner
+
+    r = object.__new__(OrtRunner)  # the rule needs no session
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    for vnni, path in ((True, "VNNI"), (False, "no VNNI")):
+        monkeypatch.setattr(env, "isa_features", lambda v=vnni: {"AVX2": True, "VNNI": v})
+        assert r.compute("int8")["int8_path"] == path
+    assert r.compute("fp32") is None
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert r.compute("int8") is None

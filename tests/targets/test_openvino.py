@@ -219,6 +219,21 @@ def test_int8_says_whether_vnni_ran(tiny_prepared, calib, tmp_path):
     assert any("I8" in k or "i8" in k or "u8" in k for k in rt["kernels"])
 
 
+def test_runner_reports_the_int8_path_and_float_precision(tiny_prepared, calib, tmp_path):
+    from edgeconv.core.env import isa_features
+
+    art = _convert(tiny_prepared, tmp_path / "q", "int8", calib)
+    with get_target("openvino").runner(art) as r:
+        c = r.compute("int8")
+    assert c["source"] == "OpenVINO's execution graph" and c["compute_layers"].get("u8", 0) >= 2
+    assert c["int8_path"] == ("VNNI" if isa_features()["VNNI"] else "no VNNI")
+    assert "integer layers on oneDNN" in c["detail"]
+    art = _convert(tiny_prepared, tmp_path / "f", "fp32")
+    with get_target("openvino").runner(art) as r:
+        c = r.compute("fp32")
+    assert "int8_path" not in c and c["precision"] == "f32" and set(c["compute_layers"]) == {"f32"}
+
+
 @pytest.mark.parametrize(("flags", "device", "expected"), [
     ({"AVX2": True, "VNNI": False, "AMX": False}, "CPU", "enable"),  # vpmaddubsw saturates: 7-bit weights
     ({"AVX2": True, "VNNI": True, "AMX": False}, "CPU", "first_layer_only"),

@@ -112,6 +112,24 @@ class OpenVinoRunner(Runner):
         values = request.infer(inputs).to_tuple()  # share_outputs=False: arrays of their own, in port order
         return {name: values[i] for name, i in self.output_ports}
 
+    def compute(self, precision: str) -> dict[str, Any] | None:
+        """From the compiled model's execution graph: the precision its compute layers run in and, with integer
+        layers, whether oneDNN's VNNI (or AMX) path ran (``deploy.runtime_summary``)."""
+        try:
+            rt = deploy.runtime_summary(self.compiled)
+        except Exception:  # noqa: BLE001 - a device plugin without an execution graph says nothing
+            return None
+        layers = rt.get("compute_layers") or {}
+        out: dict[str, Any] = {"precision": rt.get("inference_precision"), "compute_layers": layers,
+                               "source": "OpenVINO's execution graph"}
+        if rt.get("int8_layers"):
+            kernels = ", ".join(f"{k} x{n}" for k, n in sorted((rt.get("kernels") or {}).items()))
+            path = "AMX" if rt.get("amx") else ("VNNI" if rt.get("vnni") else "no VNNI")
+            out.update(int8_path=path, detail=f"{rt['int8_layers']} integer layers on oneDNN {kernels}")
+        elif precision == "int8":
+            out.update(int8_path="none", detail="no layer runs in an integer precision")
+        return out
+
     def infer_raw(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Deployed path of an embedded-preprocess IR: raw u8 NHWC images in, reference-named outputs out."""
         self.request.infer({self.input_names[0]: np.array(images, order="C", copy=True)})
