@@ -93,6 +93,12 @@ def prepare(model: Any, *, weights: str | None = None, model_args: dict[str, Any
     specs = [parse_input_spec(s) if isinstance(s, str) else s for s in inputs or []]
     with status("loading model"):
         source = load_source(model, weights=weights, model_args=model_args or {}, trust_checkpoint=trust_checkpoint)
+    if not specs and source.details.get("input"):  # a checkpoint that knows its training image size
+        specs = [parse_input_spec(source.details["input"])]
+        log.info("input %s (%s; --input overrides)", source.details["input"], source.details.get("input_from"))
+    if preprocess is None and source.details.get("preprocess") and specs and len(specs[0].shape) == 4:
+        h, w = specs[0].shape[2:]
+        preprocess = Preprocess.parse(f"size={h}x{w},{source.details['preprocess']}")
     # The source hash covers the code file, weights and args; the factory's name must be part of the identity too
     # (two factories in one file are two models), and so must the kind of source.
     factory = str(source.spec).rpartition(":")[2] if source.kind == "factory" else None

@@ -30,6 +30,7 @@ from edgeconv.core.hashing import sha256_file, sha256_json
 from edgeconv.core.lazy import require
 from edgeconv.intake.guard import describe, first_line, user_code
 from edgeconv.intake.modules import load_tensors, named_tensors, set_eval, walk_modules
+from edgeconv.intake.pickled import is_torchscript_archive, load_pickled_model
 from edgeconv.intake.pt2 import TRUST_HINT, load_exported_program
 
 TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript", ".jit", ".pt", ".pth")
@@ -42,7 +43,7 @@ __all__ = ["SourceModel", "apply_state_dict", "load_source", "load_state_dict", 
 class SourceModel:
     """What the pipeline starts from: a torch module, or an ONNX file when the user gave one."""
 
-    kind: str  # "factory" | "module" | "torchscript" | "exported-program" | "onnx"
+    kind: str  # "factory" | "module" | "torchscript" | "pickled-module" | "exported-program" | "onnx"
     spec: str
     sha256: str  # hash of everything that determines the model (code file, weights, args)
     module: Any = None  # torch.nn.Module (eval mode) when kind != "onnx"
@@ -287,11 +288,19 @@ def load_source(model: Any, *, weights: str | None = None, model_args: dict[str,
             module = ep.module()
         return SourceModel("exported-program", str(path), sha256_file(path), module=module)
     if path.suffix in TORCHSCRIPT_SUFFIXES and path.is_file() and ":" not in model:
+        if weights:
+            raise ConfigError(f"--weights cannot be combined with the model file {model} (the weights are in it)",
+                              hint="--weights goes with --model FILE.py:FACTORY")
+        if not is_torchscript_archive(path):  # torch.save(model) or a training checkpoint holding the model
+            mod, details = load_pickled_model(path, trust=trust_checkpoint)
+            set_eval(mod)
+            return SourceModel("pickled-module", str(path), sha256_file(path), module=mod, details=details)
         try:
             mod = torch.jit.load(str(path), map_location="cpu")
         except Exception as e:
-            raise ModelLoadError(f"{model} is not a TorchScript file ({type(e).__name__}); a state_dict needs "
-                                 "--model FILE.py:FACTORY --weights " + str(path)) from e
+            raise ModelLoadError(f"{model} is a damaged TorchScript file: {describe(e)}",
+                                 hint="re-save it with torch.jit.save, or give --model FILE.py:FACTORY --weights "
+                                      "for a state_dict") from e
         set_eval(mod)
         return SourceModel("torchscript", str(path), sha256_file(path), module=mod)
     if ":" not in model and not path.exists():
