@@ -19,12 +19,14 @@ from edgeconv.core.errors import ConfigError
 from edgeconv.core.hashing import sha256_json
 from edgeconv.profiles import Profile, list_profiles, load_profile
 
-#: backend -> option -> (values to try, precisions they apply to; empty = all). Only options that change speed and
-#: that the backend declares (checked against its schema before use, so a renamed option is an error, not a no-op).
-KNOBS: dict[str, dict[str, tuple[tuple[Any, ...], tuple[str, ...]]]] = {
+#: backend -> option -> (values to try, precisions they apply to (empty = all)[, values tried only in throughput
+#: mode]). Only options that change speed and that the backend declares (checked against its schema before use, so a
+#: renamed option is an error, not a no-op). OpenVINO's THROUGHPUT hint splits the cores into streams: one request
+#: at a time then runs on a fraction of them (2x slower on 2 cores), so it is a candidate only with streams > 1.
+KNOBS: dict[str, dict[str, tuple[tuple[Any, ...], ...]]] = {
     "ncnn": {"fp16_arithmetic": ((False, True), ("fp16",))},
     "onnxruntime": {"fp16_compute": (("half", "float"), ("fp16",))},
-    "openvino": {"performance_hint": (("LATENCY", "THROUGHPUT"), ())},
+    "openvino": {"performance_hint": (("LATENCY", "THROUGHPUT"), (), ("THROUGHPUT",))},
     "tflite": {"layout": (("NCHW", "NHWC"), ())},
 }
 
@@ -129,7 +131,8 @@ def candidates(profiles: list[Profile], *, precisions: list[str] | None = None, 
                 continue
             schema = backend.option_schema()
             option_sets: list[tuple[tuple[str, Any], ...]] = [()]
-            for opt, (values, precs) in (knobs.get(p.backend) or {}).items():
+            throughput_only: set[tuple[str, Any]] = set()
+            for opt, (values, precs, *rest) in (knobs.get(p.backend) or {}).items():
                 if opt not in schema:
                     raise ConfigError(f"tune knob '{opt}' is not an option of {p.backend}",
                                       hint=f"options: {', '.join(sorted(schema))}")
@@ -137,8 +140,11 @@ def candidates(profiles: list[Profile], *, precisions: list[str] | None = None, 
                     continue
                 current = p.options.get(opt, schema[opt].default)
                 option_sets += [((opt, v),) for v in values if v != current]
+                throughput_only |= {(opt, v) for v in (rest[0] if rest else ())}
             for i, opts in enumerate(option_sets):
                 for s in streams:
+                    if s <= 1 and any(o in throughput_only for o in opts):
+                        continue
                     for t in threads:
                         c = Candidate(p, prec, opts, t, s)
                         (base if i == 0 and s == streams[0] and t == threads[0] else variants).append(c)

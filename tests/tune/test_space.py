@@ -42,6 +42,15 @@ def test_streams_are_a_runtime_variant() -> None:
     assert [c.id for c in space.candidates] == ["openvino/fp32/t1", "openvino/fp32/t1/s2"]
 
 
+def test_throughput_hint_is_tried_only_with_streams() -> None:
+    """One request at a time under THROUGHPUT runs on a share of the cores: not a latency candidate."""
+    ids = [c.id for c in candidates([load_profile("openvino")], precisions=["int8"], threads=[1]).candidates]
+    assert ids == ["openvino/int8/t1"]
+    ids = [c.id for c in candidates([load_profile("openvino")], precisions=["int8"], threads=[1],
+                                    streams=[0, 2]).candidates]
+    assert ids == ["openvino/int8/t1", "openvino/int8/t1/s2", "openvino/int8/performance_hint=THROUGHPUT/t1/s2"]
+
+
 def test_a_knob_the_backend_does_not_declare_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="fp16_arith"):
         candidates([load_profile("ncnn")], threads=[1], knobs={"ncnn": {"fp16_arith": ((True,), ())}})
