@@ -185,7 +185,10 @@ def torch_outputs(module: Any, feeds: dict[str, np.ndarray], inputs: list[Tensor
     shapes = ", ".join(f"{s.name}:{'x'.join(map(str, s.static_shape))}" for s in inputs)
     inner = getattr(module, "inner", module)
     hint = _forward_hint(inner, len(inputs))
-    with user_code(f"running {model_name} on --input {shapes}", hint=hint), torch.inference_mode():
+    # no_grad, not inference_mode: what a forward caches on its first call (YOLOv8/11 heads keep their anchors)
+    # would be an inference tensor, and every later torch.export of the module (the PT2E int8 routes) fails with
+    # "Inference tensors cannot be saved for backward".
+    with user_code(f"running {model_name} on --input {shapes}", hint=hint), torch.no_grad():
         out = module(*[torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in inputs])
     flat = flatten_outputs(out)
     bad = [i for i, t in enumerate(flat) if not isinstance(t, torch.Tensor)]

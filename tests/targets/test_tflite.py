@@ -335,6 +335,21 @@ def yolo11(tiny_calib_dir):
     return prep, make_calibration(prep, tiny_calib_dir, size=16)
 
 
+def test_first_call_state_left_by_the_reference_run_does_not_break_pt2e(tiny_calib_dir, out_root):
+    """The reference run (torch outputs for verification) is the head's first call: the anchors it caches must be
+    ordinary tensors. Under ``torch.inference_mode`` they were inference tensors and PT2E's export of the same
+    module failed ("Inference tensors cannot be saved for backward") on a real YOLO11n checkpoint."""
+    from edgeconv.pipeline import prepare
+
+    prep = prepare(f"{__file__}:build_yolo11", inputs=["images:1x3x64x64"], use_cache=False)
+    anchors = prep.reference.module.head.anchors
+    assert anchors is not None and not anchors.is_inference()
+    art = convert_reference(prep, "tflite", out=out_root / "y11-fresh", precision="int8",
+                            calibration=make_calibration(prep, tiny_calib_dir, size=8),
+                            options={"observer": "minmax"}, use_cache=False)
+    assert art.manifest["verification"]["status"] == "ok"
+
+
 def _ops(art) -> list[tuple[str, list[dict]]]:
     it = _interp(art)
     tensors = {t["index"]: t for t in it.get_tensor_details()}
