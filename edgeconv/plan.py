@@ -393,6 +393,8 @@ class Planner:
             art.manifest["adopted"]["from"] = next(
                 (f"attempt {i}" for i, a in enumerate(res.attempts, 1) if a.artifact == src), "an attempt")
         write_manifest(art.path, art.manifest)
+        if self.use_cache and art.manifest.get("cache_key"):  # a later hit of this artifact carries the search too
+            cache.store("artifacts", str(art.manifest["cache_key"]), art.path)
         log.info("%s %s: kept %s in float -> delta %.2f (budget %.2f)", row.profile.name, row.precision,
                  ", ".join(res.keep), res.delta or 0.0, budget)
         return art

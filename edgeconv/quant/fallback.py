@@ -126,7 +126,8 @@ def repair(build: Build, ranked: Sequence[Any], budget: float, max_attempts: int
         attempts.append(Attempt(list(k), delta, ok, round(time.perf_counter() - t0, 3), stage, extras, err,
                                 str(getattr(art, "path", "")) or None))
         log.info("fallback attempt %d (%s): %d layer(s) in float → delta %s (%s)", len(attempts), stage, len(k),
-                 "n/a" if delta is None else f"{delta:+.3f}", "inside" if ok else "over budget")
+                 "n/a" if delta is None else f"{delta:+.3f}",
+                 "inside" if ok else f"failed: {err}" if err else "over budget")
         seen[k] = (ok, delta, art)
         return ok
 

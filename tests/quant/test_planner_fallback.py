@@ -33,6 +33,25 @@ def test_int8_row_over_budget_is_repaired_by_the_plan(pattern: Any, tmp_path: Pa
     assert set(fb["keep_fp32_nodes"]) <= set(art.manifest["keep_fp32_nodes"])
 
 
+def test_a_cache_hit_of_the_repaired_artifact_carries_the_search(pattern: Any, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from edgeconv.core import cache
+    from edgeconv.plan import Planner, make_rows
+
+    monkeypatch.setenv("EDGECONV_CACHE", str(tmp_path / "cache"))
+    prep, cal, ev = pattern("concat")
+    (row,) = make_rows(["onnxruntime"], ["int8"], tmp_path / "a", options={"keep_outputs_fp32": False},
+                       tolerances={"int8": {"task_delta": 0.5, "cosine": 0.0}})
+    planner = Planner(prep, use_cache=True, evaluator_factory=lambda *_: ev)
+    planner.calibration = lambda row: cal  # type: ignore[method-assign]
+    art = planner.convert(row)
+    cached = cache.lookup("artifacts", art.manifest["cache_key"])
+    assert cached is not None
+    assert json.loads((cached / "manifest.json").read_text())["int8_fallback"] == art.manifest["int8_fallback"]
+
+
 def test_fallback_can_be_turned_off(pattern: Any, tmp_path: Path) -> None:
     from edgeconv.core.errors import VerificationError
     from edgeconv.plan import make_rows

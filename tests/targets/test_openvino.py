@@ -89,6 +89,19 @@ def test_int8_keep_fp32_becomes_ignored_scope(tiny_prepared, calib, tmp_path):
     assert art.manifest["verification"]["status"] == "ok"
 
 
+def test_a_reference_node_the_ir_no_longer_has_is_nothing_to_keep(tiny_prepared):
+    """The float-fallback search ranks reference nodes; one OpenVINO folded away on reading the ONNX must not turn
+    every attempt into a config error (it did: FastestDet's decode Concat)."""
+    import openvino as ov
+
+    from edgeconv.targets.openvino.int8 import resolve_ignored_scope
+
+    model = ov.Core().read_model(str(tiny_prepared.reference.onnx_path))
+    conv = next(op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution")
+    scope, matched = resolve_ignored_scope(model, ("/folded/Concat", conv))
+    assert matched == {"/folded/Concat": [], conv: [conv]} and scope == {"names": [conv], "types": []}
+
+
 def test_keep_fp32_matching_nothing_is_an_error(tiny_prepared, calib, tmp_path):
     with pytest.raises(ConfigError, match="matches no layer"):
         _convert(tiny_prepared, tmp_path, "int8", calib, keep_fp32=("no_such_layer",))

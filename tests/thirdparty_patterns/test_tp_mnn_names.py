@@ -28,3 +28,14 @@ def test_a_node_mnn_does_not_quantize_is_nothing_to_skip_not_an_error() -> None:
 def test_a_pattern_matching_nothing_anywhere_is_still_a_config_error() -> None:
     with pytest.raises(ConfigError, match="matches no MNN operator"):
         _match_ops(OPS, ("no_such_layer",), NODES)
+
+
+def test_op_types_are_onnx_or_mnn_types() -> None:
+    """``--keep-fp32 op:Conv`` means the reference graph's Conv nodes everywhere; on MNN, the Convolutions that
+    compute them (MNN's own ``op:Convolution`` works too). An ONNX type MNN does not quantize is nothing to skip."""
+    types = {"node_Conv_179": "Conv", "node_add": "Add", "node_linear": "Gemm", "node_sigmoid": "Sigmoid"}
+    assert _match_ops(OPS, ("op:Conv",), NODES, types) == ["getitem"]
+    assert _match_ops(OPS, ("op:Convolution",), NODES, types) == ["getitem", "output__matmul_converted"]
+    assert _match_ops(OPS, ("op:Sigmoid",), NODES, types) == []
+    with pytest.raises(ConfigError, match="matches no MNN operator"):
+        _match_ops(OPS, ("op:Conv",), NODES)  # without the reference's types there is nothing to translate

@@ -69,12 +69,12 @@ def probe(model: Path, ref: Any) -> tuple[dict[str, Any], list[dict[str, str]]]:
     return {**io, "probe": report}, ops
 
 
-def _node_outputs(onnx_path: Path) -> dict[str, str]:
-    """Reference node name -> its first output tensor (the name MNNConvert gives the operator)."""
+def _nodes(onnx_path: Path) -> dict[str, tuple[str, str]]:
+    """Reference node name -> (first output tensor: the name MNNConvert gives the operator, ONNX op type)."""
     import onnx
 
     graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    return {n.name: n.output[0] for n in graph.node if n.name and n.output}
+    return {n.name: (n.output[0], n.op_type) for n in graph.node if n.name and n.output}
 
 
 def head_ops(onnx_path: Path) -> list[str]:
@@ -105,17 +105,25 @@ def _computing(ops: list[dict[str, str]], tensor: str) -> list[str]:
 
 
 def _match_ops(ops: list[dict[str, str]], patterns: tuple[str, ...],
-               node_outputs: dict[str, str] | None = None) -> list[str]:
-    """MNN operator names selected by keep_fp32 patterns: NAME, glob, or ``op:Type`` (an MNN operator type).
+               node_outputs: dict[str, str] | None = None, node_types: dict[str, str] | None = None) -> list[str]:
+    """MNN operator names selected by keep_fp32 patterns: NAME, glob, or ``op:Type`` (an MNN operator type, or an
+    ONNX op type of the reference graph, as ``--keep-fp32`` means it everywhere: ``op:Conv`` is MNN's
+    ``Convolution``).
 
     A reference ONNX node name (what ``--keep-fp32`` and the INT8 float-fallback search use: ``node_linear``) is
     translated to the MNN operators computing that node's output, since MNN does not keep node names.
     """
     node_outputs = node_outputs or {}
+    node_types = node_types or {}
     hits: list[str] = []
     for pat in patterns:
         if pat.startswith("op:"):
-            found = [o["name"] for o in ops if o["type"] == pat[3:]]
+            found = [o["name"] for o in ops if o["type"].split()[:1] == [pat[3:]]]  # "Convolution [ DT_INT8 ] "
+            nodes = [n for n, t in node_types.items() if t == pat[3:] and n in node_outputs] if not found else []
+            for node in nodes:
+                found += [n for n in _computing(ops, node_outputs[node]) if n not in found]
+            if nodes and not found:
+                continue  # ONNX ops MNN does not quantize: already float, nothing to skip
         else:
             found = [o["name"] for o in ops if fnmatch.fnmatchcase(o["name"], pat)]
             nodes = fnmatch.filter(node_outputs, pat) if not found else []
@@ -126,7 +134,8 @@ def _match_ops(ops: list[dict[str, str]], patterns: tuple[str, ...],
                 continue
         if not found:
             raise ConfigError(f"keep_fp32 pattern '{pat}' matches no MNN operator",
-                              hint="MNN operator names follow the ONNX node names; 'op:Convolution' selects a type")
+                              hint="MNN operator names follow the ONNX node names; op:Conv (ONNX) or "
+                                   "op:Convolution (MNN) selects a type")
         hits += [h for h in found if h not in hits]
     return hits
 
@@ -144,7 +153,9 @@ def _int8(ctx: ConvertContext, fp32: Path, work: Path, ops: list[dict[str, str]]
                               hint="calib_method minmax (EMA) or entropy (KL); or feature_method EMA|KL|ADMM")
         feature = CALIB_METHODS.get(method, DEFAULT_FEATURE)
     weight = str(ctx.option("weight_method", DEFAULT_WEIGHT))
-    skip = _match_ops(ops, tuple(ctx.keep_fp32), _node_outputs(ctx.reference.onnx_path))
+    nodes = _nodes(ctx.reference.onnx_path)
+    skip = _match_ops(ops, tuple(ctx.keep_fp32), {n: o for n, (o, _) in nodes.items()},
+                      {n: t for n, (_, t) in nodes.items()})
     if ctx.option("head_fp32", False):
         for h in head_ops(ctx.reference.onnx_path):
             skip += [n for n in _computing(ops, h) if n not in skip]

@@ -89,10 +89,14 @@ def _names(op: Any) -> set[str]:
 
 
 def resolve_ignored_scope(model: Any, patterns: tuple[str, ...]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
-    """Map ``--keep-fp32`` entries to OV op names/types for ``nncf.IgnoredScope``; raise on entries matching nothing.
+    """Map ``--keep-fp32`` entries to OV op names/types for ``nncf.IgnoredScope``.
 
     Returns (scope kwargs, per-pattern matches).  Names are resolved here rather than passed as NNCF regex patterns
-    because users write ONNX node names and fnmatch globs, and a silent no-match would quantize what they protected.
+    because users write ONNX node names and fnmatch globs. The patterns were already matched against the reference
+    graph (``core.keep``: a pattern matching nothing there is the user's error); one that names reference nodes the
+    OpenVINO model no longer has (folded into a constant or fused on reading the ONNX, e.g. a Concat of a decode
+    head) has nothing left to quantize or protect, and matches ``[]`` here — the float-fallback search ranks
+    reference nodes, and refusing those made every one of its attempts a config error.
     """
     ops = list(model.get_ordered_ops())
     ov_types = {op.get_type_name() for op in ops}
@@ -114,9 +118,6 @@ def resolve_ignored_scope(model: Any, patterns: tuple[str, ...]) -> tuple[dict[s
                 if any(n == p or fnmatch.fnmatchcase(n, p) for n in _names(op)) or fn.startswith(p + "/"):
                     hits.append(fn)
             names.update(hits)
-        if not hits:
-            raise ConfigError(f"--keep-fp32 '{p}' matches no layer of the OpenVINO model",
-                              hint="use an ONNX node name, a glob like '/model.24/*', or op:Sigmoid")
         matched[p] = hits
     return {"names": sorted(names), "types": sorted(types)}, matched
 
@@ -185,7 +186,11 @@ def quantize(ctx: ConvertContext, model: Any) -> tuple[Any, dict[str, Any]]:
     fbc = bool(ctx.option("fast_bias_correction", True))
     model_type = nncf.ModelType.TRANSFORMER if ctx.option("model_type") == "transformer" else None
     scope_kw, matched = resolve_ignored_scope(model, ctx.keep_fp32)
-    scope = nncf.IgnoredScope(**scope_kw, validate=False) if ctx.keep_fp32 else None
+    absent = [p for p, hits in matched.items() if not hits]
+    if absent:
+        log.info("openvino int8: --keep-fp32 %s: no such layer in the OpenVINO model (folded or fused on reading "
+                 "the ONNX): nothing to keep", ", ".join(absent))
+    scope = nncf.IgnoredScope(**scope_kw, validate=False) if scope_kw["names"] or scope_kw["types"] else None
     calib_ds = nncf.Dataset(_Feeds(calib))
     overflow = _overflow_fix(str(ctx.option("overflow_fix", "auto")).lower(), ctx.profile.device)
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
