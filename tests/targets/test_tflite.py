@@ -464,3 +464,45 @@ def test_full_integer_failure_falls_back_to_dynamic_range(tiny_prepared, calib, 
     with pytest.raises(ConversionError, match="NHWC"):  # a mode the user chose is not replaced
         convert_reference(tiny_prepared, "tflite", out=tmp_path / "no", precision="int8", calibration=calib,
                           options={"observer": "minmax", "int8_mode": "static"}, use_cache=False)
+
+
+# -- a YOLOv5-style head: 5-D (na, ny, nx, no) view, int64 grid offsets, (2 * wh) ** 2 * anchor_grid ---------------
+
+
+class Yolo5Head(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, 4, 1), nn.SiLU())
+        self.m = nn.Conv2d(8, 3 * 7, 1)  # 3 anchors x (4 box + 1 obj + 2 classes)
+        self.register_buffer("anchor_grid", torch.tensor([10.0, 13, 16, 30, 33, 23]).view(1, 3, 1, 1, 2))
+
+    def forward(self, x):
+        x = self.m(self.stem(x))
+        bs, _, ny, nx = x.shape
+        x = x.view(bs, 3, 7, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
+        yv, xv = torch.meshgrid(torch.arange(ny), torch.arange(nx), indexing="ij")
+        grid = torch.stack((xv, yv), 2).view(1, 1, ny, nx, 2)  # int64, as YOLOv5's _make_grid before .float()
+        y = x.sigmoid()
+        xy = (y[..., 0:2] * 2.0 - 0.5 + grid) * 4
+        wh = (y[..., 2:4] * 2) ** 2 * self.anchor_grid  # tfl.pow with an integer exponent: refused by litert
+        return torch.cat((xy, wh, y[..., 4:]), -1).view(bs, -1, 7)
+
+
+def build_yolo5() -> nn.Module:
+    torch.manual_seed(0)
+    return Yolo5Head()
+
+
+def test_yolov5_head_converts_at_fp32_and_int8(tiny_calib_dir, out_root):
+    """litert refused ``x ** 2`` on the 5-D tensor ('failed to legalize tfl.pow') at every precision, and the int8
+    route observed the int64 grid offsets ('"histogram_cpu" not implemented for Long'): YOLOv5-Lite failed both."""
+    from edgeconv.pipeline import prepare
+
+    prep = prepare(f"{__file__}:build_yolo5", inputs=["images:1x3x64x64"], use_cache=False)
+    for precision in ("fp32", "int8"):
+        cal = make_calibration(prep, tiny_calib_dir, size=8) if precision == "int8" else None
+        art = convert_reference(prep, "tflite", out=out_root / f"y5-{precision}", precision=precision,
+                                calibration=cal, options={"observer": "histogram"}, use_cache=False)
+        assert art.manifest["verification"]["status"] == "ok"
+        if precision == "int8":
+            assert art.manifest["conversion"]["quantization"]["integer_unannotated"]

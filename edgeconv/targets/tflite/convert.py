@@ -9,8 +9,10 @@ mis-shaped output is a conversion error, not a silent mismatch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -138,6 +140,34 @@ def map_io(model: bytes, inputs: list[TensorSpec], outputs: list[TensorSpec], la
     return {"signature": key, "inputs": match("input", inputs, in_det), "outputs": match("output", outputs, out_det)}
 
 
+@contextlib.contextmanager
+def integer_powers_as_products() -> Iterator[None]:
+    """While tracing, ``x ** 2`` is ``x * x`` and ``x ** n`` (a Python int) ``x ** float(n)``.
+
+    Why: YOLOv5's head computes ``(y[..., 2:4] * 2) ** 2 * anchor_grid`` on a 5-D tensor; litert-torch lowers it
+    to ``tfl.pow`` with an integer exponent, which its converter then refuses ("failed to legalize operation
+    'tfl.pow'"), so every YOLOv5-family model failed at fp32 and int8. ``x * x`` is what torch computes for
+    ``pow(x, 2)`` anyway (the same bits) and a MUL every TFLite kernel set has, int8 included.
+    """
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    pows = {torch.pow, torch.Tensor.pow, torch.Tensor.__pow__}
+
+    class _Powers(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (),
+                               kwargs: dict[str, Any] | None = None) -> Any:
+            kwargs = kwargs or {}
+            if (func in pows and len(args) == 2 and not kwargs and isinstance(args[0], torch.Tensor)
+                    and type(args[1]) is int and args[0].is_floating_point()):
+                base, exp = args
+                return base * base if exp == 2 else func(base, float(exp))
+            return func(*args, **kwargs)
+
+    with _Powers():
+        yield
+
+
 def float_model(ctx: ConvertContext, torch: Any, litert_torch: Any, wrapped: Any, sample: tuple[Any, ...],
                 layout: str, meta: dict[str, Any]) -> bytes:
     """The fp32 flatbuffer, or for fp16 that flatbuffer with its weights cast to fp16 by ai-edge-quantizer (what
@@ -148,7 +178,7 @@ def float_model(ctx: ConvertContext, torch: Any, litert_torch: Any, wrapped: Any
         from edgeconv.targets.fold_bn import fold_batch_norms
 
         folded, n = fold_batch_norms(wrapped, sample)  # (int8 never comes here: PT2E folds them itself)
-        with status(f"litert-torch: converting (fp32, {layout})"), torch.no_grad():
+        with status(f"litert-torch: converting (fp32, {layout})"), torch.no_grad(), integer_powers_as_products():
             edge = litert_torch.convert(folded, sample)
         return {MODEL_FILE: bytes(edge.model_content()), "stage.json": json.dumps({"folded_batch_norms": n}).encode()}
 

@@ -52,7 +52,10 @@ def pt2e_quantize(module: Any, sample_args: tuple[Any, ...], feeds: Iterable[tup
     config = get_symmetric_quantization_config(is_per_channel=per_channel, is_dynamic=dynamic)
     if not dynamic:
         config = with_observer(config, observer, "tflite")
-    graph = torch.export.export(module, sample_args).module()
+    from edgeconv.targets.tflite.convert import integer_powers_as_products
+
+    with integer_powers_as_products():
+        graph = torch.export.export(module, sample_args).module()
     if not dynamic:  # decompose first: tag_sources tags the muls it writes
         rewritten = {"silu_decomposed": decompose_silu(graph), "source_tagged": tag_sources(graph)}
         if record is not None:
@@ -238,6 +241,39 @@ def unannotate(gm: Any, names: set[str]) -> list[str]:
             return sorted(removed)
 
 
+def _is_float(gm: Any, node: Any) -> bool | None:
+    """Whether ``node`` produces a floating-point tensor (None when that is not known)."""
+    import torch
+
+    val = node.meta.get("val")
+    if val is None and node.op == "get_attr":
+        obj: Any = gm
+        for part in str(node.target).split("."):
+            obj = getattr(obj, part, None)
+        val = obj
+    return val.is_floating_point() if isinstance(val, torch.Tensor) else None
+
+
+def drop_integer_specs(gm: Any) -> list[str]:
+    """Remove quantization specs on integer tensors: litert-torch's annotator marks both inputs of an ``add``
+    whatever their dtype, and YOLOv5's grid offsets are an int64 constant there — its observer then failed the
+    whole conversion (``"histogram_cpu" not implemented for 'Long'``). An integer tensor has nothing to quantize."""
+    dropped: list[str] = []
+    for node in gm.graph.nodes:
+        ann = node.meta.get("quantization_annotation")
+        if ann is None:
+            continue
+        for a in list(ann.input_qspec_map):
+            if _is_float(gm, a) is False:
+                del ann.input_qspec_map[a]
+                dropped.append(f"{node.name} <- {a.name}")
+    integer = {n.name for n in gm.graph.nodes
+               if n.meta.get("quantization_annotation") is not None and _is_float(gm, n) is False}
+    if integer:
+        dropped += unannotate(gm, integer)
+    return dropped
+
+
 def make_quantizer(config: Any, keep: set[str], record: dict[str, Any]) -> Any:
     """litert-torch's PT2EQuantizer with edgeconv's two annotation passes (fixed ranges, kept nodes)."""
     from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer
@@ -245,6 +281,9 @@ def make_quantizer(config: Any, keep: set[str], record: dict[str, Any]) -> Any:
     class EdgeconvQuantizer(PT2EQuantizer):
         def annotate(self, model: Any) -> Any:
             model = super().annotate(model)
+            integer = drop_integer_specs(model)
+            if integer:
+                record["integer_unannotated"] = integer
             if config.input_activation is not None:  # static: activations are quantized
                 record["fixed_qparams"] = fix_fixed_range_ops(model, config)
             if keep:
