@@ -29,10 +29,12 @@ class ConvertOutcome:
     planned: bool = False
     cache_hit: bool | None = None
     plan: dict[str, Any] | None = None
+    skipped: str | None = None  # a combination of a product the target has no route for: the reason
 
     @property
     def ok(self) -> bool:
-        return self.error is None
+        """Converted (or, for a dry run, planned) without an error; a skipped combination is not ok, nor failed."""
+        return self.error is None and self.skipped is None
 
 
 def default_evaluator(*, data: str | None = None, task: str | None = None, postprocess: str | None = None,
@@ -81,9 +83,7 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
     on. With ``dry_run`` nothing is converted: each outcome says what would be made and whether it is cached.
     ``jobs``: rows converted at once in worker processes (default: :func:`default_jobs`).
     """
-    from edgeconv.fastpath import fast_keys, fast_lookup, remember, source_fingerprint
-    from edgeconv.pipeline import prepare
-    from edgeconv.plan import Planner, default_jobs, make_rows
+    from edgeconv.plan import plan_rows
 
     pp = _as_preprocess(preprocess)
     if task is not None:
@@ -96,8 +96,32 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
         from edgeconv.calibration.sources import discover
 
         discover(calib)  # a missing or empty calibration folder fails now, not after the export
-    rows = make_rows(list(targets), precisions, out, keep_fp32=tuple(keep_fp32), options=options,
-                     tolerances=tolerances)
+    rows, skipped = plan_rows(list(targets), precisions, out, keep_fp32=tuple(keep_fp32), options=options,
+                              tolerances=tolerances)
+    if not rows:  # nothing the targets can make: the request itself is wrong
+        raise skipped[0][1]
+    for (name, prec), err in skipped:
+        log.warning("%s %s: skipped: %s (%s)", name, prec, err.message, err.hint)
+    skips = [ConvertOutcome(name, prec, Path(out), skipped=f"{err.message} ({err.hint})")
+             for (name, prec), err in skipped]
+    outcomes = _convert_rows(rows, skips, model, use_cache=use_cache, weights=weights, model_args=model_args,
+                             inputs=inputs, output_names=output_names, opset=opset, exporters=exporters,
+                             dynamic=dynamic, simplify=simplify, trust_checkpoint=trust_checkpoint, calib=calib,
+                             calib_size=calib_size, calib_seed=calib_seed, pp=pp, eval_data=eval_data, task=task,
+                             decoder=decoder, check_task=check_task, postprocess=postprocess,
+                             postprocess_options=postprocess_options, dry_run=dry_run, jobs=jobs)
+    return outcomes + skips
+
+
+def _convert_rows(rows: list[Any], skips: list[ConvertOutcome], model: Any, *, use_cache: bool, weights: Any,
+                  model_args: Any, inputs: Any, output_names: Any, opset: int, exporters: Any, dynamic: Any,
+                  simplify: bool, trust_checkpoint: bool, calib: Any, calib_size: int, calib_seed: int, pp: Any,
+                  eval_data: Any, task: Any, decoder: Any, check_task: bool, postprocess: Any,
+                  postprocess_options: Any, dry_run: bool, jobs: int | None) -> list[ConvertOutcome]:
+    from edgeconv.fastpath import fast_keys, fast_lookup, remember, source_fingerprint
+    from edgeconv.pipeline import prepare
+    from edgeconv.plan import Planner, default_jobs
+
     with cache.disabled(not use_cache):
         keys: dict[str, str] = {}
         if use_cache:
@@ -145,7 +169,7 @@ def convert(model: Any, *, targets: list[str | Profile], out: str | Path, precis
         for row, res in zip(rows, results, strict=True):
             oc = ConvertOutcome(row.profile.name, row.precision, row.dest)
             if isinstance(res, EdgeconvError):
-                if len(rows) == 1:  # one conversion asked for: its error is the command's error
+                if len(rows) == 1 and not skips:  # one conversion asked for: its error is the command's error
                     planner.close()
                     raise res
                 res.target = res.target or row.profile.name

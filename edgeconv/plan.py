@@ -77,7 +77,22 @@ def with_tolerances(profile: Profile, tolerances: dict[str, dict[str, float]] | 
 def make_rows(targets: list[str | Profile], precisions: list[str] | None, out: str | Path, *,
               keep_fp32: tuple[str, ...] = (), options: dict[str, Any] | None = None,
               tolerances: dict[str, dict[str, float]] | None = None) -> list[PlanRow]:
-    """Validate every target, precision and option *before* the model is loaded; one row per artifact."""
+    """Validate every target, precision and option *before* the model is loaded; one row per artifact. A target
+    × precision without a route is a config error (``plan_rows`` skips it instead)."""
+    rows, skipped = plan_rows(targets, precisions, out, keep_fp32=keep_fp32, options=options, tolerances=tolerances)
+    if skipped:
+        raise skipped[0][1]
+    return rows
+
+
+def plan_rows(targets: list[str | Profile], precisions: list[str] | None, out: str | Path, *,
+              keep_fp32: tuple[str, ...] = (), options: dict[str, Any] | None = None,
+              tolerances: dict[str, dict[str, float]] | None = None
+              ) -> tuple[list[PlanRow], list[tuple[tuple[str, str], ConfigError]]]:
+    """``make_rows`` for a product of targets and precisions: a combination a target has no route for (``-t opencv
+    -t ncnn -p fp32 -p int8``: OpenCV has no int8) is returned apart as ``((profile, precision), error)``, so the
+    other rows are still converted; every other mistake still raises before anything is loaded."""
+    skipped: list[tuple[tuple[str, str], ConfigError]] = []
     if not targets:
         raise ConfigError("no target given", hint="pass --target NAME (see `edgeconv targets`)")
     rows: list[PlanRow] = []
@@ -92,8 +107,10 @@ def make_rows(targets: list[str | Profile], precisions: list[str] | None, out: s
                 raise ConfigError(f"unknown precision '{precision}'", hint=f"use one of {list(PRECISIONS)}")
             if precision not in backend.precisions or precision not in profile.precisions:
                 allowed = [p for p in backend.precisions if p in profile.precisions]
-                raise ConfigError(f"target '{profile.name}' has no {precision} route", target=profile.name,
-                                  hint=f"precisions: {', '.join(allowed)}")
+                skipped.append(((profile.name, precision),
+                                ConfigError(f"target '{profile.name}' has no {precision} route", target=profile.name,
+                                            hint=f"precisions: {', '.join(allowed)}")))
+                continue
             dest = safe_child(out, f"{profile.name}-{precision}")
             check_out_dir(out, replace=dest)
             rows.append(PlanRow(profile, precision, dest, tuple(keep_fp32), dict(options or {})))
@@ -102,7 +119,7 @@ def make_rows(targets: list[str | Profile], precisions: list[str] | None, out: s
     if dup:
         raise ConfigError(f"two rows would write the same folder: {', '.join(dup)}",
                           hint="give each target once (or give copies of a profile different names)")
-    return rows
+    return rows, skipped
 
 
 @dataclass

@@ -136,3 +136,17 @@ def test_bad_task_spec_and_missing_eval_data_fail_before_the_model_loads(tmp_pat
     assert code == 2 and "blnk" in out and "blank" in out, out  # names the bad key and the valid one
     code, out = run(*base, "--eval", str(tmp_path / "nowhere"), "--task", "classification")
     assert code == 2 and "nowhere" in out, out
+
+
+def test_a_product_skips_the_combinations_a_target_has_no_route_for(tmp_path: Path, tiny_weights: Path) -> None:
+    """``-t A -t B -p fp32 -p int8`` where A has no int8: A int8 is a skipped row with the reason, everything else
+    is converted, exit 0 (one such combination refused the whole run before)."""
+    prof = tmp_path / "ort-fp32-only.toml"
+    prof.write_text('backend = "onnxruntime"\nprecisions = ["fp32"]\n')
+    code, out = run("convert", "--model", f"{FIX}:build", "--weights", str(tiny_weights), "--input",
+                    "images:1x3x64x64", "--target", str(prof), "--target", "onnxruntime", "-p", "fp32", "-p", "fp16",
+                    "--out", str(tmp_path / "o"), "--no-cache")
+    assert code == 0, out
+    assert "skipped ort-fp32-only" in out and "no fp16 route" in out and "3 of 3 ok; 1 skipped (no route)" in out
+    assert {p.name for p in (tmp_path / "o").iterdir()} == {"ort-fp32-only-fp32", "onnxruntime-fp32",
+                                                             "onnxruntime-fp16"}

@@ -131,19 +131,23 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
                            f"(max_abs {_num(d.get('max_abs'), '.2e')}, cosine {_num(d.get('cosine'), '.6f')}{task_s})")
             elif r["status"] == "not-executed":
                 click.echo(f"checked {r['profile']:<20} {r['precision']:<5} {r['out']}  ({r['note']})")
+            elif r["status"] == "skipped":
+                click.echo(f"skipped {r['profile']:<20} {r['precision']:<5} {r['note']}")
             else:
                 click.echo(f"failed  {r['profile']:<20} {r['precision']:<5} {r['error']['message']}")
-    failed = [o for o in outcomes if not o.ok]
+    failed = [o for o in outcomes if o.error is not None]
+    skipped = [o for o in outcomes if o.skipped]
+    outcomes = [o for o in outcomes if not o.skipped]
     if dry_run and not as_json:
         hits = sum(1 for r in rows if r.get("cache_hit"))
         click.echo(f"{len(rows)} row(s) planned, {hits} already in the cache; nothing converted", err=True)
-    elif len(outcomes) > 1 and not as_json:
+    elif (len(outcomes) > 1 or skipped) and not as_json:
         kinds: dict[str, int] = {}
         for o in failed:
             kinds[o.error.kind] = kinds.get(o.error.kind, 0) + 1
         detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
-        click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} ok" + (f"; failed: {detail}" if failed else ""),
-                   err=True)
+        click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} ok" + (f"; failed: {detail}" if failed else "")
+                   + (f"; {len(skipped)} skipped (no route)" if skipped else ""), err=True)
     if failed:
         sys.exit(max(o.error.exit_code for o in failed))
 
@@ -169,6 +173,9 @@ def _num(v: Any, fmt: str) -> str:
 
 def _outcome_dict(o: Any) -> dict[str, Any]:
     planned = bool(getattr(o, "planned", False))
+    if getattr(o, "skipped", None):
+        return {"profile": o.profile, "precision": o.precision, "out": None, "status": "skipped", "note": o.skipped,
+                "task": None, "cache_hit": None, "verification": None, "error": None, "plan": None}
     ver = (o.artifact.manifest.get("verification") or {}) if o.artifact is not None else {}
     status = "planned" if planned and o.ok else ("ok" if o.ok else "failed")
     if status == "ok" and ver.get("status") == "not-executed":
