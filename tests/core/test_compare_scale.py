@@ -31,7 +31,21 @@ def test_large_outputs_are_judged_relative_to_their_scale() -> None:
 def test_small_outputs_keep_the_absolute_bar() -> None:
     refs, gots = _pair(0.5, 5e-4)
     ok, fails = within(compare_outputs(refs, gots), {"max_abs": 1e-4})
-    assert not ok and fails == ["max_abs 0.0005 > 0.0001"]
+    assert not ok and fails == ["max_abs 0.0005 > 0.0001 (output 'logits')"]
+
+
+def test_the_failing_output_is_named_with_its_own_numbers() -> None:
+    """Boxes off by 0.3 on a scale of 332 pass; probabilities off by 0.01 fail: the message is the probabilities'
+    (it printed the boxes' 0.3 beside the probabilities' scale)."""
+    boxes = np.linspace(0, 332, 400, dtype=np.float32).reshape(1, 100, 4)
+    probs = np.full((1, 100, 2), 0.5, np.float32)
+    got_b, got_p = boxes.copy(), probs.copy()
+    got_b.flat[5] += 0.03
+    got_p.flat[3] += 0.01
+    d = compare_outputs([{"boxes": boxes, "probs": probs}], [{"boxes": got_b, "probs": got_p}])
+    ok, fails = within(d, {"max_abs": 1e-3})
+    assert not ok and d["worst_output"] == "probs"
+    assert fails == ["max_abs 0.01 > 0.001 (output 'probs')"]
 
 
 def test_report_check_shows_the_effective_limit() -> None:
