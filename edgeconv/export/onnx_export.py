@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from edgeconv.core.compare import compare_outputs
-from edgeconv.core.console import log
+from edgeconv.core.console import log, native_output_to
 from edgeconv.core.errors import ConfigError, ExportError, ModelLoadError
 from edgeconv.core.lazy import require
 from edgeconv.core.tensors import TensorSpec
@@ -245,11 +245,28 @@ def onnx_outputs(path: Path | bytes, feeds: dict[str, np.ndarray], *, optimize: 
 
 def _export_one(route: str, wrapper: Any, module: Any, args: tuple, path: Path, inputs: list[TensorSpec],
                 output_names: list[str], opset: int, dynamic: DynamicSpec) -> int:
-    torch = require("torch", "torch")
     in_names = [s.name for s in inputs]
     script = is_script_module(module)
     sink = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink):
+    # the legacy exporter writes its whole TorchScript graph to fd 2 when it fails ("Torch IR graph at exception",
+    # ~175 lines on LPRNet): into a file next to the attempt, not the terminal (--verbose leaves it on the terminal)
+    chatter = path.with_name(f"{path.name}.log")
+    try:
+        return _run_exporter(route, wrapper, module, args, path, inputs, output_names, opset, dynamic, script,
+                             in_names, sink, native_output_to(chatter))
+    finally:
+        if chatter.is_file():
+            text = chatter.read_text(errors="replace")
+            if text.strip():
+                log.debug("%s exporter output (%d lines):\n%s", route, text.count("\n"), text[-4000:])
+            chatter.unlink()
+
+
+def _run_exporter(route: str, wrapper: Any, module: Any, args: tuple, path: Path, inputs: list[TensorSpec],
+                  output_names: list[str], opset: int, dynamic: DynamicSpec, script: bool, in_names: list[str],
+                  sink: io.StringIO, quiet: Any) -> int:
+    torch = require("torch", "torch")
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), quiet:
         warnings.simplefilter("ignore")
         logging.getLogger("torch").setLevel(logging.ERROR)
         if route == "legacy":
@@ -354,6 +371,8 @@ def export_verified(module: Any, inputs: list[TensorSpec], output_names: list[st
         except BaseException as e:  # noqa: BLE001 - an exporter (or the user's forward under it) may raise anything
             reason = e.message if isinstance(e, ExportError) else describe(e)
             attempts.append({"route": route, "ok": False, "opset": used, "error": reason})
+            log.info("the %s exporter failed (%s)%s", route, reason[:300],
+                     "; trying the next" if route != exporters[-1] else "")
             cand.unlink(missing_ok=True)
             continue
         cand.replace(out_path)
