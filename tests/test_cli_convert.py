@@ -150,3 +150,17 @@ def test_a_product_skips_the_combinations_a_target_has_no_route_for(tmp_path: Pa
     assert "skipped ort-fp32-only" in out and "no fp16 route" in out and "3 of 3 ok; 1 skipped (no route)" in out
     assert {p.name for p in (tmp_path / "o").iterdir()} == {"ort-fp32-only-fp32", "onnxruntime-fp32",
                                                              "onnxruntime-fp16"}
+
+
+def test_an_int8_row_made_another_way_says_so_on_its_line() -> None:
+    from types import SimpleNamespace
+
+    from edgeconv.api import ConvertOutcome
+    from edgeconv.cli.convert import _outcome_dict
+
+    art = SimpleNamespace(manifest={"verification": {"status": "ok", "drift": {"max_abs": 0.1, "cosine": 0.99}},
+                                    "conversion": {"int8_route": "dynamic-range (full-integer did not convert)"}})
+    d = _outcome_dict(ConvertOutcome("tflite", "int8", Path("o"), artifact=art))
+    assert d["status"] == "ok" and d["route_note"] == "dynamic-range (full-integer did not convert)"
+    art.manifest["conversion"] = {}
+    assert _outcome_dict(ConvertOutcome("tflite", "int8", Path("o"), artifact=art))["route_note"] is None

@@ -127,8 +127,10 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
                 t = r.get("task") or {}
                 task_s = (f", {t['metric']} {t['delta']:+.2f} pts (budget {t.get('budget', float('nan')):.2f})"
                         if t.get("delta") is not None else "")
+                route = f"; {r['route_note']}" if r.get("route_note") else ""
                 click.echo(f"ok      {r['profile']:<20} {r['precision']:<5} {r['out']}  "
-                           f"(max_abs {_num(d.get('max_abs'), '.2e')}, cosine {_num(d.get('cosine'), '.6f')}{task_s})")
+                           f"(max_abs {_num(d.get('max_abs'), '.2e')}, cosine {_num(d.get('cosine'), '.6f')}{task_s}"
+                           f"{route})")
             elif r["status"] == "not-executed":
                 click.echo(f"checked {r['profile']:<20} {r['precision']:<5} {r['out']}  ({r['note']})")
             elif r["status"] == "skipped":
@@ -185,6 +187,10 @@ def _outcome_dict(o: Any) -> dict[str, Any]:
             "cache_hit": getattr(o, "cache_hit", None) if planned else
             (o.artifact.manifest.get("cache") == "hit" if o.artifact is not None else None),
             "verification": ver.get("drift"), "error": _error_dict(o.error),
+            # an INT8 row made another way than asked (TFLite's dynamic-range route when full-integer did not
+            # convert) says so on its line, not only in the manifest
+            "route_note": ((o.artifact.manifest.get("conversion") or {}).get("int8_route")
+                           if o.artifact is not None else None),
             "plan": getattr(o, "plan", None) if planned else None}
 
 
