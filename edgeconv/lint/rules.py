@@ -128,10 +128,10 @@ def mixed_range_concat(g: LintGraph, ranges: dict[str, tuple[float, float]] | No
             f"Concat {n.name} joins tensors with very different ranges"
             + (f" ({evidence['ratio']:g}x)" if "ratio" in evidence else "")
             + (" and feeds a graph output" if at_output else "")
-            + ": one INT8 scale leaves the small-range inputs (scores) a few levels",
+            + ": one INT8 scale leaves the small-range inputs (scores, probabilities) a few levels",
             [n.name], keep_fp32=keep,
-            suggestion="keep the concat (and what follows it up to the output) in float, or export boxes and "
-                       "scores as separate outputs", evidence={**evidence, "at_output": at_output}))
+            suggestion="keep the concat (and what follows it up to the output) in float, or export the "
+                       "differently-scaled parts (a detector's boxes and scores) as separate outputs", evidence={**evidence, "at_output": at_output}))
     return out
 
 
