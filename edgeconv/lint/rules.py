@@ -131,7 +131,8 @@ def mixed_range_concat(g: LintGraph, ranges: dict[str, tuple[float, float]] | No
             + ": one INT8 scale leaves the small-range inputs (scores, probabilities) a few levels",
             [n.name], keep_fp32=keep,
             suggestion="keep the concat (and what follows it up to the output) in float, or export the "
-                       "differently-scaled parts (a detector's boxes and scores) as separate outputs", evidence={**evidence, "at_output": at_output}))
+                       "differently-scaled parts (a detector's boxes and scores) as separate outputs",
+            evidence={**evidence, "at_output": at_output}))
     return out
 
 

@@ -434,6 +434,22 @@ def test_litert_errors_are_one_line_naming_op_and_what_to_try(text, op, hint):
     assert "broadcast" not in text or "same rank" in e.hint
 
 
+def test_an_op_the_converter_cannot_legalize_is_named_with_its_source_line():
+    from edgeconv.targets.tflite.errors import explain
+
+    text = ("Failed to run converter passes: /repo/models/yolo.py:55:0: error: failed to legalize operation "
+            "'tfl.pow' that was explicitly marked illegal: %1180 = \"tfl.pow\"(%1179, %231) : (tensor<1x3x40x40x2xf32>"
+            ", tensor<i64>) -> tensor<1x3x40x40x2xf32>" + " x" * 300)
+    e = explain(ValueError(text), "fp32")
+    assert e.message == ("litert-torch's converter has no TFLite form of tfl.pow as this model uses it (fp32), "
+                         "from /repo/models/yolo.py:55")
+    assert "fp16 or another target" in e.hint
+    from edgeconv.targets.tflite.errors import _first_line
+
+    cut = _first_line("word " * 100)
+    assert cut.endswith(" …") and len(cut) <= 202 and "wor …" not in cut
+
+
 def test_item_in_forward_is_explained():
     from edgeconv.targets.tflite.errors import explain
 

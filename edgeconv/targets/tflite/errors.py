@@ -20,11 +20,12 @@ TFL_TO_ONNX = {"pad": "Pad", "padv2": "Pad", "softmax": "Softmax", "logistic": "
                "max_pool_2d": "MaxPool", "average_pool_2d": "AveragePool", "resize_nearest_neighbor": "Resize",
                "resize_bilinear": "Resize", "reshape": "Reshape", "transpose": "Transpose", "strided_slice": "Slice",
                "gather": "Gather", "hard_swish": "HardSwish", "log_softmax": "LogSoftmax", "maximum": "Max",
-               "minimum": "Min", "split": "Split", "exp": "Exp", "square": "Mul", "rsqrt": "Sqrt"}
+               "minimum": "Min", "split": "Split", "exp": "Exp", "square": "Mul", "rsqrt": "Sqrt", "pow": "Pow"}
 
 _MLIR = re.compile(r"'tfl\.(\w+)' op ([^\n;]+)")
 _PREPARE = re.compile(r"([\w/]+\.cc:\d+ [^\n]*?)\s*Node number (\d+) \((\w+)\) failed to (prepare|invoke)")
 _LOWERING = re.compile(r"(aten\.\w+(?:\.\w+)?)")
+_LEGALIZE = re.compile(r"(?:(\S+\.py:\d+):\d+: )?error: failed to legalize operation 'tfl\.(\w+)'")
 
 
 def explain(e: BaseException, precision: str, keep_fp32: tuple[str, ...] = ()) -> ConversionError:
@@ -35,6 +36,12 @@ def explain(e: BaseException, precision: str, keep_fp32: tuple[str, ...] = ()) -
         op, why = m.group(1), m.group(2).strip()[:160]
         return ConversionError(f"litert-torch cannot build tfl.{op} ({precision}): {why}", stage="convert",
                                hint=_hint(op, precision, why, keep_fp32))
+    m = _LEGALIZE.search(text)
+    if m:
+        where, op = m.group(1), m.group(2)
+        return ConversionError(f"litert-torch's converter has no TFLite form of tfl.{op} as this model uses it "
+                               f"({precision})" + (f", from {where}" if where else ""), stage="convert",
+                               hint=_hint(op, precision, "", keep_fp32))
     m = _PREPARE.search(text)
     if m:
         op, why = m.group(3).lower(), m.group(1).strip()[:160]
@@ -55,9 +62,13 @@ def explain(e: BaseException, precision: str, keep_fp32: tuple[str, ...] = ()) -
                            stage="convert", hint="--verbose shows litert-torch's log")
 
 
-def _first_line(text: str) -> str:
+def _first_line(text: str, limit: int = 200) -> str:
+    """The first non-empty line, cut at a word boundary with an ellipsis (a cut mid-token read as a typo)."""
     line = next((x.strip() for x in text.splitlines() if x.strip()), "")
-    return line[:200]
+    if len(line) <= limit:
+        return line
+    cut = line[:limit].rsplit(" ", 1)[0]
+    return (cut if len(cut) > limit // 2 else line[:limit]) + " …"
 
 
 def _hint(op: str, precision: str, why: str, keep_fp32: tuple[str, ...]) -> str:
