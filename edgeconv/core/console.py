@@ -119,7 +119,8 @@ def _eta(done: int, total: int | None, elapsed: float) -> str:
 def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
     """Iterate with a progress bar and an estimate of the time left on stderr.
 
-    Not a terminal: an INFO line at the start and at most every 15 s (with the estimate). ``-q``: nothing.
+    Not a terminal: an INFO line at the start, at most every 15 s (with the estimate) and at the end of a loop
+    that took 2 s or more. ``-q``: nothing.
     """
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
@@ -134,12 +135,16 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
         return
     t0 = last = time.monotonic()
     log.info("%s: 0/%s", description, total if total is not None else "?")
+    done = 0
     for done, item in enumerate(items, 1):
         yield item
         now = time.monotonic()
         if now - last >= _PLAIN_EVERY_S:
             last = now
             log.info("%s: %d/%s%s", description, done, total if total is not None else "?", _eta(done, total, now - t0))
+    if done and time.monotonic() - t0 >= 2.0:  # a log that stops at "0/48" reads as a hang
+        log.info("%s: %d/%s done in %.0f s", description, done, total if total is not None else "?",
+                 time.monotonic() - t0)
 
 
 @contextlib.contextmanager
