@@ -118,6 +118,8 @@ def _convert_rows(rows: list[Any], skips: list[ConvertOutcome], model: Any, *, u
                   simplify: bool, trust_checkpoint: bool, calib: Any, calib_size: int, calib_seed: int, pp: Any,
                   eval_data: Any, task: Any, decoder: Any, check_task: bool, postprocess: Any,
                   postprocess_options: Any, dry_run: bool, jobs: int | None) -> list[ConvertOutcome]:
+    """``convert`` past validation: the fast path, else prepare once and run the plan. One row whose conversion
+    fails is the command's error only when it was the whole request (no other row, none skipped)."""
     from edgeconv.fastpath import fast_keys, fast_lookup, remember, source_fingerprint
     from edgeconv.pipeline import prepare
     from edgeconv.plan import Planner, default_jobs
