@@ -28,9 +28,9 @@ from typing import Any
 from edgeconv.core.errors import ConfigError, ModelLoadError
 from edgeconv.core.hashing import sha256_file, sha256_json
 from edgeconv.core.lazy import require
-from edgeconv.intake.guard import describe, first_line, user_code
+from edgeconv.intake.guard import describe, user_code
 from edgeconv.intake.modules import load_tensors, named_tensors, set_eval, walk_modules
-from edgeconv.intake.pickled import is_torchscript_archive, load_pickled_model
+from edgeconv.intake.pickled import is_torchscript_archive, load_pickled_model, load_weights_only
 from edgeconv.intake.pt2 import TRUST_HINT, load_exported_program
 
 TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript", ".jit", ".pt", ".pth")
@@ -166,18 +166,9 @@ def load_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
                        hint="the checkpoint's own code failed; is its model code importable from here?"):
             obj = torch.load(path, map_location="cpu", weights_only=False)
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except MemoryError as e:
-            raise ModelLoadError(f"weights {path} do not fit in memory", hint="is this the right file?") from e
-        except Exception as e:  # UnpicklingError and friends differ across torch versions
-            text = str(e)
-            if "weights_only" in text or "Unpickl" in type(e).__name__ or "GLOBAL" in text:
-                raise ModelLoadError(
-                    f"{path} needs arbitrary unpickling to load (it stores Python objects, not only tensors)",
-                    hint=TRUST_HINT) from e
-            raise ModelLoadError(f"cannot read weights {path}: {first_line(e)}",
-                                 hint="the file may be truncated or not a PyTorch checkpoint") from e
+        obj = load_weights_only(path, needs_code=(f"{path} needs arbitrary unpickling to load (it stores Python "
+                                                  "objects, not only tensors)", TRUST_HINT),
+                                unreadable=f"cannot read weights {path}")
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model", "ema"):
             if key in obj and obj[key] is not None and not isinstance(obj[key], (int, float, str)):

@@ -46,6 +46,22 @@ def is_torchscript_archive(path: Path) -> bool:
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
 
 
+def load_weights_only(path: Path, *, needs_code: tuple[str, str], unreadable: str) -> Any:
+    """``torch.load(weights_only=True)``: tensors and plain containers, nothing of the file's code. A file that needs
+    more is a ModelLoadError with ``needs_code`` (message, hint); one that does not read, with ``unreadable``."""
+    torch = require("torch", "torch")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except MemoryError as e:
+        raise ModelLoadError(f"{path} does not fit in memory", hint="is this the right file?") from e
+    except Exception as e:  # UnpicklingError and friends differ across torch versions
+        text = str(e)
+        if "weights_only" in text or "Unpickl" in type(e).__name__ or "GLOBAL" in text:
+            raise ModelLoadError(needs_code[0], hint=needs_code[1]) from e
+        raise ModelLoadError(f"{unreadable}: {first_line(e)}",
+                             hint="the file may be truncated or not a PyTorch checkpoint") from e
+
+
 def _find_module(obj: Any, torch: Any) -> tuple[Any, str | None]:
     if isinstance(obj, torch.nn.Module):
         return obj, None
@@ -87,21 +103,13 @@ def load_pickled_model(path: Path, *, trust: bool) -> tuple[Any, dict[str, Any]]
     ``input`` (an input spec) and ``preprocess`` defaults read from the checkpoint."""
     torch = require("torch", "torch")
     if not trust:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except MemoryError as e:
-            raise ModelLoadError(f"{path} does not fit in memory", hint="is this the right file?") from e
-        except Exception as e:  # UnpicklingError and friends differ across torch versions
-            text = str(e)
-            if "weights_only" in text or "Unpickl" in type(e).__name__ or "GLOBAL" in text:
-                raise ModelLoadError(
-                    f"{path} is a pickled model or checkpoint (it stores Python objects, as Ultralytics' and "
-                    "YOLOv5's .pt files do): loading it runs code the file names",
-                    hint="only if you trust its origin, pass --trust-checkpoint (the classes it names must be "
-                         f"importable here, e.g. pip install ultralytics); or --model FILE.py:FACTORY --weights "
-                         f"{path}") from e
-            raise ModelLoadError(f"{path} is neither a TorchScript file nor a readable PyTorch checkpoint: "
-                                 f"{first_line(e)}", hint="the file may be truncated or not a PyTorch file") from e
+        load_weights_only(
+            path, needs_code=(f"{path} is a pickled model or checkpoint (it stores Python objects, as Ultralytics' "
+                              "and YOLOv5's .pt files do): loading it runs code the file names",
+                              "only if you trust its origin, pass --trust-checkpoint (the classes it names must be "
+                              f"importable here, e.g. pip install ultralytics); or --model FILE.py:FACTORY "
+                              f"--weights {path}"),
+            unreadable=f"{path} is neither a TorchScript file nor a readable PyTorch checkpoint")
         raise ModelLoadError(f"{path} holds weights only (tensors, no model)",
                              hint=f"give the code that builds the model: --model FILE.py:FACTORY --weights {path}")
     with user_code(f"unpickling the trusted checkpoint {path}",
