@@ -6,6 +6,7 @@ import click
 
 from edgeconv.cli import handle_errors
 from edgeconv.core.console import emit_json, escape, print_table, stdout_to_stderr
+from edgeconv.tune.pareto import margin_text
 
 
 def _ints(values: tuple[str, ...], flag: str) -> list[int] | None:
@@ -71,7 +72,7 @@ def tune(model: str, weights: str | None, inputs: tuple[str, ...], devices: tupl
         t.add_row(*(escape(x) for x in r))
     print_table(t)
     click.echo(f"recommended: {doc['recommended'] or 'none within the budget'}"
-               + (f" -> {doc['best_path']}" if doc.get("best_path") else ""))
+               + (f" -> {doc['best_path']}" if doc.get("best_path") else "") + margin_text(doc.get("margin")))
     click.echo(f"tune.json: {out}/tune.json")
 
 

@@ -87,3 +87,30 @@ def recommend(points: list[Point], axis: str | None = None) -> Point | None:
     if not usable:
         return None
     return min(usable, key=lambda p: (p.p50_ms, p.cost(axis) if _finite(p.cost(axis)) else math.inf, p.id))
+
+
+def margin(results: list[dict[str, Any]], best_id: str | None) -> dict[str, Any] | None:
+    """How far the recommended candidate is ahead of the next fastest acceptable one, on the 95 % intervals of
+    their p50s: a lead inside the intervals is a tie this run cannot break (on a shared VM two runs of the same
+    search have swapped bf16 and int8 at the top), and the report says so instead of implying a clear winner."""
+    ok = [r for r in results if r.get("status") == "ok" and (r.get("latency_ms") or {}).get("p50") is not None]
+    best = next((r for r in ok if r["id"] == best_id), None)
+    rest = sorted((r for r in ok if r["id"] != best_id and r["artifact"] != (best or {}).get("artifact")),
+                  key=lambda r: r["latency_ms"]["p50"])
+    if best is None or not rest:
+        return None
+    nxt = rest[0]
+    hi = (best["latency_ms"].get("p50_ci") or [None, None])[1]
+    lo = (nxt["latency_ms"].get("p50_ci") or [None, None])[0]
+    separated = hi is not None and lo is not None and hi < lo
+    return {"runner_up": nxt["id"], "best_p50_ms": best["latency_ms"]["p50"], "runner_up_p50_ms":
+            nxt["latency_ms"]["p50"], "separated": separated}
+
+
+def margin_text(m: dict[str, Any] | None) -> str:
+    if not m:
+        return ""
+    how = "ahead beyond the 95 % intervals" if m["separated"] else \
+        "a tie within the 95 % intervals: rerun on a quiet machine, or with --min-seconds higher"
+    return (f" ({m['best_p50_ms']:.3g} ms; next other artifact {m['runner_up']} {m['runner_up_p50_ms']:.3g} ms: "
+            f"{how})")

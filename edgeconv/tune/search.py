@@ -19,7 +19,7 @@ from typing import Any
 
 from edgeconv.core.console import log, track
 from edgeconv.core.errors import ConfigError, EdgeconvError, MissingDependencyError
-from edgeconv.tune.pareto import Point, cost_axis, pareto_front, recommend, within_budget
+from edgeconv.tune.pareto import Point, cost_axis, margin, pareto_front, recommend, within_budget
 from edgeconv.tune.space import Candidate, candidates, device_profiles
 
 SCHEMA = "edgeconv.tune/1"
@@ -200,7 +200,7 @@ def _finish(out: Path, model: str, profiles: list[Any], space: Any, results: lis
            "search": {"max_candidates": opts.max_candidates, "time_budget_s": opts.time_budget_s,
                       "max_drop": opts.max_drop, "tried": len(results), "not_tried": dropped,
                       "excluded": space.excluded, "wall_s": round(wall, 1)},
-           "cost_axis": axis, "pareto": front, "recommended": best_id,
+           "cost_axis": axis, "pareto": front, "recommended": best_id, "margin": margin(results, best_id),
            "best_path": str(out / "best") if best else None, "candidates": results}
     (out / "tune.json").write_text(json.dumps(doc, indent=1, default=str) + "\n")
     from edgeconv.tune.table import markdown

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgeconv.tune.pareto import margin_text
+
 COLUMNS = ("candidate", "status", "p50 ms", "task Δ [95% CI]", "drift rel_l2", "front", "note")
 
 
@@ -45,7 +47,7 @@ def markdown(doc: dict[str, Any]) -> str:
              f"{search.get('tried')} candidate(s) tried in {search.get('wall_s')} s; cost axis: "
              f"{'task metric drop (points)' if doc.get('cost_axis') == 'task' else 'output drift (rel_l2)'}.", "",
              f"**Recommended:** {doc.get('recommended') or 'none within the budget'}"
-             + (f" (`{doc['best_path']}`)" if doc.get("best_path") else ""), "",
+             + (f" (`{doc['best_path']}`)" if doc.get("best_path") else "") + margin_text(doc.get("margin")), "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in rows(doc):
         lines.append("| " + " | ".join(x.replace("|", "\\|") for x in r) + " |")

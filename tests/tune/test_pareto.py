@@ -75,3 +75,21 @@ def test_table_shows_the_delta_interval_and_no_number_where_there_is_none() -> N
     assert a == ("a", "ok", "2", "-0.05 [-0.76, +0.76]", "0.07", "best", "")
     assert b[2:5] == ("-", "-", "-") and b[6] == "verification error: x"
     assert "| b | rejected | - | - | - |" in markdown(doc)
+
+
+def _res(cid: str, art: str, p50: float, lo: float, hi: float, status: str = "ok") -> dict:
+    return {"id": cid, "artifact": art, "status": status, "latency_ms": {"p50": p50, "p50_ci": [lo, hi]}}
+
+
+def test_the_recommendation_says_whether_its_lead_is_beyond_noise() -> None:
+    from edgeconv.tune.pareto import margin, margin_text
+
+    res = [_res("ov/int8/t2", "a", 2.13, 2.10, 2.16), _res("ov/int8/t1", "a", 2.0, 1.9, 2.1),
+           _res("ov/bf16/t2", "b", 3.13, 3.05, 3.20), _res("ov/fp32/t2", "c", 1.0, 0.9, 1.1, status="rejected")]
+    m = margin(res, "ov/int8/t2")  # the same artifact at another thread count and a rejected row do not count
+    assert m == {"runner_up": "ov/bf16/t2", "best_p50_ms": 2.13, "runner_up_p50_ms": 3.13, "separated": True}
+    assert "ahead beyond the 95 % intervals" in margin_text(m)
+    res[2] = _res("ov/bf16/t2", "b", 2.20, 2.12, 2.30)
+    m = margin(res, "ov/int8/t2")
+    assert not m["separated"] and "a tie within the 95 % intervals" in margin_text(m)
+    assert margin(res[:2], "ov/int8/t2") is None and margin_text(None) == ""
