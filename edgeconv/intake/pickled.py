@@ -20,7 +20,11 @@ Everything applied is recorded in the manifest's ``source`` block.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +48,23 @@ def is_torchscript_archive(path: Path) -> bool:
     except (zipfile.BadZipFile, OSError, ValueError):
         return False
     return any(n.endswith("/constants.pkl") or "/code/" in n for n in names)
+
+
+@contextlib.contextmanager
+def _cwd_importable() -> Iterator[None]:
+    """The working folder importable, behind every installed package, while a *trusted* checkpoint is unpickled:
+    a YOLOv5 ``best.pt`` names ``models.yolo.Model``, importable from the repository root, where ``python
+    export.py`` finds it (a console script does not put the working folder on ``sys.path``)."""
+    entry = os.getcwd()
+    added = entry not in sys.path
+    if added:
+        sys.path.append(entry)
+    try:
+        yield
+    finally:
+        if added:
+            with contextlib.suppress(ValueError):
+                sys.path.remove(entry)
 
 
 def load_weights_only(path: Path, *, needs_code: tuple[str, str], unreadable: str) -> Any:
@@ -114,8 +135,15 @@ def load_pickled_model(path: Path, *, trust: bool) -> tuple[Any, dict[str, Any]]
                              hint=f"give the code that builds the model: --model FILE.py:FACTORY --weights {path}")
     with user_code(f"unpickling the trusted checkpoint {path}",
                    hint="the checkpoint's own code failed: are the classes it names importable here "
-                        "(e.g. pip install ultralytics for an Ultralytics .pt)?"):
-        obj = torch.load(path, map_location="cpu", weights_only=False)
+                        "(e.g. pip install ultralytics for an Ultralytics .pt)?"), _cwd_importable():
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=False)
+        except ModuleNotFoundError as e:
+            raise ModelLoadError(
+                f"{path} names the module '{e.name}', which is not importable here",
+                hint=f"if '{str(e.name).split('.')[0]}' is a package, install it (an Ultralytics .pt needs pip "
+                     "install ultralytics); if it is the model's own code, run from the root of the code that saved "
+                     "it (YOLOv5: its repository) or put that folder on PYTHONPATH") from e
     module, key = _find_module(obj, torch)
     if module is None:
         what = f"a dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, dict) else type(obj).__name__

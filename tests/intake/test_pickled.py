@@ -134,3 +134,21 @@ def test_cli_converts_a_checkpoint_without_input_or_preprocess(fakeyolo, tmp_pat
     assert [i["shape"] for i in mf["inputs"]] == [[1, 3, 64, 64]] and len(mf["outputs"]) == 1
     assert mf["source"]["kind"] == "pickled-module" and mf["source"]["export_mode"] == ["Detect"]
     assert mf["verification"]["status"] == "ok"
+
+
+def test_trusted_unpickling_imports_from_the_working_folder_and_names_a_missing_module(
+        fakeyolo, tmp_path, monkeypatch) -> None:
+    """A YOLOv5 best.pt names ``models.yolo.Model``: importable from its repository root, where the user runs."""
+    import sys
+
+    ck = tmp_path / "best.pt"
+    _checkpoint(fakeyolo, ck)
+    sys.modules.pop("fakeyolo", None)
+    monkeypatch.syspath_prepend(str(tmp_path))  # (pytest's own path entries stay; the package is under pkgs/)
+    sys.path.remove(str(tmp_path / "pkgs"))
+    with pytest.raises(ModelLoadError) as e:
+        load_source(str(ck), trust_checkpoint=True)
+    assert "names the module 'fakeyolo'" in e.value.message and "install it" in e.value.hint
+    monkeypatch.chdir(tmp_path / "pkgs")
+    assert load_source(str(ck), trust_checkpoint=True).kind == "pickled-module"
+    assert str(tmp_path / "pkgs") not in sys.path  # only while unpickling
