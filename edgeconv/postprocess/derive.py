@@ -109,6 +109,34 @@ def _from_ultralytics(head: Any) -> dict[str, Any]:
     return d
 
 
+def from_onnx_metadata(onnx_path: Any) -> dict[str, Any] | None:
+    """Decode parameters an Ultralytics ONNX export writes into its ``metadata_props`` (``author: Ultralytics``,
+    ``task: detect``, ``names``, ``stride`` = the largest stride), so ``--model yolo11n.onnx --postprocess end2end``
+    needs no options; None for any other file. Which output form (decoded or per-level maps) is still read from the
+    graph's outputs."""
+    import ast
+
+    if onnx_path is None:
+        return None
+    try:
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(onnx_path), load_external_data=False).metadata_props}
+    except Exception:  # noqa: BLE001 - an unreadable file has no metadata to offer; the caller says what is missing
+        return None
+    if meta.get("author") != "Ultralytics" or meta.get("task") != "detect" or meta.get("end2end") == "True":
+        return None
+    try:
+        names = ast.literal_eval(meta.get("names", ""))
+        top = int(meta["stride"])
+    except (ValueError, SyntaxError, KeyError):
+        return None
+    if not isinstance(names, dict) or top not in (32, 64):
+        return None
+    strides = tuple(top >> k for k in range(top.bit_length() - 4, -1, -1))  # 32: 8, 16, 32; 64: 8 .. 64
+    return {"head": "yolov8", "num_classes": len(names), "strides": strides, "reg_max": 16}
+
+
 def _from_bundled(name: str, module: Any) -> dict[str, Any]:
     if name == "yolo":
         src = sys.modules.get(type(module).__module__) if module is not None else None
@@ -197,7 +225,7 @@ def _finish(d: dict[str, Any], outs: list[tuple[str, tuple[int, ...]]],
 
 def decode_params_from_module(module: Any, bundled_info: Mapping[str, Any] | None = None, *,
                               outputs: Outputs | None = None, input_size: Sequence[int] | None = None,
-                              **options: Any) -> DecodeParams:
+                              onnx_path: Any = None, **options: Any) -> DecodeParams:
     """Decode parameters of ``module``'s detection head; ``options`` fill or override (CLI strings accepted).
 
     ``bundled_info``: ``Prepared.info`` (``{"bundled": "yolo", ...}``) for the zoo models.  ``outputs``: the reference
@@ -218,7 +246,10 @@ def decode_params_from_module(module: Any, bundled_info: Mapping[str, Any] | Non
             raise _fail(f"unknown detection head: no Detect-style submodule in {type(module).__name__} (looked for "
                         "`stride` + `nc` + `anchors` (YOLOv5) or `reg_max` (YOLOv8/YOLO11))")
     elif not dec_opts.get("head"):
-        raise _fail("no PyTorch module and no head= option: the decode cannot be derived from an ONNX file alone")
+        d = from_onnx_metadata(onnx_path) or {}
+        if not d:
+            raise _fail("no PyTorch module and no head= option: the decode cannot be derived from an ONNX file "
+                        "alone (Ultralytics' own ONNX exports are read from their metadata)")
     d.update(dec_opts)
     size = _parse_option("input_size", input_size) if input_size is not None else None
     return _finish(d, _named_shapes(outputs), size)
@@ -235,6 +266,7 @@ def spec_for(prepared: Any, **options: Any) -> PostprocessSpec:
                     "drop --postprocess for this model")
     shape = ref.inputs[0].shape
     size = tuple(int(v) for v in shape[2:4]) if len(shape) == 4 and min(shape[2:4]) > 0 else None
+    src = getattr(ref, "source", None)
     dec = decode_params_from_module(ref.module, prepared.info or None, outputs=ref.outputs, input_size=size,
-                                    **dec_opts)
+                                    onnx_path=getattr(src, "onnx_path", None), **dec_opts)
     return PostprocessSpec(dec).with_options(**contract)
