@@ -175,7 +175,8 @@ def _inspect_artifact(path: Path) -> dict[str, Any]:
     if ver:
         tol = ", ".join(f"{k} {'>=' if k in ('cosine', 'snr_db') else '<='} {v}" for k, v in
                         (ver.get("tolerance") or {}).items())
-        info["verification"] = (f"{ver.get('status')} on {ver.get('samples')} inputs: max_abs "
+        kinds = ", ".join(f"{n} {k}" for k, n in (ver.get("inputs") or {}).items())  # "16 held-out", "4 real"
+        info["verification"] = (f"{ver.get('status')} on {kinds or ver.get('samples')} inputs: max_abs "
                                 f"{_num(d.get('max_abs'), '.2e')}, cosine {_num(d.get('cosine'), '.6f')}"
                                 f" (tolerance {tol or 'none'}){' [proxy runtime]' if ver.get('proxy') else ''}")
     info["verification_record"] = ver or None
