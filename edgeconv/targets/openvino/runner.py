@@ -76,6 +76,7 @@ class OpenVinoRunner(Runner):
                                            names[i] if i < len(names) else port.get_any_name()), i))
         self.input_names = [p.get_any_name() for p in self.compiled.inputs]
         self.last_route = "model"
+        self._queue: Any = None  # the last AsyncInferQueue, kept alive past its callbacks (infer_async)
 
     # -- inputs ------------------------------------------------------------------------------------------------
     def _relaxed_model(self) -> Any:
@@ -167,9 +168,15 @@ class OpenVinoRunner(Runner):
         finally:
             if was_enabled:
                 gc.enable()
+        # wait_all() returns once every request is done, which can be before the plugin thread that ran the last
+        # callback has dropped its handle on the request: were the queue freed now, that handle would be the last
+        # one, and the request's executor would be destroyed on its own thread (the same abort). The queue is
+        # kept until the next call or close(), long after those threads let go.
+        self._queue = queue
         return [r for r in results if r is not None]
 
     def close(self) -> None:
+        self._queue = None
         self.request = self.compiled = self._relaxed = None  # type: ignore[assignment]
 
 
