@@ -160,6 +160,11 @@ def _convert_rows(rows: list[Any], skips: list[ConvertOutcome], model: Any, *, u
                           else None, postprocess={"end2end": "auto"}.get(postprocess or "", postprocess),
                           postprocess_options=dict(postprocess_options or {}))
         outcomes: list[ConvertOutcome] = []
+        try:
+            planner.postprocess_spec()  # a decode that cannot be derived fails the request once
+        except EdgeconvError:
+            planner.close()
+            raise
         if dry_run:
             for row in rows:
                 oc = ConvertOutcome(row.profile.name, row.precision, row.dest, planned=True, plan=planner.describe(row))

@@ -168,6 +168,17 @@ class Planner:
             self._evaluators[k] = self.evaluator_factory(self.prep, pp, calibration)
         return self._evaluators[k]
 
+    def postprocess_spec(self) -> Any:
+        """The model's decode + NMS contract, derived once for every row (None without ``--postprocess``). A model
+        it cannot be derived for is the request's error, raised here once, not one identical failure per row."""
+        if not self.postprocess:
+            return None
+        if "spec" not in self._end2end:
+            from edgeconv import postprocess as pp
+
+            self._end2end["spec"] = pp.spec_for(self.prep, **self.postprocess_options)
+        return self._end2end["spec"]
+
     def end2end(self, row: PlanRow) -> tuple[Prepared, dict[str, Any] | None, tuple[str, ...]]:
         """The reference this row converts (end2end where asked), its contract record and INT8 keep-float nodes."""
         if not self.postprocess:
@@ -177,8 +188,7 @@ class Planner:
         from edgeconv import postprocess as pp
 
         backend = get_target(row.profile.backend)
-        if "spec" not in self._end2end:
-            self._end2end["spec"] = pp.spec_for(self.prep, **self.postprocess_options)
+        self.postprocess_spec()
         place = pp.plan_postprocess(backend.name, self._end2end["spec"], mode=self.postprocess,
                                     capabilities=backend.capabilities)
         spec = pp.effective_spec(self._end2end["spec"], place)

@@ -164,3 +164,15 @@ def test_an_int8_row_made_another_way_says_so_on_its_line() -> None:
     assert d["status"] == "ok" and d["route_note"] == "dynamic-range (full-integer did not convert)"
     art.manifest["conversion"] = {}
     assert _outcome_dict(ConvertOutcome("tflite", "int8", Path("o"), artifact=art))["route_note"] is None
+
+
+def test_a_decode_that_cannot_be_derived_fails_the_request_once(tmp_path: Path) -> None:
+    import torch
+
+    onnx_path = tmp_path / "m.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 4, 1), (torch.rand(1, 3, 8, 8),), str(onnx_path), dynamo=False,
+                      input_names=["x"], output_names=["y"])
+    res = CliRunner().invoke(main, ["convert", "--model", str(onnx_path), "-t", "onnxruntime", "-t", "openvino",
+                                    "--postprocess", "end2end", "--out", str(tmp_path / "o"), "--no-cache"])
+    assert res.exit_code == 2 and res.stderr.count("no PyTorch module and no head= option") == 1, res.stderr
+    assert not (tmp_path / "o" / "onnxruntime-fp32").exists()
