@@ -170,9 +170,9 @@ def verification_feeds(ref: ReferenceModel, calib: CalibrationSet | None, precis
     images, under its 0.97 bar), so reduced precisions are judged on these when there are any (kind ``held-out``).
     """
     n_real = n_real if n_real is not None else (4 if precision == "fp32" else 16)
-    feeds: list[tuple[str, dict[str, np.ndarray]]] = []
     if held_out and precision != "fp32":
         return [("held-out", f) for f in held_out[:n_real]]
+    feeds: list[tuple[str, dict[str, np.ndarray]]] = []
     if calib is not None:
         for i, f in enumerate(calib.feeds()):
             if i >= n_real:

@@ -188,10 +188,10 @@ class Planner:
         from edgeconv import postprocess as pp
 
         backend = get_target(row.profile.backend)
-        self.postprocess_spec()
-        place = pp.plan_postprocess(backend.name, self._end2end["spec"], mode=self.postprocess,
+        model_spec = self.postprocess_spec()
+        place = pp.plan_postprocess(backend.name, model_spec, mode=self.postprocess,
                                     capabilities=backend.capabilities)
-        spec = pp.effective_spec(self._end2end["spec"], place)
+        spec = pp.effective_spec(model_spec, place)
         memo = f"{place.stage}/{place.nms}/{place.torch_wrapper}/{place.tensorrt}"
         if memo not in self._end2end:
             work = self._end2end.get("work") or tempfile.mkdtemp(prefix="edgeconv-e2e-")

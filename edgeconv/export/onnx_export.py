@@ -17,6 +17,7 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -243,30 +244,30 @@ def onnx_outputs(path: Path | bytes, feeds: dict[str, np.ndarray], *, optimize: 
     return dict(zip(names, sess.run(names, feeds), strict=True))
 
 
+@contextlib.contextmanager
+def _native_chatter_to_debug(path: Path, route: str) -> Iterator[None]:
+    """What an exporter writes to fd 1/2 inside (the legacy exporter writes its whole TorchScript graph to fd 2
+    when it fails: "Torch IR graph at exception", ~175 lines on LPRNet) into ``path``, then into the debug log and
+    gone; not the terminal (``--verbose`` leaves it on the terminal)."""
+    try:
+        with native_output_to(path):
+            yield
+    finally:
+        if path.is_file():
+            text = path.read_text(errors="replace")
+            if text.strip():
+                log.debug("%s exporter output (%d lines):\n%s", route, text.count("\n"), text[-4000:])
+            path.unlink()
+
+
 def _export_one(route: str, wrapper: Any, module: Any, args: tuple, path: Path, inputs: list[TensorSpec],
                 output_names: list[str], opset: int, dynamic: DynamicSpec) -> int:
+    torch = require("torch", "torch")
     in_names = [s.name for s in inputs]
     script = is_script_module(module)
     sink = io.StringIO()
-    # the legacy exporter writes its whole TorchScript graph to fd 2 when it fails ("Torch IR graph at exception",
-    # ~175 lines on LPRNet): into a file next to the attempt, not the terminal (--verbose leaves it on the terminal)
-    chatter = path.with_name(f"{path.name}.log")
-    try:
-        return _run_exporter(route, wrapper, module, args, path, inputs, output_names, opset, dynamic, script,
-                             in_names, sink, native_output_to(chatter))
-    finally:
-        if chatter.is_file():
-            text = chatter.read_text(errors="replace")
-            if text.strip():
-                log.debug("%s exporter output (%d lines):\n%s", route, text.count("\n"), text[-4000:])
-            chatter.unlink()
-
-
-def _run_exporter(route: str, wrapper: Any, module: Any, args: tuple, path: Path, inputs: list[TensorSpec],
-                  output_names: list[str], opset: int, dynamic: DynamicSpec, script: bool, in_names: list[str],
-                  sink: io.StringIO, quiet: Any) -> int:
-    torch = require("torch", "torch")
-    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), quiet:
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sink), \
+            _native_chatter_to_debug(path.with_name(f"{path.name}.log"), route):
         warnings.simplefilter("ignore")
         logging.getLogger("torch").setLevel(logging.ERROR)
         if route == "legacy":

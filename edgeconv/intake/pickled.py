@@ -32,9 +32,10 @@ from edgeconv.core.errors import ModelLoadError
 from edgeconv.core.lazy import require
 from edgeconv.intake.guard import first_line, user_code
 
+#: detection heads (of the ``EXPORT_HEADS``) that are trained and predict on letterboxed RGB images scaled by 1/255
+DETECT_HEADS = ("Detect", "Segment", "Pose", "OBB", "v10Detect")
 #: head classes whose ``export`` flag switches them to a single decoded output (Ultralytics 8.x, YOLOv5)
-EXPORT_HEADS = ("Detect", "Segment", "Pose", "OBB", "v10Detect", "WorldDetect", "YOLOEDetect", "YOLOESegment",
-                "Classify", "RTDETRDecoder")
+EXPORT_HEADS = (*DETECT_HEADS, "WorldDetect", "YOLOEDetect", "YOLOESegment", "Classify", "RTDETRDecoder")
 #: where a checkpoint dict keeps the module, in the order its own loaders look
 MODULE_KEYS = ("ema", "model", "module", "net", "network")
 
@@ -165,6 +166,6 @@ def load_pickled_model(path: Path, *, trust: bool) -> tuple[Any, dict[str, Any]]
     if size is not None:
         details["input"] = f"images:1x3x{size[0]}x{size[1]}"
         details["input_from"] = "the checkpoint's training image size"
-    if heads and any(h in ("Detect", "Segment", "Pose", "OBB", "v10Detect") for h in heads):
-        details["preprocess"] = "color=RGB,resize=letterbox,scale=1/255"  # what Ultralytics trains and predicts with
+    if any(h in DETECT_HEADS for h in heads):
+        details["preprocess"] = "color=RGB,resize=letterbox,scale=1/255"
     return module, details
