@@ -33,7 +33,7 @@ from edgeconv.core.errors import (
 )
 from edgeconv.core.hashing import code_fingerprint, sha256_json
 from edgeconv.core.isolate import run_isolated
-from edgeconv.core.tensors import TensorSpec, parse_input_spec
+from edgeconv.core.tensors import TensorSpec, name_inputs, parse_input_spec
 from edgeconv.export.onnx_export import EXPORTERS, DynamicSpec
 from edgeconv.export.reference import REFERENCE_FILE, ReferenceModel, prepare_reference
 from edgeconv.intake.loader import load_source, parse_model_args
@@ -96,6 +96,8 @@ def prepare(model: Any, *, weights: str | None = None, model_args: dict[str, Any
     if not specs and source.details.get("input"):  # a checkpoint that knows its training image size
         specs = [parse_input_spec(source.details["input"])]
         log.info("input %s (%s; --input overrides)", source.details["input"], source.details.get("input_from"))
+    if any(not s.name for s in specs):
+        specs = name_inputs(specs, _input_names(source))
     if preprocess is None and source.details.get("preprocess") and specs and len(specs[0].shape) == 4:
         h, w = specs[0].shape[2:]
         preprocess = Preprocess.parse(f"size={h}x{w},{source.details['preprocess']}")
@@ -110,6 +112,24 @@ def prepare(model: Any, *, weights: str | None = None, model_args: dict[str, Any
              ref.record["simplify"].get("simplifier") or "not simplified", ref.record["simplify"]["nodes_before"],
              ref.record["simplify"]["nodes_after"])
     return Prepared(ref, preprocess, calib_dir, info)
+
+
+def _input_names(source: Any) -> list[str]:
+    """The model's own input names, in order: the ONNX graph's, or the parameters of the module's ``forward``."""
+    import inspect
+
+    if source.kind == "onnx":
+        import onnx
+
+        g = onnx.load(str(source.onnx_path or source.spec), load_external_data=False).graph
+        inits = {i.name for i in g.initializer}
+        return [v.name for v in g.input if v.name not in inits]
+    try:
+        params = inspect.signature(source.module.forward).parameters.values()
+    except (TypeError, ValueError, AttributeError):  # scripted or C++ modules may not have one
+        return []
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return [] if any(n.startswith("_") for n in names) else names  # `_x`, `__0`: generated, not names to keep
 
 
 def default_preprocess(ref: ReferenceModel) -> Preprocess:

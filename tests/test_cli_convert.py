@@ -43,6 +43,14 @@ def test_convert_onnxruntime_fp32_then_cache_hit(tmp_path: Path, tiny_weights: P
     assert (art / "model.onnx").read_bytes() == first
 
 
+def test_an_unnamed_input_takes_the_forward_parameters_name(tmp_path: Path, tiny_weights: Path) -> None:
+    code, out = run("convert", "--model", f"{FIX}:build", "--weights", str(tiny_weights), "--input", "1x3x64x64",
+                    "-t", "onnxruntime", "--out", str(tmp_path / "out"))
+    assert code == 0, out
+    m = json.loads((tmp_path / "out" / "onnxruntime-fp32" / "manifest.json").read_text())
+    assert m["inputs"][0]["name"] == "x" and m["inputs"][0]["shape"] == [1, 3, 64, 64]  # tiny_model's forward(x)
+
+
 @pytest.mark.parametrize(
     ("extra", "code", "needle"),
     [

@@ -33,7 +33,8 @@ def _write_trt_cache(ranges: dict[str, tuple[float, float]], path: Path) -> None
 @click.option("--model", "-m", required=True, help="FILE.py:FACTORY, TorchScript/.pt2/.onnx file, or zoo:NAME.")
 @click.option("--weights", "-w", help="state_dict checkpoint (.pt/.pth/.safetensors).")
 @click.option("--model-arg", multiple=True, metavar="KEY=VALUE", help="Keyword argument for the factory (repeatable).")
-@click.option("--input", "inputs", multiple=True, metavar="NAME:1x3xHxW[:dtype]", help="Model input (repeatable).")
+@click.option("--input", "inputs", multiple=True, metavar="[NAME:]1x3xHxW[:dtype]",
+              help="Model input (repeatable; without NAME the model's own input name).")
 @click.option("--calib", type=click.Path(), help="Image folder, class folders, YOLO split, COCO JSON or .npy/.npz "
               "(default: the bundled model's calibration images).")
 @click.option("--calib-size", default=512, show_default=True, help="Number of calibration samples (seeded).")

@@ -31,7 +31,8 @@ def _error_dict(e: EdgeconvError | None) -> dict[str, Any] | None:
 @click.option("--weights", "-w", help="state_dict checkpoint (.pt/.pth/.safetensors).")
 @click.option("--model-arg", multiple=True, metavar="KEY=VALUE", help="Keyword argument for the factory (repeatable).")
 @click.option("--trust-checkpoint", is_flag=True, help="Allow checkpoints that need arbitrary unpickling (runs code).")
-@click.option("--input", "inputs", multiple=True, metavar="NAME:1x3xHxW[:dtype]", help="Model input (repeatable).")
+@click.option("--input", "inputs", multiple=True, metavar="[NAME:]1x3xHxW[:dtype]",
+              help="Model input (repeatable; without NAME the model's own input name).")
 @click.option("--output-name", "output_names", multiple=True, help="Names for the model outputs, in order.")
 @click.option("--target", "-t", "targets", multiple=True, required=True,
               help="Profile name (see `edgeconv targets`) or path to a profile .toml (repeatable).")

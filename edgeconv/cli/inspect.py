@@ -35,7 +35,8 @@ def _num(v: Any, fmt: str) -> str:
 @click.command("inspect")
 @click.argument("thing")
 @click.option("--weights", "-w", help="Checkpoint, when THING is a FILE.py:FACTORY model.")
-@click.option("--input", "inputs", multiple=True, metavar="NAME:1x3xHxW[:dtype]", help="Model input (repeatable).")
+@click.option("--input", "inputs", multiple=True, metavar="[NAME:]1x3xHxW[:dtype]",
+              help="Model input (repeatable; without NAME the model's own input name).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def inspect_cmd(thing: str, weights: str | None, inputs: tuple[str, ...], as_json: bool) -> None:

@@ -45,7 +45,7 @@ class TensorSpec:
         return tuple(s if isinstance(s, int) and s > 0 else 1 for s in self.shape)
 
 
-_INPUT_RE = re.compile(r"^(?P<name>[A-Za-z_][\w.\-/]*):(?P<shape>\d+(?:x\d+)*)(?::(?P<dtype>\w+))?$")
+_INPUT_RE = re.compile(r"^(?:(?P<name>[A-Za-z_][\w.\-/]*):)?(?P<shape>\d+(?:x\d+)*)(?::(?P<dtype>\w+))?$")
 
 
 def _human(n: float) -> str:
@@ -75,13 +75,16 @@ def check_shape(name: str, shape: tuple[Any, ...], dtype: str, what: str) -> Non
 
 
 def parse_input_spec(text: str) -> TensorSpec:
-    """Parse ``name:1x3x320x320[:dtype]`` as given to ``--input``."""
+    """Parse ``[name:]1x3x320x320[:dtype]`` as given to ``--input``.
+
+    Without a name the spec's name is empty: the model decides it (:func:`name_inputs`), so ``--input 1x3x640x640``
+    works as an image size does in other exporters."""
     if not isinstance(text, str):
-        raise ConfigError(f"--input {text!r} must be a string NAME:1x3xHxW[:dtype]")
+        raise ConfigError(f"--input {text!r} must be a string [NAME:]1x3xHxW[:dtype]")
     m = _INPUT_RE.match(text.strip())
     if not m:
-        raise ConfigError(f"--input '{text}' is not of the form NAME:1x3xHxW[:dtype]",
-                          hint="e.g. --input images:1x3x320x320")
+        raise ConfigError(f"--input '{text}' is not of the form [NAME:]1x3xHxW[:dtype]",
+                          hint="e.g. --input 1x3x320x320 or --input images:1x3x320x320")
     dtype = m.group("dtype") or "float32"
     if dtype not in _DTYPES:
         raise ConfigError(f"--input '{text}': unknown dtype '{dtype}'", hint=f"one of {sorted(_DTYPES)}")
@@ -92,8 +95,26 @@ def parse_input_spec(text: str) -> TensorSpec:
     shape = tuple(int(s) for s in dims)
     if any(s <= 0 for s in shape):
         raise ConfigError(f"--input '{text}': every dimension must be positive")
-    check_shape(m.group("name"), shape, dtype, f"--input '{text}'")
-    return TensorSpec(m.group("name"), shape, dtype, "NCHW" if len(shape) == 4 else None)
+    name = m.group("name") or ""
+    check_shape(name or "input", shape, dtype, f"--input '{text}'")
+    return TensorSpec(name, shape, dtype, "NCHW" if len(shape) == 4 else None)
+
+
+def name_inputs(specs: list[TensorSpec], names: list[str]) -> list[TensorSpec]:
+    """Give unnamed specs (``--input 1x3x320x320``) the model's own input names, in order; ``images`` (one input)
+    or ``input<i>`` where the model does not say. Named specs are kept as given."""
+    out = []
+    for i, s in enumerate(specs):
+        if s.name:
+            out.append(s)
+            continue
+        name = names[i] if i < len(names) else ("images" if len(specs) == 1 else f"input{i}")
+        out.append(TensorSpec(name, s.shape, s.dtype, s.layout))
+    taken = [s.name for s in out]
+    dup = sorted({n for n in taken if taken.count(n) > 1})
+    if dup:
+        raise ConfigError(f"--input names {dup} are given twice", hint="name each input once: NAME:SHAPE")
+    return out
 
 
 def random_feeds(specs: list[TensorSpec], seed: int = 0, low: float = 0.0, high: float = 1.0) -> dict[str, np.ndarray]:

@@ -93,7 +93,8 @@ def _print(d: Any, top: int, all_rows: bool, plot_path: str | None) -> None:
 @click.command("lint")
 @click.argument("model")
 @click.option("--weights", "-w", help="Checkpoint, when MODEL is a FILE.py:FACTORY model.")
-@click.option("--input", "inputs", multiple=True, metavar="NAME:1x3xHxW[:dtype]", help="Model input (repeatable).")
+@click.option("--input", "inputs", multiple=True, metavar="[NAME:]1x3xHxW[:dtype]",
+              help="Model input (repeatable; without NAME the model's own input name).")
 @click.option("--calib", type=click.Path(), help="Calibration data (enables the range and outlier rules).")
 @click.option("--calib-size", default=512, show_default=True, help="Calibration samples the INT8 run would use.")
 @click.option("--preprocess", help="Preprocessing contract (as for convert).")

@@ -142,7 +142,7 @@ def prepare_reference(source: SourceModel, inputs: list[TensorSpec] | None, *, o
     """Export (unless the source is ONNX), verify, simplify; cached under the hash of everything involved."""
     dynamic = dynamic or DynamicSpec()
     if source.kind != "onnx" and not inputs:
-        raise ConfigError("a PyTorch model needs --input NAME:SHAPE (e.g. --input images:1x3x320x320)")
+        raise ConfigError("a PyTorch model needs --input SHAPE (e.g. --input 1x3x320x320)")
     if source.kind != "onnx":
         check_opset(opset, tuple(exporters))
     elif any(e not in EXPORTERS for e in exporters):

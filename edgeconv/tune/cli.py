@@ -25,7 +25,7 @@ def _ints(values: tuple[str, ...], flag: str) -> list[int] | None:
 @click.command("tune")
 @click.option("--model", "-m", required=True, help="FILE.py:FACTORY, MODULE:FACTORY, .onnx/.pt2/TorchScript, zoo:NAME.")
 @click.option("--weights", help="State dict / checkpoint / safetensors for a factory.")
-@click.option("--input", "inputs", multiple=True, help="Input spec NAME:1x3xHxW (repeatable).")
+@click.option("--input", "inputs", multiple=True, help="Input spec [NAME:]1x3xHxW (repeatable).")
 @click.option("--device", "devices", multiple=True, required=True,
               help="Profile name or .toml to search (repeatable), or `host`: every installed CPU backend here.")
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False), help="Result folder (tune.json, best/).")

@@ -83,3 +83,18 @@ def test_bad_profiles_are_rejected(tmp_path: Path) -> None:
         load_profile_file(p)
     p.write_text('backend = "openvino"\nthreads = 3\n')
     assert load_profile(str(p)).threads == 3
+
+
+def test_an_input_spec_without_a_name_takes_the_models_names() -> None:
+    from edgeconv.core.tensors import name_inputs, parse_input_spec
+
+    bare = parse_input_spec("1x3x320x320")
+    assert bare.name == "" and bare.shape == (1, 3, 320, 320) and bare.layout == "NCHW"
+    assert parse_input_spec("1x3x8x8:float16").dtype == "float16"
+    assert [s.name for s in name_inputs([bare], ["x"])] == ["x"]
+    assert [s.name for s in name_inputs([bare], [])] == ["images"]
+    two = [parse_input_spec("1x3x8x8"), parse_input_spec("1x4")]
+    assert [s.name for s in name_inputs(two, [])] == ["input0", "input1"]
+    assert [s.name for s in name_inputs([parse_input_spec("a:1x4"), bare], ["a", "b"])] == ["a", "b"]
+    with pytest.raises(ConfigError, match="given twice"):
+        name_inputs([parse_input_spec("b:1x4"), bare], ["a", "b"])
