@@ -19,6 +19,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -263,6 +264,10 @@ def load_source(model: Any, *, weights: str | None = None, model_args: dict[str,
     if not isinstance(model, str) or not model.strip():
         raise ConfigError(f"--model must be a spec string or an nn.Module, not {type(model).__name__}",
                           hint="e.g. 'mymodels.py:build', 'net.onnx', 'model.pt2', or pass the module object")
+    for spec, what in ((model, "--model"), (weights, "--weights")):
+        if isinstance(spec, str) and re.match(r"^[A-Za-z][\w+.-]*://", spec):
+            raise ConfigError(f"{what} {spec} is a URL; edgeconv reads local files only and downloads nothing",
+                              hint="download the file first and pass its path")
     path = Path(model)
     if path.suffix == ".onnx":
         if not path.is_file():

@@ -75,3 +75,15 @@ def test_onnx_source_with_weights_is_refused(tmp_path: Path) -> None:
     p.write_bytes(b"x")
     with pytest.raises(ConfigError):
         load_source(str(p), weights="w.pt")
+
+
+@pytest.mark.parametrize("arg", ["model", "weights"])
+def test_a_url_is_refused_as_one_line_naming_the_download(arg: str) -> None:
+    from edgeconv.core.errors import ConfigError
+    from edgeconv.intake.loader import load_source
+
+    kw = {"model": "https://example.com/yolo.onnx"} if arg == "model" else {
+        "model": "m.py:build", "weights": "hf://org/model/best.pt"}
+    with pytest.raises(ConfigError, match="is a URL") as ei:
+        load_source(**kw)
+    assert "download" in ei.value.hint
