@@ -31,7 +31,7 @@ from edgeconv.core.hashing import sha256_file, sha256_json
 from edgeconv.core.lazy import require
 from edgeconv.intake.guard import describe, user_code
 from edgeconv.intake.modules import load_tensors, named_tensors, set_eval, walk_modules
-from edgeconv.intake.pickled import is_torchscript_archive, load_pickled_model, load_weights_only
+from edgeconv.intake.pickled import is_torchscript_archive, load_pickled_model, load_trusted, load_weights_only
 from edgeconv.intake.pt2 import TRUST_HINT, load_exported_program
 
 TORCHSCRIPT_SUFFIXES = (".ts", ".torchscript", ".jit", ".pt", ".pth")
@@ -163,9 +163,7 @@ def load_state_dict(path: str | Path, *, trust: bool = False) -> dict[str, Any]:
     if path.suffix == ".safetensors":
         obj: Any = _safetensors(path)
     elif trust:
-        with user_code(f"unpickling the trusted checkpoint {path}",
-                       hint="the checkpoint's own code failed; is its model code importable from here?"):
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+        obj = load_trusted(path)
     else:
         obj = load_weights_only(path, needs_code=(f"{path} needs arbitrary unpickling to load (it stores Python "
                                                   "objects, not only tensors)", TRUST_HINT),

@@ -120,6 +120,23 @@ def _export_mode(module: Any) -> list[str]:
     return sorted(set(switched))
 
 
+def load_trusted(path: Path) -> Any:
+    """``torch.load`` of a checkpoint the user trusts (``--trust-checkpoint``): the working folder importable, a
+    module it names that is missing one error naming it, anything its own code raises a model-load error."""
+    torch = require("torch", "torch")
+    with user_code(f"unpickling the trusted checkpoint {path}",
+                   hint="the checkpoint's own code failed: are the classes it names importable here "
+                        "(e.g. pip install ultralytics for an Ultralytics .pt)?"), _cwd_importable():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except ModuleNotFoundError as e:
+            raise ModelLoadError(
+                f"{path} names the module '{e.name}', which is not importable here",
+                hint=f"if '{str(e.name).split('.')[0]}' is a package, install it (an Ultralytics .pt needs pip "
+                     "install ultralytics); if it is the model's own code, run from the root of the code that saved "
+                     "it (YOLOv5: its repository) or put that folder on PYTHONPATH") from e
+
+
 def load_pickled_model(path: Path, *, trust: bool) -> tuple[Any, dict[str, Any]]:
     """``(module, details)`` from a pickled model or checkpoint; ``details`` says what was applied and may carry
     ``input`` (an input spec) and ``preprocess`` defaults read from the checkpoint."""
@@ -134,17 +151,7 @@ def load_pickled_model(path: Path, *, trust: bool) -> tuple[Any, dict[str, Any]]
             unreadable=f"{path} is neither a TorchScript file nor a readable PyTorch checkpoint")
         raise ModelLoadError(f"{path} holds weights only (tensors, no model)",
                              hint=f"give the code that builds the model: --model FILE.py:FACTORY --weights {path}")
-    with user_code(f"unpickling the trusted checkpoint {path}",
-                   hint="the checkpoint's own code failed: are the classes it names importable here "
-                        "(e.g. pip install ultralytics for an Ultralytics .pt)?"), _cwd_importable():
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
-        except ModuleNotFoundError as e:
-            raise ModelLoadError(
-                f"{path} names the module '{e.name}', which is not importable here",
-                hint=f"if '{str(e.name).split('.')[0]}' is a package, install it (an Ultralytics .pt needs pip "
-                     "install ultralytics); if it is the model's own code, run from the root of the code that saved "
-                     "it (YOLOv5: its repository) or put that folder on PYTHONPATH") from e
+    obj = load_trusted(path)
     module, key = _find_module(obj, torch)
     if module is None:
         what = f"a dict with keys {sorted(map(str, obj))[:8]}" if isinstance(obj, dict) else type(obj).__name__

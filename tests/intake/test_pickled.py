@@ -152,3 +152,22 @@ def test_trusted_unpickling_imports_from_the_working_folder_and_names_a_missing_
     monkeypatch.chdir(tmp_path / "pkgs")
     assert load_source(str(ck), trust_checkpoint=True).kind == "pickled-module"
     assert str(tmp_path / "pkgs") not in sys.path  # only while unpickling
+
+
+def test_trusted_weights_of_a_factory_get_the_same_import_rules(fakeyolo, tmp_path, monkeypatch) -> None:
+    """``--model FILE.py:FACTORY --weights best.pt --trust-checkpoint``: the checkpoint's pickled classes are found
+    from the working folder, and a missing one is named, as for ``--model best.pt``."""
+    import sys
+
+    from edgeconv.intake.loader import load_state_dict
+
+    ck = tmp_path / "best.pt"
+    ref = _checkpoint(fakeyolo, ck)
+    sys.modules.pop("fakeyolo", None)
+    sys.path.remove(str(tmp_path / "pkgs"))
+    with pytest.raises(ModelLoadError) as e:
+        load_state_dict(ck, trust=True)
+    assert "names the module 'fakeyolo'" in e.value.message
+    monkeypatch.chdir(tmp_path / "pkgs")
+    state = load_state_dict(ck, trust=True)
+    assert set(state) == set(ref.state_dict()) and str(tmp_path / "pkgs") not in sys.path
