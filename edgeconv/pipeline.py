@@ -452,8 +452,7 @@ def _build(prep: Prepared, backend: Target, ctx: ConvertContext, out: Path, key:
     ref, profile, precision = prep.reference, ctx.profile, ctx.precision
     sample = ctx.calibration or _verification_sample(prep, ctx.preprocess)
     ev = ctx.evaluator
-    held_out = [f for f, _ in ev.items] if ev is not None and ev.items and \
-        "calibration" not in str(ev.meta.get("source", "calibration")) else None
+    held_out = [f for f, _ in ev.items] if ev is not None and ev.held_out and ev.items else None
     tagged = verification_feeds(ref, sample, precision, preprocess=ctx.preprocess, held_out=held_out)
     ctx.sample_feeds = [f for _, f in tagged]
     ctx.sample_kinds = [k for k, _ in tagged]

@@ -145,4 +145,5 @@ def task_evaluator(info: dict[str, Any], reference: Any, preprocess: Preprocess 
     fp = sha256_json({"data": [str(Path(p).name) + sha256_file(p) for p in ev.files], "task": task,
                       "post": post_spec, "metric": metric, "preprocess": preprocess.to_dict(), "labels": labels_fp,
                       "symbols": getattr(tk, "symbols", None)})
-    return TaskEvaluator(metric, items, score, fp, {"unit": "points", "source": ev.source, "task": tk.name})
+    return TaskEvaluator(metric, items, score, fp, {"unit": "points", "source": ev.source, "task": tk.name},
+                         held_out=True)

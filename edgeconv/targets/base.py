@@ -96,6 +96,9 @@ class TaskEvaluator:
     score: Callable[[list[dict[str, np.ndarray]], list[Any]], float]
     fingerprint: str
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the items are inputs the artifact was not fitted to (labelled evaluation data, disjoint from --calib), so
+    #: its tensor drift is judged on them too; False for calibration-sample evaluators
+    held_out: bool = False
 
     def evaluate(self, infer: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]) -> float:
         return float(self.score([infer(f) for f, _ in self.items], [label for _, label in self.items]))

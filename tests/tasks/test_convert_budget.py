@@ -39,6 +39,7 @@ def test_ctc_int8_is_checked_on_exact_match(fragile: bool, tmp_path: Path) -> No
     task = m["verification"]["task"]
     assert m["verification"]["task_checked"] and task["metric"] == "exact_match" and task["task"] == "ctc"
     assert task["samples"] == 30 and task["reference"] == 100.0 and task["delta"] >= -task["budget"]
+    assert m["verification"]["inputs"] == {"held-out": 16}  # drift judged on the labelled data, not on --calib
     fb = m.get("int8_fallback")
     if fragile:  # plain INT8 decodes nothing right; the plan keeps the head in float to stay in budget
         assert fb["baseline_delta"] < -50 and fb["ok"] and any("head" in n for n in fb["keep_fp32_nodes"])
