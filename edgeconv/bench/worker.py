@@ -94,7 +94,9 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
                           "total": (t_first - t0) * 1e3},
         "rss_before_mb": rss_before,
     }
-    if not res["proxy"]:  # a stand-in runtime's kernels are not the device's
+    # The kernels that ran are described by the worker that times them: a stand-in runtime's are not the device's,
+    # and an accuracy-only pass (its row is timed by a latency worker later) would only compute it twice.
+    if not res["proxy"] and not job.get("skip_latency"):
         try:
             res["compute"] = runner.compute(str(art.manifest.get("precision", "fp32")))
         except Exception as e:  # noqa: BLE001 - a description must never fail a measurement
