@@ -195,3 +195,32 @@ def test_board_profile_computes_fp16_only_for_fp16_rows(tiny_prepared, out_root:
     art = convert_reference(tiny_prepared, "arm-board-mnn", out=out_root / f"board-{precision}", precision=precision,
                             use_cache=False)
     assert art.manifest["conversion"]["runtime"]["precision_mode"] == mode
+
+
+class _ScoresAndArgmax(__import__("torch").nn.Module):
+    def __init__(self) -> None:
+        import torch
+
+        super().__init__()
+        torch.manual_seed(0)
+        self.c = torch.nn.Conv2d(3, 5, 3, 1, 1)
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        s = self.c(x)
+        return s, s.argmax(1)
+
+
+def test_integer_outputs_come_back_as_integers(tmp_path: Path) -> None:
+    """An ArgMax output is int32 in MNN: read through a float host tensor it was its bits as floats (max_abs 4)."""
+    prep = prepare(_ScoresAndArgmax().eval(), inputs=["x:1x3x16x16"], use_cache=False)
+    art = convert_reference(prep, "mnn", out=tmp_path / "fp32", precision="fp32", use_cache=False)
+    assert art.manifest["verification"]["status"] == "ok"
+    assert art.manifest["verification"]["drift"]["max_abs"] < 1e-4
+
+
+def test_an_output_the_int8_tool_dropped_is_named(tiny_prepared, tmp_path: Path) -> None:
+    from edgeconv.targets.mnn.runner import MnnRunner
+
+    art = convert_reference(tiny_prepared, "mnn", out=tmp_path / "fp32", precision="fp32", use_cache=False)
+    with pytest.raises(ConversionError, match="has no output 'lost'"):
+        MnnRunner(art.file("model"), io={"inputs": {"images": "images"}, "outputs": {"lost": "nope"}})

@@ -535,3 +535,18 @@ def test_residual_silu_converts_to_swish_layers_only(tmp_path: Path) -> None:
     plain = convert_reference(prep, "ncnn", out=tmp_path / "plain", precision="fp32", use_cache=False,
                               options={"fuse": False})
     assert "Sigmoid" in plain.file("model").read_text()  # what pnnx alone leaves, so the test above tests the fusion
+
+
+def test_a_layer_the_ncnn_build_lacks_is_named_when_the_net_is_loaded(tmp_path: Path) -> None:
+    """pnnx writes an ArgMax layer the pip wheel is built without; ncnn's load_param then fails with its reason on
+    stderr only. The runner names the layer instead of 'could not load'."""
+    import ncnn
+
+    from edgeconv.targets.ncnn.runner import NcnnRunner, missing_layers
+
+    param = tmp_path / "m.param"
+    param.write_text("7767517\n3 3\nInput in0 0 1 in0\nAbsVal abs 1 1 in0 a\nArgMax am 1 1 a out0\n")
+    (tmp_path / "m.bin").write_bytes(b"")
+    assert missing_layers(ncnn, param) == ["ArgMax"]
+    with pytest.raises(ConversionError, match="no ArgMax layer"):
+        NcnnRunner(param, tmp_path / "m.bin", inputs={"x": ("in0", (1, 3, 4, 4))}, outputs={})

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeconv.core.errors import VerificationError
+from edgeconv.core.errors import ConversionError, VerificationError
 from edgeconv.core.lazy import require
 from edgeconv.targets.base import Runner
 
@@ -44,6 +44,13 @@ class MnnRunner(Runner):
         self.session = self.interpreter.createSession(self.config)
         self.io = io
         self._shapes: dict[str, tuple[int, ...]] = {}
+        have = set(self.interpreter_outputs())
+        lost = [ref for ref, name in io.get("outputs", {}).items() if name not in have]
+        if lost:  # MNN's quantization tool drops an output that also feeds another layer (ArgMax of the logits)
+            raise ConversionError(f"{Path(model).name} has no output {', '.join(map(repr, lost))} (it has "
+                                  f"{', '.join(sorted(have)) or 'none'})",
+                                  hint="an output that also feeds another layer can be lost in MNN's INT8 "
+                                       "tool; make it a separate copy in the model or choose another target")
 
     @classmethod
     def from_artifact(cls, artifact: Any, threads: int | None = None, **kw: Any) -> MnnRunner:
@@ -90,24 +97,36 @@ class MnnRunner(Runner):
         if changed:
             self.interpreter.resizeSession(self.session)
 
+    def _type(self, tensor: Any) -> tuple[Any, Any]:
+        """The Halide type and numpy dtype of a session tensor: an integer output (ArgMax, TopK indices) copied
+        into a float host tensor would come back as its int32 bits read as floats."""
+        MNN, d = self.MNN, tensor.getDataType()
+        for name, dtype in (("Int", np.int32), ("Int64", np.int64), ("Uint8", np.uint8), ("Double", np.float64)):
+            if d == getattr(MNN, f"Halide_Type_{name}", None):
+                return getattr(MNN, f"Halide_Type_{name}"), dtype
+        return MNN.Halide_Type_Float, np.float32
+
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         MNN = self.MNN
         self._resize(feeds)
         hosts = []  # host tensors must outlive runSession (they wrap the numpy buffers)
         for ref_name, mnn_name in self.io["inputs"].items():
-            x = np.ascontiguousarray(feeds[ref_name], dtype=np.float32).copy()
-            host = MNN.Tensor(x.shape, MNN.Halide_Type_Float, x, MNN.Tensor_DimensionType_Caffe)
-            self.interpreter.getSessionInput(self.session, mnn_name).copyFrom(host)
+            t_in = self.interpreter.getSessionInput(self.session, mnn_name)
+            halide, dtype = self._type(t_in)
+            x = np.ascontiguousarray(feeds[ref_name], dtype=dtype).copy()
+            host = MNN.Tensor(x.shape, halide, x, MNN.Tensor_DimensionType_Caffe)
+            t_in.copyFrom(host)
             hosts.append((x, host))
         self.interpreter.runSession(self.session)
         out = {}
         for ref_name, mnn_name in self.io["outputs"].items():
             t = self.interpreter.getSessionOutput(self.session, mnn_name)
             shape = tuple(t.getShape())
-            buf = np.zeros(shape, np.float32)
-            host = MNN.Tensor(shape, MNN.Halide_Type_Float, buf, MNN.Tensor_DimensionType_Caffe)
+            halide, dtype = self._type(t)
+            buf = np.zeros(shape, dtype)
+            host = MNN.Tensor(shape, halide, buf, MNN.Tensor_DimensionType_Caffe)
             t.copyToHostTensor(host)
-            out[ref_name] = np.array(host.getNumpyData(), dtype=np.float32, copy=True).reshape(shape)
+            out[ref_name] = np.array(host.getNumpyData(), dtype=dtype, copy=True).reshape(shape)
         del hosts
         return out
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeconv.core.errors import VerificationError
+from edgeconv.core.errors import ConversionError, VerificationError
 from edgeconv.core.isolate import in_forked_child
 from edgeconv.core.lazy import require
 from edgeconv.targets.base import Runner
@@ -71,6 +71,18 @@ def wrappable_inputs(param: Path, blobs: list[str]) -> frozenset[str]:
     return frozenset(ok)
 
 
+def missing_layers(ncnn: Any, param: Path) -> list[str]:
+    """Layer types of ``param`` this ncnn build cannot create (pnnx writes layers, e.g. ArgMax, that the pip
+    wheel is built without: ``load_param`` then fails with only "layer ArgMax not exists or registered" on stderr)."""
+    from edgeconv.targets.ncnn.ncnnfile import parse_param
+
+    try:
+        layers, _ = parse_param(param.read_text())
+    except Exception:  # noqa: BLE001 - an unparsable file is reported by the caller as such
+        return []
+    return sorted({la.type for la in layers if ncnn.create_layer(la.type) is None})
+
+
 class NcnnRunner(Runner):
     def __init__(self, param: Path | str, bin_: Path | str, *, inputs: dict[str, tuple[str, tuple[int, ...]]],
                  outputs: dict[str, tuple[str, tuple[int, ...]]], runtime: dict[str, Any] | None = None,
@@ -79,8 +91,15 @@ class NcnnRunner(Runner):
         self.ncnn = require("ncnn", "ncnn")
         self.net = self.ncnn.Net()
         self.net.opt = make_option(self.ncnn, runtime or {}, threads)
-        if self.net.load_param(str(param)) != 0 or self.net.load_model(str(bin_)) != 0:
-            raise VerificationError(f"ncnn could not load {param} / {bin_}")
+        if self.net.load_param(str(param)) != 0:
+            missing = missing_layers(self.ncnn, Path(param))
+            if missing:
+                raise ConversionError(
+                    f"this ncnn build has no {', '.join(missing)} layer: the converted net cannot run here",
+                    hint="compute it outside the model (e.g. argmax in post-processing) or choose another target")
+            raise VerificationError(f"ncnn could not load {Path(param).name} (ncnn rejected the .param file)")
+        if self.net.load_model(str(bin_)) != 0:
+            raise VerificationError(f"ncnn could not load the weights {Path(bin_).name} for {Path(param).name}")
         self.inputs, self.outputs = inputs, outputs
         self._wrap = wrappable_inputs(Path(param), [blob for blob, _ in inputs.values()])
         self._sizes = {name: int(np.prod(shape[1:], dtype=np.int64)) for name, (_, shape) in outputs.items()}
