@@ -53,6 +53,25 @@ class ChannelStep(nn.Module):
         return x[:, ::2] * 2.0
 
 
+class Peaks(nn.Module):
+    """CenterNet's in-graph NMS: keep a heatmap value where its 3x3 max pool equals it (a float mask or a where)."""
+
+    def __init__(self, where: bool = False) -> None:
+        super().__init__()
+        self.where = where
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        h = torch.sigmoid(self.conv(x))
+        m = torch.nn.functional.max_pool2d(h, 3, 1, 1)
+        return torch.where(m == h, h, torch.zeros_like(h)) if self.where else h * (m == h).float()
+
+
+def build_peaks(where: bool = False) -> nn.Module:
+    torch.manual_seed(0)
+    return Peaks(where).eval()
+
+
 def build_focus() -> nn.Module:
     torch.manual_seed(0)
     return Focus().eval()
@@ -85,6 +104,33 @@ def test_focus_rewrite_is_exact_and_folds_into_conv(tmp_path: Path) -> None:
     after = run_onnx(model, x)[0]
     # only the conv's summation order over input channels changed (weights permuted): float-rounding identical
     np.testing.assert_allclose(after, before, rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("where", [False, True])
+def test_peak_test_becomes_exact_arithmetic(tmp_path: Path, where: bool) -> None:
+    """Equal(max_pool(h), h) has no ncnn layer; 1 - min(ceil(pool - h), 1) is the same mask bit for bit, ties
+    (flat regions: several equal maxima in a window) included."""
+    path = export(build_peaks(where), (1, 3, 16, 16), tmp_path / "peaks.onnx")
+    model = onnx.load(str(path))
+    rng = np.random.default_rng(0)
+    xs = [rng.random((1, 3, 16, 16), dtype=np.float32), np.zeros((1, 3, 16, 16), np.float32),
+          np.round(rng.random((1, 3, 16, 16)) * 2).astype(np.float32)]  # noise, flat, few levels: many ties
+    before = [run_onnx(model, x)[0] for x in xs]
+    model, done = apply_rewrites(model)
+    assert [d["rewrite"] for d in done] == ["peak-equal->arithmetic"]
+    assert not any(n.op_type in ("Equal", "Cast", "Where") for n in model.graph.node)
+    for x, b in zip(xs, before, strict=True):
+        assert np.array_equal(run_onnx(model, x)[0], b)
+
+
+def test_an_equal_that_is_not_a_peak_test_is_left_alone(tmp_path: Path) -> None:
+    class Eq(nn.Module):
+        def forward(self, x):
+            return (x == 0.5).float() * x
+
+    model = onnx.load(str(export(Eq(), (1, 3, 8, 8), tmp_path / "eq.onnx")))
+    _, done = apply_rewrites(model)
+    assert done == []
 
 
 def test_focus_without_conv_uses_exact_subsampling(tmp_path: Path) -> None:
@@ -166,6 +212,16 @@ def test_tiny_model_converts_and_verifies(tiny_prepared, tmp_path: Path, precisi
         assert m["verification"]["drift"]["cosine"] >= 0.999
         tags = ncnnfile.load(art.file("model"), art.file("weights"))
         assert any(w.data.dtype == np.float16 for la in tags.layers for w in la.weights)
+
+
+@pytest.mark.parametrize("where", [False, True])
+def test_centernet_peaks_convert_and_verify(tmp_path: Path, where: bool) -> None:
+    from edgeconv.pipeline import convert_reference, prepare
+
+    prep = prepare(build_peaks(where), inputs=["x:1x3x32x32"], use_cache=False)
+    art = convert_reference(prep, "ncnn", out=tmp_path / "a", precision="fp32", use_cache=False)
+    assert art.manifest["verification"]["status"] == "ok"
+    assert [r["rewrite"] for r in art.manifest["conversion"]["rewrites"]] == ["peak-equal->arithmetic"]
 
 
 def test_focus_model_converts_fp32(tmp_path: Path) -> None:

@@ -12,7 +12,14 @@ ncnn's Crop layer has no step, and pnnx leaves step-2 ``Slice`` as an unconverti
   Focus without a convolution after it) becomes a step-1 ``Slice`` (only when it crops) plus a 1×1 ``MaxPool``
   with the steps as strides: picking one element per window is exact, and ncnn runs it as ``Pooling``.
 Anything else with a step (channel/batch axes, negative steps, unknown shapes) is a ``ConversionError`` naming the
-node.  Every rewrite is recorded for the artifact's manifest.
+node.
+
+ncnn has no comparison layers either (pnnx leaves ``torch.eq`` / ``Tensor.to`` unconverted). The one comparison
+detectors put in the graph is CenterNet's peak test ``heat * (max_pool3x3(heat) == heat)``: a stride-1 max pool
+over a window that holds the element itself is never below it, so ``d = pool - x >= 0`` and
+``(pool == x) = 1 - min(ceil(d), 1)`` — exact for every finite input (``ceil`` of any positive ``d`` is >= 1).
+``Equal`` of such a pair read through ``Cast(to=float)`` or ``Where(eq, x, 0)`` becomes that arithmetic.
+Every rewrite is recorded for the artifact's manifest.
 """
 
 from __future__ import annotations
@@ -211,6 +218,58 @@ def _rewrite_step_slice(G: _Graph, node: Any) -> dict[str, Any]:
     return {"rewrite": "step-slice->maxpool1x1", "nodes": [node.name], "strides": strides}
 
 
+def _peak_pair(G: _Graph, eq: Any) -> tuple[str, str] | None:
+    """``(pool, x)`` when ``eq`` compares a stride-1, same-size MaxPool of ``x`` with ``x`` (either order)."""
+    for a, b in ((0, 1), (1, 0)):
+        pool = G.producer(eq.input[a])
+        if pool is None or pool.op_type != "MaxPool" or pool.input[0] != eq.input[b]:
+            continue
+        attrs = {x.name: G.onnx.helper.get_attribute_value(x) for x in pool.attribute}
+        shape_in, shape_out = G.shapes.get(pool.input[0]), G.shapes.get(pool.output[0])
+        if any(st != 1 for st in attrs.get("strides", [1])) or any(d != 1 for d in attrs.get("dilations", [1])):
+            continue
+        if not shape_in or None in shape_in or shape_in != shape_out:
+            continue
+        return pool.output[0], pool.input[0]
+    return None
+
+
+def _rewrite_peak_equal(G: _Graph, eq: Any) -> dict[str, Any] | None:
+    """``Equal(max_pool(x), x)`` read as a float mask (``Cast``) or by ``Where(eq, x, 0)``, as exact arithmetic."""
+    pair = _peak_pair(G, eq)
+    users = G.consumers(eq.output[0])
+    if pair is None or G.is_graph_output(eq.output[0]) or not users:
+        return None
+    def zeros_for(t: str, like: str) -> bool:  # a constant 0 that does not widen the output beyond ``like``
+        c = G.const(t)
+        return c is not None and not np.any(c) and (c.size == 1 or list(c.shape) == G.shapes.get(like))
+
+    for u in users:
+        to = next((G.onnx.helper.get_attribute_value(a) for a in u.attribute if a.name == "to"), None)
+        if not (u.op_type == "Cast" and to == G.onnx.TensorProto.FLOAT) and not (
+                u.op_type == "Where" and u.input[0] == eq.output[0] and zeros_for(u.input[2], u.input[1])):
+            return None
+    pool, x = pair
+    oh = G.onnx.helper
+    one = G.add_init("one", np.array(1.0, np.float32))
+    d, c, mn = G.fresh(eq.output[0] + "_d"), G.fresh(eq.output[0] + "_ceil"), G.fresh(eq.output[0] + "_min")
+    mask = G.fresh(eq.output[0] + "_mask")
+    new = [oh.make_node("Sub", [pool, x], [d], name=G.fresh(eq.name + "_d")),
+           oh.make_node("Ceil", [d], [c], name=G.fresh(eq.name + "_ceil")),
+           oh.make_node("Min", [c, one], [mn], name=G.fresh(eq.name + "_min")),
+           oh.make_node("Sub", [one, mn], [mask], name=G.fresh(eq.name + "_mask"))]
+    for u in users:  # each reader becomes an Identity of the mask or a product with it, under its own output name
+        idx = list(G.g.node).index(u)
+        G.g.node.remove(u)
+        G.g.node.insert(idx, oh.make_node("Identity", [mask], [u.output[0]], name=u.name) if u.op_type == "Cast"
+                        else oh.make_node("Mul", [u.input[1], mask], [u.output[0]], name=u.name))
+    idx = list(G.g.node).index(eq)
+    G.g.node.remove(eq)
+    for i, nd in enumerate(new):
+        G.g.node.insert(idx + i, nd)
+    return {"rewrite": "peak-equal->arithmetic", "nodes": [eq.name] + [u.name for u in users], "pool": pool}
+
+
 def _dynamic_tensors(G: _Graph) -> set[str]:
     """Tensors that depend on a graph input (slices of constants are folded by pnnx: leave them alone)."""
     dyn = {i.name for i in G.g.input if i.name not in G.inits}
@@ -236,6 +295,13 @@ def apply_rewrites(model: Any) -> tuple[Any, list[dict[str, Any]]]:
         if rec:
             done.append(rec)
     if done:
+        G = _Graph(model)
+    n_before = len(done)
+    for eq in [n for n in G.g.node if n.op_type == "Equal"]:
+        rec = _rewrite_peak_equal(G, eq)
+        if rec:
+            done.append(rec)
+    if len(done) > n_before:
         G = _Graph(model)
     dynamic = _dynamic_tensors(G)
     for node in [n for n in G.g.node if _has_step(G, n, dynamic)]:
