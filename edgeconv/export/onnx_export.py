@@ -170,7 +170,11 @@ class _Flatten:
 
 
 def flatten_outputs(out: Any) -> list[Any]:
-    """Tensors of a model's output in a stable order (tuples/lists in order, dicts by insertion order)."""
+    """Tensors of a model's output in a stable order (tuples/lists in order, dicts by insertion order); ``None``
+    entries (an auxiliary output a model returns only in training, ``(y, None)``) are no outputs, as both
+    exporters drop them."""
+    if out is None:
+        return []
     if isinstance(out, dict):
         return [t for v in out.values() for t in flatten_outputs(v)]
     if isinstance(out, (list, tuple)):
@@ -192,14 +196,23 @@ def torch_outputs(module: Any, feeds: dict[str, np.ndarray], inputs: list[Tensor
     with user_code(f"running {model_name} on --input {shapes}", hint=hint), torch.no_grad():
         out = module(*[torch.from_numpy(np.ascontiguousarray(feeds[s.name])) for s in inputs])
     flat = flatten_outputs(out)
+    if flat and isinstance(out, (tuple, list, dict)) and _has_none(out):
+        log.info("%s returns None among its outputs: not an output of the converted model", model_name)
     bad = [i for i, t in enumerate(flat) if not isinstance(t, torch.Tensor)]
     if not flat or bad:
-        what = ("None" if out is None else "nothing" if not flat
+        what = ("no tensor (None, or only empty containers and None)" if not flat
                 else f"{type(flat[bad[0]]).__name__} as output {bad[0]}")
         raise ModelLoadError(f"{model_name} returned {what}; edgeconv converts models whose forward returns tensors "
                              "(a tensor, or tuples/lists/dicts of them)",
                              hint="return the tensors from forward (wrap the model if it returns other objects)")
     return [t.detach().cpu().numpy() for t in flat]
+
+
+def _has_none(out: Any) -> bool:
+    if out is None:
+        return True
+    vals = out.values() if isinstance(out, dict) else out if isinstance(out, (list, tuple)) else ()
+    return any(_has_none(v) for v in vals)
 
 
 def _forward_hint(module: Any, n_inputs: int) -> str:

@@ -414,7 +414,7 @@ def flat_module(module: Any) -> Any:
             self.inner = inner
 
         def forward(self, *args: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return tuple(_pytree.tree_leaves(self.inner(*args)))
+            return tuple(t for t in _pytree.tree_leaves(self.inner(*args)) if t is not None)  # as the reference
 
         def named_modules(self, memo: set | None = None, prefix: str = "",
                           remove_duplicate: bool = True) -> Any:

@@ -37,6 +37,32 @@ def test_dict_outputs_inplace_ops_and_shadowing_attributes(tmp_path: Path) -> No
     assert rec["output_names"] == ["output0", "output1"]
 
 
+class _AuxNone(torch.nn.Module):
+    """Returns ``(y, None, pooled)``: the None an auxiliary head gives outside training."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = torch.nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        y = self.c(x)
+        return y, None, {"pooled": y.mean((2, 3)), "aux": None}
+
+
+@pytest.mark.parametrize("route", ["legacy", "dynamo"])
+def test_none_outputs_are_no_outputs(tmp_path: Path, route: str) -> None:
+    feeds = [random_feeds(SPEC, seed=0)]
+    rec = export_verified(_AuxNone().eval(), SPEC, None, tmp_path / "m.onnx", exporters=(route,), sample_feeds=feeds)
+    assert rec["output_names"] == ["output0", "output1"] and rec["max_abs_vs_torch"] < 1e-5
+
+
+def test_none_outputs_are_dropped_on_the_torch_routes_too() -> None:
+    from edgeconv.targets.base import flat_module
+
+    outs = flat_module(_AuxNone().eval())(torch.rand(1, 3, 8, 8))
+    assert [tuple(o.shape) for o in outs] == [(1, 4, 6, 6), (1, 4)]
+
+
 def test_failing_exporters_report_their_reasons(tmp_path: Path) -> None:
     @torch.library.custom_op("edgeconv_test::twice", mutates_args=())
     def twice(x: torch.Tensor) -> torch.Tensor:  # a custom op neither exporter can translate

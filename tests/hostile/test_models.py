@@ -61,7 +61,7 @@ def models_py(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(("kind", "words"), [("raises", "my forward is broken"), ("exits", "sys.exit(3)"),
-                                             ("none", "returned None"), ("two", "forward takes 2")])
+                                             ("none", "returned no tensor"), ("two", "forward takes 2")])
 def test_a_broken_forward_is_a_model_load_error_naming_the_file(models_py: Path, kind: str, words: str) -> None:
     src = load_source(f"{models_py}:build", model_args={"kind": kind})
     with pytest.raises(ModelLoadError) as ei:
