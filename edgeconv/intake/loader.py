@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeconv.core.console import log
 from edgeconv.core.errors import ConfigError, ModelLoadError
 from edgeconv.core.hashing import sha256_file, sha256_json
 from edgeconv.core.lazy import require
@@ -235,10 +236,16 @@ def module_sha256(module: Any) -> str:
                         "tensors": tensors})
 
 
+def _eval_mode(module: Any, what: str) -> None:
+    if set_eval(module):
+        log.info("%s is in training mode: converted in inference mode (BatchNorm running statistics, no dropout), "
+                 "as model.eval() would", what)
+
+
 def _from_module(module: Any) -> SourceModel:
     cls = type(module)
     spec = f"{cls.__module__}.{cls.__qualname__} (module object)"
-    set_eval(module)
+    _eval_mode(module, spec)
     return SourceModel("module", spec, module_sha256(module), module=module)
 
 
@@ -325,7 +332,7 @@ def load_source(model: Any, *, weights: str | None = None, model_args: dict[str,
             wh = sha256_file(weights)
             details["weights"] = str(weights)
             details["weights_sha256"] = wh
-    set_eval(module)
+    _eval_mode(module, model)
     factory_name = model.rpartition(":")[2]
     return SourceModel("factory", model, sha256_json({"code": code_hash, "factory": factory_name, "weights": wh,
                                                       "args": model_args}),

@@ -50,18 +50,24 @@ def walk_modules(root: Any, *, dedupe: bool = True) -> Iterator[tuple[str, Any]]
             stack.append((f"{prefix}.{name}" if prefix else name, child, (*path, id(m))))
 
 
-def set_eval(module: Any) -> None:
+def set_eval(module: Any) -> bool:
     """Inference mode without calling ``module.eval()``: setting ``training`` on every submodule is exactly what
     ``eval()`` does (BatchNorm then uses its running statistics, Dropout is off). TorchScript modules keep
-    ``training`` in C++ and cannot shadow methods, so they get their own ``eval()``."""
+    ``training`` in C++ and cannot shadow methods, so they get their own ``eval()``. Returns whether any module
+    was in training mode (a factory that forgot ``.eval()``: worth telling, its own forward differed)."""
     if is_script_module(module):
+        was = bool(module.training)
         module.eval()
-        return
+        return was
+    was = False
     for _, m in walk_modules(module):
         if is_script_module(m):
+            was |= bool(m.training)
             m.eval()
         elif "training" in vars(m):
+            was |= bool(vars(m)["training"])
             object.__setattr__(m, "training", False)
+    return was
 
 
 def named_tensors(module: Any) -> dict[str, Any]:

@@ -87,3 +87,25 @@ def test_a_url_is_refused_as_one_line_naming_the_download(arg: str) -> None:
     with pytest.raises(ConfigError, match="is a URL") as ei:
         load_source(**kw)
     assert "download" in ei.value.hint
+
+
+def test_a_model_left_in_training_mode_is_converted_in_eval_mode_and_told(tmp_path, caplog) -> None:
+    import logging
+
+    from edgeconv.intake.loader import load_source
+
+    f = tmp_path / "m.py"
+    f.write_text("import torch\n"
+                 "def build():\n"
+                 "    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), "
+                 "torch.nn.Dropout())\n"
+                 "def built_eval():\n"
+                 "    return build().eval()\n")
+    with caplog.at_level(logging.INFO, logger="edgeconv"):
+        src = load_source(f"{f}:build")
+    assert not src.module.training and not src.module[1].training
+    assert "training mode" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edgeconv"):
+        load_source(f"{f}:built_eval")
+    assert "training mode" not in caplog.text
