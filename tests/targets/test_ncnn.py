@@ -72,6 +72,22 @@ def build_peaks(where: bool = False) -> nn.Module:
     return Peaks(where).eval()
 
 
+class TinyVit(nn.Module):
+    """Patch conv, attention (ncnn MultiHeadAttention) and an MLP on tokens (Linear on 3-D input: ncnn Gemm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, 16, 8, 8)
+        self.att = nn.MultiheadAttention(16, 2, batch_first=True)
+        self.mlp = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 16))
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        t = self.patch(x).flatten(2).transpose(1, 2)
+        t = t + self.att(t, t, t, need_weights=False)[0]
+        return self.head((t + self.mlp(t)).mean(1))
+
+
 def build_focus() -> nn.Module:
     torch.manual_seed(0)
     return Focus().eval()
@@ -222,6 +238,21 @@ def test_centernet_peaks_convert_and_verify(tmp_path: Path, where: bool) -> None
     art = convert_reference(prep, "ncnn", out=tmp_path / "a", precision="fp32", use_cache=False)
     assert art.manifest["verification"]["status"] == "ok"
     assert [r["rewrite"] for r in art.manifest["conversion"]["rewrites"]] == ["peak-equal->arithmetic"]
+
+
+def test_int8_walks_the_weights_of_attention_and_gemm_layers(tiny_calib_dir: Path, tmp_path: Path) -> None:
+    """Re-packing the .bin walks every layer's weights: MultiHeadAttention and Gemm are walked (and left float)
+    rather than refusing the model; the walk must consume the file exactly, or load() raises."""
+    from edgeconv.pipeline import convert_reference, make_calibration, prepare
+
+    torch.manual_seed(0)
+    prep = prepare(TinyVit().eval(), inputs=["x:1x3x64x64"], use_cache=False)
+    calib = make_calibration(prep, tiny_calib_dir, size=16)
+    art = convert_reference(prep, "ncnn", out=tmp_path / "int8", precision="int8", calibration=calib,
+                            use_cache=False)
+    param = art.file("model").read_text()
+    assert "MultiHeadAttention" in param and "Gemm" in param
+    assert art.manifest["conversion"]["int8"]["layers_int8"] >= 1 and art.manifest["verification"]["status"] == "ok"
 
 
 def test_focus_model_converts_fp32(tmp_path: Path) -> None:

@@ -185,6 +185,20 @@ def _layout(la: Layer) -> list[tuple[bool, int]]:
         return [(False, p(0)), (False, p(0))] if p(2, 1) else []
     if t in ("GroupNorm",):
         return [(False, p(1)), (False, p(1))] if p(3, 1) else []
+    if t == "MultiHeadAttention" and not p(18):  # float weights: q, k, v, out projections (ncnn's load_model)
+        e = p(0)
+        q, k, v = p(2) // max(e, 1), p(3, e), p(4, e)
+        return [(True, e * q), (False, e), (True, e * k), (False, e), (True, e * v), (False, e), (True, q * e),
+                (False, q)]
+    if t == "Gemm" and not p(18):  # float constants A, B, C (ncnn's Gemm::load_model; pnnx's Linear on 3-D input)
+        m, n, k, bc = p(7), p(8), p(9), p(10)
+        out = ([(True, k * m)] if p(4) else []) + ([(True, n * k)] if p(5) else [])
+        if p(6) and bc != -1:
+            if bc not in (0, 1, 2, 3, 4):
+                raise ConversionError(f"layer {la.name} (Gemm): unknown constant C broadcast type {bc}",
+                                      hint="use fp32/fp16 for this model on ncnn")
+            out.append((True, {0: 1, 1: m, 2: m, 3: n * m, 4: n}[bc]))
+        return out
     if t in ("Embed", "MultiHeadAttention", "RNN", "LSTM", "GRU", "Gemm", "RMSNorm", "SDPA"):
         raise ConversionError(f"layer {la.name} ({t}): edgeconv cannot re-pack this layer type's weights",
                               hint="use fp32/fp16 for this model on ncnn")
