@@ -25,6 +25,7 @@ from edgeconv.core.artifact import Artifact, atomic_dir, file_table, write_manif
 from edgeconv.core.compare import compare_outputs, within
 from edgeconv.core.console import log, status
 from edgeconv.core.errors import (
+    CalibrationError,
     ConfigError,
     ConversionError,
     EdgeconvError,
@@ -160,7 +161,12 @@ def make_calibration(prep: Prepared, calib: str | Path | None, *, size: int = 51
         pp = default_preprocess(prep.reference)
         log.warning("no --preprocess given: calibrating with %s; it must match your inference preprocessing",
                     pp.to_dict())
-    spec = prep.reference.inputs[0]
+    ins = prep.reference.inputs
+    if len(ins) > 1:
+        raise CalibrationError(f"INT8 calibration feeds one input; this model has {len(ins)} "
+                               f"({', '.join(i.name for i in ins)})",
+                               hint="convert it at fp32/fp16 (calibrating several inputs is not supported yet)")
+    spec = ins[0]
     return CalibrationSet(root, pp, spec.name, spec.static_shape, size=size, seed=seed)
 
 

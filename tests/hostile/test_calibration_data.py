@@ -133,3 +133,33 @@ def test_bad_calib_sizes(tmp_path: Path, size: object) -> None:
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
     with pytest.raises(CalibrationError):
         CalibrationSet(tmp_path, PP, "x", (1, 3, 8, 8), size=size)  # type: ignore[arg-type]
+
+
+def test_a_model_with_two_inputs_is_a_calibration_error_and_its_fp32_rows_convert(tmp_path: Path) -> None:
+    """Calibration feeds one input: a two-input model's INT8 rows fail with that named (exit 2, not an internal
+    error from deep inside a quantizer), its fp32 rows still convert."""
+    from click.testing import CliRunner
+
+    from edgeconv.cli import main
+
+    (tmp_path / "m.py").write_text(
+        "import torch\n"
+        "class M(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.a, self.b = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(1, 4, 1)\n"
+        "    def forward(self, img, depth):\n"
+        "        return self.a(img) + self.b(depth)\n"
+        "def build():\n"
+        "    return M()\n")
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(4):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(calib / f"{i}.png")
+    res = CliRunner().invoke(main, ["convert", "--model", f"{tmp_path / 'm.py'}:build", "--input", "1x3x8x8",
+                                    "--input", "1x1x8x8", "-t", "onnxruntime", "-p", "fp32", "-p", "int8",
+                                    "--calib", str(calib), "--out", str(tmp_path / "out"), "--no-cache"])
+    assert res.exit_code == 2, res.output
+    assert "calibration feeds one input; this model has 2 (img, depth)" in res.output
+    assert (tmp_path / "out" / "onnxruntime-fp32" / "manifest.json").is_file()
+    assert not (tmp_path / "out" / "onnxruntime-int8").exists()
