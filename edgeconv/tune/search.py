@@ -101,6 +101,9 @@ def tune(model: str, devices: list[str], out: str | Path, *, weights: str | None
     task = task or prep.info.get("task")
     post_spec = prep.info.get("postprocess")
     eval_src = f"zoo:{task}" if data == "zoo" and prep.info.get("bundled") else (None if data == "zoo" else data)
+    if eval_src is None and calib:  # real images beat noise for INT8 drift, even in-sample
+        log.info("no --data: candidates are measured on the --calib inputs (in-sample for INT8)")
+        eval_src = calib
     pp = user_pp or prep.preprocess or (default_preprocess(ref) if eval_src else None)
     ed = load_eval_data(eval_src, input_spec=ref.inputs[0], preprocess=pp, task=task, limit=opts.limit)
     refs, ref_desc = reference_outputs(ref.onnx_path, ed.feeds, module=ref.module,

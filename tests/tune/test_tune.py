@@ -55,3 +55,15 @@ def test_time_budget_stops_before_the_next_candidate(tmp_path: Path) -> None:
     assert doc["search"]["not_tried"] == ["onnxruntime/fp32/t1", "onnxruntime/fp16/t1",
                                           "onnxruntime/fp16/fp16_compute=half/t1",
                                           "onnxruntime/fp16/fp16_compute=float/t1"]
+
+
+def test_without_data_the_calibration_images_are_the_evaluation_inputs(tmp_path: Path, tiny_calib_dir: Path) -> None:
+    """INT8 drift on uniform noise says nothing about real inputs: with --calib and no --data the candidates are
+    measured on the calibration images (in-sample, and recorded as such)."""
+    from edgeconv.tune.search import TuneOptions, tune
+
+    opts = TuneOptions(precisions=["int8"], threads=[1], min_iters=10, min_seconds=0.05, limit=4, budget_limit=0)
+    doc = tune(MODEL, ["onnxruntime"], tmp_path / "t", inputs=["images:1x3x64x64"], data="zoo",
+               calib=str(tiny_calib_dir), options=opts)
+    assert doc["data"]["eval"] == str(tiny_calib_dir) and doc["data"]["samples"] == 4
+    assert doc["candidates"][0]["status"] == "ok" and doc["candidates"][0]["drift"]["cosine"] > 0.9
