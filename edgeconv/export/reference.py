@@ -55,10 +55,11 @@ class ReferenceModel:
         return [random_feeds(self.inputs, seed=seed + i) for i in range(n)]
 
 
-def graph_specs(path: Path, layout_hint: str | None = "NCHW") -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """Input/output names, shapes and dtypes as the ONNX graph declares them (outputs via shape inference)."""
+def graph_specs(path: Path | Any, layout_hint: str | None = "NCHW") -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Input/output names, shapes and dtypes as the ONNX graph (a file or a ModelProto) declares them (outputs via
+    shape inference)."""
     onnx = require("onnx", "onnx")
-    model = onnx.load(str(path))
+    model = onnx.load(str(path)) if isinstance(path, (str, Path)) else path
     with contextlib.suppress(Exception):  # shape inference is best effort
         model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     inits = {i.name for i in model.graph.initializer}
@@ -107,10 +108,24 @@ def _new_work() -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{_WORK_PREFIX}{os.getpid()}-"))
 
 
-def _onnx_source(source: SourceModel, inputs: list[TensorSpec] | None, raw: Path) -> list[TensorSpec]:
-    """Check the user's ONNX file and write it self-contained to ``raw``; the input specs to feed it with."""
+def _static(d: object) -> bool:
+    return isinstance(d, int) and d > 0
+
+
+def _onnx_source(source: SourceModel, inputs: list[TensorSpec] | None, raw: Path,
+                 dynamic: DynamicSpec | None = None, record: dict[str, Any] | None = None) -> list[TensorSpec]:
+    """Check the user's ONNX file and write it self-contained to ``raw``; the input specs to feed it with.
+
+    Dimensions the graph leaves open are fixed to ``--input``'s (all but those ``--dynamic`` keeps open), so the
+    reference and every converter see the static shapes the model will run at; a dynamic batch alone is fed with
+    1; an open image size without ``--input`` is an error (there is no size to guess)."""
+    record = {} if record is None else record
     onnx = require("onnx", "onnx")
     model = load_user_onnx(source.onnx_path or source.spec)
+    half = _float16_model(model)
+    if half is not None:
+        model, upcast = half
+        record["upcast_from_float16"] = upcast
     onnx.save(model, str(raw))
     g_in, _ = graph_specs(raw)
     if not g_in:
@@ -121,9 +136,20 @@ def _onnx_source(source: SourceModel, inputs: list[TensorSpec] | None, raw: Path
         if unknown:
             raise ConfigError(f"--input names {unknown} are not inputs of {source.spec}",
                               hint=f"graph inputs: {sorted(known)}")
+        if _fix_dims(model, inputs, dynamic or DynamicSpec()):
+            onnx.save(model, str(raw))
+    else:
+        for s in g_in:
+            open_dims = [s.dynamic.get(i, "?") for i, d in enumerate(s.shape) if i and not _static(d)]
+            if open_dims:
+                example = "x".join(str(d) if _static(d) else "1" if i == 0 else "C" if i == 1 else "HW"[i - 2]
+                                   if len(s.shape) == 4 and i >= 2 else "N" for i, d in enumerate(s.shape))
+                raise ConfigError(f"input '{s.name}' of {source.spec} has dynamic dimensions "
+                                  f"({', '.join(map(str, open_dims))}): edgeconv needs the size the model runs at",
+                                  hint=f"pass --input {s.name}:{example} with the real size")
     specs = inputs or g_in
-    if any(not isinstance(d, int) or d <= 0 for s in specs for d in s.shape):
-        log.info("dynamic input dims in %s are fed with 1 for verification", source.spec)
+    if any(not _static(d) for s in specs for d in s.shape):
+        log.info("a dynamic batch in %s is fed with 1 for verification", source.spec)
     feeds = [random_feeds(specs, seed=i) for i in range(2)]
     try:
         outs = [onnx_outputs(raw, f) for f in feeds]
@@ -133,6 +159,68 @@ def _onnx_source(source: SourceModel, inputs: list[TensorSpec] | None, raw: Path
                              ) from e
     check_finite(outs, source.spec)
     return specs
+
+
+def _float16_model(model: Any) -> tuple[Any, dict[str, Any]] | None:
+    """A float16 ONNX model (``half=True`` exports) as its float32 upcast, with how far the two graphs' outputs are
+    apart on noise; None for a model with no float16 inputs or weights.
+
+    Every float16 weight is exact in float32, so the upcast is the model its fp16 graph approximates; it is the
+    reference every target (fp32, fp16, int8) is verified against, and calibration feeds it float32 images as
+    every backend expects."""
+    onnx = require("onnx", "onnx")
+    F16 = onnx.TensorProto.FLOAT16
+    if not any(v.type.tensor_type.elem_type == F16 for v in model.graph.input) and not any(
+            i.data_type == F16 for i in model.graph.initializer):
+        return None
+    require("onnxslim", "onnxslim")
+    from onnxslim.core import convert_data_format
+
+    half_graph = model
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    nh = onnx.numpy_helper
+    for node in model.graph.node:  # onnx-graphsurgeon keeps Constant nodes as nodes: their fp16 values stay fp16
+        for a in node.attribute:
+            if node.op_type == "Constant" and a.name == "value" and a.t.data_type == F16:
+                a.t.CopyFrom(nh.from_array(nh.to_array(a.t).astype(np.float32), a.t.name))
+    up = convert_data_format(model, "fp32")
+    rec: dict[str, Any] = {"tool": "onnxslim convert_data_format(fp32)"}
+    try:
+        g_in, _ = graph_specs(up)
+        feeds = random_feeds([s for s in g_in if all(_static(d) for d in s.shape)], seed=0)
+        if len(feeds) == len(g_in):
+            a = onnx_outputs(up.SerializeToString(), feeds)
+            half_in = {v.name for v in half_graph.graph.input if v.type.tensor_type.elem_type == F16}
+            b = onnx_outputs(half_graph.SerializeToString(), {k: v.astype(np.float16) if k in half_in else v
+                                                          for k, v in feeds.items()})
+            rec["max_abs_fp16_graph_vs_upcast"] = float(max(
+                np.max(np.abs(np.asarray(a[k], np.float64) - np.asarray(b[k], np.float64)), initial=0.0)
+                for k in a if k in b))
+    except Exception as e:  # noqa: BLE001 - the comparison is a record, the upcast stands on its own
+        rec["compare_error"] = describe(e)
+    log.info("float16 ONNX model: its float32 upcast is the reference%s",
+             f" (fp16 graph vs upcast on noise: max_abs {rec['max_abs_fp16_graph_vs_upcast']:.2e})"
+             if "max_abs_fp16_graph_vs_upcast" in rec else "")
+    return up, rec
+
+
+def _fix_dims(model: Any, inputs: list[TensorSpec], dynamic: DynamicSpec) -> bool:
+    """Write ``inputs``' sizes into the graph's open input dimensions (keeping those ``dynamic`` asks for)."""
+    by = {s.name: s for s in inputs}
+    changed = False
+    for vi in model.graph.input:
+        spec = by.get(vi.name)
+        dims = vi.type.tensor_type.shape.dim
+        if spec is None or len(dims) != len(spec.shape):
+            continue
+        for i, d in enumerate(dims):
+            keep = (i == 0 and dynamic.batch) or (dynamic.spatial and len(dims) == 4 and i >= 2)
+            if not d.HasField("dim_value") and not keep and _static(spec.shape[i]):
+                d.dim_value = int(spec.shape[i])
+                changed = True
+    if changed:  # stale shapes of intermediate tensors would contradict the fixed ones
+        del model.graph.value_info[:]
+    return changed
 
 
 def prepare_reference(source: SourceModel, inputs: list[TensorSpec] | None, *, output_names: list[str] | None = None,
@@ -169,7 +257,7 @@ def prepare_reference(source: SourceModel, inputs: list[TensorSpec] | None, *, o
         record: dict[str, Any] = {"cache_key": key}
         if source.kind == "onnx":
             record["export"] = {"route": "onnx-input", "attempts": []}
-            specs = _onnx_source(source, inputs, raw)
+            specs = _onnx_source(source, inputs, raw, dynamic, record["export"])
         else:
             specs = inputs
             feeds = [random_feeds(specs, seed=i) for i in range(2)] + list(extra_feeds or [])

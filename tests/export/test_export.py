@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeconv.core.errors import ExportError
+from edgeconv.core.errors import ConfigError, ExportError
 from edgeconv.core.tensors import TensorSpec, random_feeds
 from edgeconv.export.onnx_export import DynamicSpec, export_verified, onnx_outputs
 from edgeconv.export.reference import prepare_reference
@@ -109,3 +109,40 @@ def test_onnx_input_skips_export(tmp_path: Path) -> None:
     ref2 = prepare_reference(onnx_src, None, use_cache=False)
     assert ref2.record["export"]["route"] == "onnx-input"
     assert ref2.inputs[0].shape == (1, 3, 32, 32)
+
+
+class _Seg(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c = torch.nn.Conv2d(3, 4, 3, 1, 1)
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        return torch.nn.functional.interpolate(torch.nn.functional.relu6(self.c(x)), scale_factor=2.0, mode="bilinear")
+
+
+def test_a_float16_onnx_model_is_referenced_by_its_float32_upcast(tmp_path: Path) -> None:
+    """A ``half=True`` export: float16 inputs, weights and Clip bounds (Constant nodes). The reference is its
+    float32 upcast (what every backend and the float32 calibration feeds expect), recorded with its distance to
+    the fp16 graph."""
+    path = tmp_path / "half.onnx"
+    torch.onnx.export(_Seg().half(), (torch.rand(1, 3, 16, 16).half(),), str(path), input_names=["images"],
+                      opset_version=17, dynamo=False)
+    ref = prepare_reference(load_source(str(path)), None, use_cache=False)
+    assert ref.inputs[0].dtype == "float32" and ref.outputs[0].dtype == "float32"
+    up = ref.record["export"]["upcast_from_float16"]
+    assert 0 < up["max_abs_fp16_graph_vs_upcast"] < 1e-2  # fp16 arithmetic vs float32 on the same weights
+    x = random_feeds(ref.inputs, seed=1)
+    assert np.isfinite(onnx_outputs(ref.onnx_path, x)[ref.outputs[0].name]).all()
+
+
+def test_an_onnx_image_size_left_open_needs_input_and_is_then_fixed(tmp_path: Path) -> None:
+    path = tmp_path / "dyn.onnx"
+    torch.onnx.export(_Seg(), (torch.rand(1, 3, 16, 16),), str(path), input_names=["images"], opset_version=17,
+                      dynamo=False, dynamic_axes={"images": {0: "n", 2: "h", 3: "w"}})
+    with pytest.raises(ConfigError, match=r"dynamic dimensions \(h, w\)") as ei:
+        prepare_reference(load_source(str(path)), None, use_cache=False)
+    assert "--input images:1x3xHxW" in ei.value.hint
+    ref = prepare_reference(load_source(str(path)), [TensorSpec("images", (1, 3, 24, 40), "float32", "NCHW")],
+                            use_cache=False)
+    assert ref.outputs[0].shape == (1, 4, 48, 80)  # static through the graph, not 1x1 placeholders
