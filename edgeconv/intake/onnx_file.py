@@ -45,8 +45,12 @@ def load_user_onnx(path: str | Path) -> Any:
 
         load_external_data_for_model(model, str(path.parent))
     except Exception as e:
-        raise ModelLoadError(f"cannot read the external data of {path}: {describe(e)}",
-                             hint="the external data file may be truncated; re-export the model") from e
+        why = describe(e)
+        outside = "outside the directory" in why or "absolute path" in why
+        raise ModelLoadError(f"cannot read the external data of {path}: {why}",
+                             hint="external data must be a relative path inside the model's folder (nothing "
+                                  "outside it was read)" if outside
+                             else "the external data file may be truncated; re-export the model") from e
     if model.ByteSize() > MAX_PROTO:
         raise ModelLoadError(f"{path} is larger than 2 GiB with its weights; such models are not supported yet",
                              hint="export a smaller model, or convert this one with the backend's own tools")
@@ -57,6 +61,11 @@ def load_user_onnx(path: str | Path) -> Any:
         ops = sorted({f"{n.domain}::{n.op_type}" for n in model.graph.node if n.domain in custom})
         raise ModelLoadError(f"{path} uses custom operator(s) {', '.join(ops[:4])} that ONNX Runtime cannot run",
                              hint="export without custom ops (or replace them with standard ONNX ops)")
+    default = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    newest = onnx.defs.onnx_opset_version()
+    if default is not None and default > newest:
+        raise ModelLoadError(f"{path} uses ONNX opset {default}; the installed onnx {onnx.__version__} knows opsets "
+                             f"up to {newest}", hint=f"re-export it at opset {newest} or lower (e.g. 17)")
     try:
         onnx.checker.check_model(model)
     except Exception as e:

@@ -155,6 +155,32 @@ def test_external_data_is_read_from_the_users_folder_or_missing_by_name(tmp_path
     assert "ext.onnx.data" in _ref_error(ext).message
 
 
+@pytest.mark.parametrize("location", ["../../outside.bin", "/etc/hostname"])
+def test_external_data_outside_the_models_folder_is_refused_unread(tmp_path: Path, location: str) -> None:
+    (tmp_path / "outside.bin").write_bytes(np.array([3.0], np.float32).tobytes())
+    m = _onnx_model()
+    t = m.graph.initializer[0]
+    t.ClearField("float_data")
+    t.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", location), ("offset", "0"), ("length", "4")):
+        e = t.external_data.add()
+        e.key, e.value = k, v
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    path = tmp_path / "a" / "b" / "m.onnx"
+    onnx.save(m, str(path))
+    err = _ref_error(path)
+    assert "inside the model's folder" in err.hint
+
+
+def test_an_opset_newer_than_onnx_knows_is_named(tmp_path: Path) -> None:
+    m = _onnx_model()
+    m.opset_import[0].version = onnx.defs.onnx_opset_version() + 2
+    path = tmp_path / "future.onnx"
+    onnx.save(m, str(path))
+    err = _ref_error(path)
+    assert f"opset {onnx.defs.onnx_opset_version() + 2}" in err.message and "re-export" in err.hint
+
+
 def test_onnx_whose_output_is_nan_is_an_export_error(tmp_path: Path) -> None:
     p = tmp_path / "nan.onnx"
     onnx.save(_onnx_model(op="Log"), str(p))  # log(2x) of x in [0, 1): -inf at 0 is possible, so force NaN below
