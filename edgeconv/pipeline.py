@@ -653,6 +653,9 @@ def verify(art: Artifact, ctx: ConvertContext, backend: Target, result: Conversi
                     f"--calib-size, or accept more drift (--tol {precision}.cosine=...)")
         else:
             hint = "the converter produced a model that differs; see --verbose, try --route or --opset"
+        alt = backend.int8_alternative
+        if precision == "int8" and alt and (ctx.calibration is not None or task) and ctx.option(alt[0]) != alt[1]:
+            hint += f"; or --option {alt[0]}={alt[1]} ({alt[2]})"
         err = VerificationError(f"{profile.name} {precision} differs from the reference: {'; '.join(fails)}",
                                 hint=hint, stage="verify", target=profile.name)
         err.task = task  # type: ignore[attr-defined]  # callers tell a budget failure from a drift failure

@@ -274,6 +274,9 @@ class Target(ABC):
     precisions: ClassVar[tuple[str, ...]] = ("fp32",)
     calibrated: ClassVar[tuple[str, ...]] = ("int8",)  # precisions that need calibration data
     routes: ClassVar[tuple[str, ...]] = ("onnx",)  # the first is the default; others are tried as fallbacks
+    #: (option, value, what it gives): the backend's lighter INT8 route (weights only), which a refused INT8 row's
+    #: hint names unless that row already took it; empty where the backend has none.
+    int8_alternative: ClassVar[tuple[str, str, str] | tuple[()]] = ()
     needs_torch_module: ClassVar[bool] = False  # True: converts from the PyTorch module, not from ONNX
     options: ClassVar[dict[str, Option]] = {}  # every key convert()/runner() read through ctx.option()
     tools: ClassVar[tuple[str, ...]] = ()  # distributions whose versions go into doctor and reports

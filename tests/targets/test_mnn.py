@@ -224,3 +224,37 @@ def test_an_output_the_int8_tool_dropped_is_named(tiny_prepared, tmp_path: Path)
     art = convert_reference(tiny_prepared, "mnn", out=tmp_path / "fp32", precision="fp32", use_cache=False)
     with pytest.raises(ConversionError, match="has no output 'lost'"):
         MnnRunner(art.file("model"), io={"inputs": {"images": "images"}, "outputs": {"lost": "nope"}})
+
+
+def test_weight_only_int8_is_smaller_float_accurate_and_says_so(tiny_prepared, tiny_calib_dir: Path,
+                                                                out_root: Path) -> None:
+    calib = make_calibration(tiny_prepared, tiny_calib_dir, size=4)
+    fp32 = convert_reference(tiny_prepared, "mnn", out=out_root / "w32", precision="fp32")
+    art = convert_reference(tiny_prepared, "mnn", out=out_root / "w8", precision="int8", calibration=calib,
+                            options={"int8_mode": "weight"}, use_cache=False)
+    conv = art.manifest["conversion"]
+    assert conv["quantization"]["mode"] == "weight" and conv["quantization"]["activations"] == "float"
+    assert "float activations" in conv["weights_storage"] and conv["int8_route"].startswith("weight-only")
+    assert art.manifest["verification"]["status"] == "ok"
+    assert art.manifest["verification"]["drift"]["cosine"] > 0.999  # weights only: no activation rounding
+    assert art.file("model").stat().st_size < 0.75 * fp32.file("model").stat().st_size  # tiny: headers weigh
+
+
+def test_a_refused_int8_row_names_the_weight_only_route(tiny_prepared, tiny_calib_dir: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from edgeconv.core.errors import VerificationError
+    from edgeconv.profiles import load_profile
+
+    strict = load_profile("mnn")
+    strict = dataclasses.replace(strict, tolerance={**strict.tolerance, "int8": {"cosine": 0.9999999}})
+    calib = make_calibration(tiny_prepared, tiny_calib_dir, size=4)
+    with pytest.raises(VerificationError) as e:
+        convert_reference(tiny_prepared, strict, out=tmp_path / "full", precision="int8", calibration=calib,
+                          use_cache=False)
+    assert "--option int8_mode=weight" in (e.value.hint or "")
+    with pytest.raises(VerificationError) as e:  # the route it already took is not suggested again
+        convert_reference(tiny_prepared, dataclasses.replace(strict, tolerance={"int8": {"max_abs": 1e-9}}),
+                          out=tmp_path / "weight", precision="int8", calibration=calib,
+                          options={"int8_mode": "weight"}, use_cache=False)
+    assert "int8_mode=weight" not in (e.value.hint or "")

@@ -27,6 +27,7 @@ class MnnTarget(Target):
     demo_skip = {"int8": "MNN's quantization tool takes tens of minutes on 2 cores and loses 1.75 mAP50-95 on the "
                          "bundled detector (benchmarks/results/mnn_int8_2026-12-01.json); run it with -p int8"}
     calibrated = ("int8",)
+    int8_alternative = ("int8_mode", "weight", "8-bit weights, float arithmetic: smaller, not faster")
     routes = ("onnx",)
     tools = ("MNN",)
     isolate = True
@@ -38,6 +39,10 @@ class MnnTarget(Target):
                                  "rows must not compute in fp16)",
                                  choices=("high", "normal", "low", "low_bf16", "low-for-fp16")),
         "memory_mode": Option(str, None, "MNN memory mode (normal/high/low)", choices=("normal", "high", "low")),
+        "int8_mode": Option(str, "full", "full = full-integer INT8 from MNN's quantization tool (calibrated int8 "
+                            "arithmetic); weight = 8-bit weights from MNNConvert (--weightQuantBits 8), float "
+                            "activations and arithmetic: a ~4x smaller file at float accuracy, no faster; for a "
+                            "model whose full INT8 is over its budget", choices=("full", "weight")),
         "feature_method": Option(str, None, f"quantized.out activation method (default {DEFAULT_FEATURE}, by "
                                  "measurement; EMA = moving-average min/max, KL = entropy, ADMM = one batch of all "
                                  "samples: slow, images only)",

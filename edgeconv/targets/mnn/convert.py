@@ -236,6 +236,23 @@ def _int8(ctx: ConvertContext, fp32: Path, work: Path, ops: list[dict[str, str]]
         "config": {k: v for k, v in cfg.items() if k != "path"}, "tool_log": run.tail(4)}
 
 
+def _weight_int8(ctx: ConvertContext, work: Path, meta: dict[str, Any], timeout: float) -> None:
+    """``int8_mode=weight``: MNNConvert's 8-bit weight quantization of the reference (no calibration: activations
+    stay float). The artifact is verified like any INT8 one; its manifest says that only weights are int8."""
+    if ctx.keep_fp32:
+        log.warning("--keep-fp32 does not apply to MNN's weight-only int8 (activations are float); ignored")
+    with status("MNNConvert: ONNX → MNN (8-bit weights)"):
+        run = mnnconvert(ctx.reference.onnx_path, ctx.out_dir / MODEL_FILE, extra=["--weightQuantBits", "8"],
+                         timeout=timeout)
+    meta["mnnconvert_weight_quant"] = _tool_record(run)
+    if not run.ok:
+        raise ConversionError(describe(run, "MNNConvert --weightQuantBits 8"),
+                              hint="use int8_mode=full (MNN's quantization tool) or fp16")
+    meta["quantization"] = {"tool": "MNNConvert --weightQuantBits 8", "mode": "weight",
+                            "activations": "float", "samples": 0}
+    meta["int8_route"] = "weight-only (8-bit weights, float arithmetic)"
+
+
 def int8_sanity(ctx: ConvertContext, model: Path, n: int = 8) -> float:
     """Cosine of the quantized model against the reference on the first ``n`` calibration inputs (all outputs).
 
@@ -289,10 +306,15 @@ def convert(ctx: ConvertContext) -> ConversionResult:
         meta["io"] = {"inputs": io["inputs"], "outputs": io["outputs"]}
         meta["probe"] = io["probe"]
         meta["operators"] = {t: sum(1 for o in ops if o["type"] == t) for t in sorted({o["type"] for o in ops})}
-        if ctx.precision == "int8":
+        weight_only = ctx.precision == "int8" and str(ctx.option("int8_mode", "full")) == "weight"
+        if weight_only:
+            _weight_int8(ctx, work, meta, timeout)
+        elif ctx.precision == "int8":
             _int8(ctx, first, work, ops, meta)
         meta["weights_storage"] = {"fp32": "fp32", "fp16": "fp16 (conv/matmul), computed in fp32 on CPUs without "
                                    "fp16 arithmetic", "int8": "int8 (conv), fp32 rest"}[ctx.precision]
+        if weight_only:
+            meta["weights_storage"] = "int8 (conv/matmul, per-channel symmetric), float activations and arithmetic"
         mode = str(ctx.option("precision_mode"))
         if mode == "low-for-fp16":
             mode = "low" if ctx.precision == "fp16" else "normal"

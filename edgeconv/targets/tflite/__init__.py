@@ -24,6 +24,7 @@ class TfliteTarget(Target):
     derived_from = {"fp16": "fp32"}  # the fp16 row casts the fp32 lowering (convert.float_model)
     precisions = ("fp32", "fp16", "int8")
     needs_torch_module = True
+    int8_alternative = ("int8_mode", "dynamic", "int8 weights, activations quantized at run time")
     description = "TFLite / LiteRT with XNNPACK, converted from PyTorch by litert-torch"
     routes = ("torch",)
     tools = ("ai-edge-litert", "tflite-runtime")
