@@ -258,3 +258,25 @@ def test_a_refused_int8_row_names_the_weight_only_route(tiny_prepared, tiny_cali
                           out=tmp_path / "weight", precision="int8", calibration=calib,
                           options={"int8_mode": "weight"}, use_cache=False)
     assert "int8_mode=weight" not in (e.value.hint or "")
+
+
+def test_fp32_over_max_abs_by_rounding_alone_says_so(tiny_prepared, out_root: Path, tmp_path: Path) -> None:
+    import dataclasses
+
+    from edgeconv.core.errors import VerificationError
+    from edgeconv.pipeline import _round_up, _rounding_only
+    from edgeconv.profiles import load_profile
+
+    base = load_profile("mnn")
+    art = convert_reference(tiny_prepared, base, out=out_root / "r32", precision="fp32", use_cache=False)
+    scaled = art.manifest["verification"]["drift"]["max_abs_scaled"]
+    assert 0 < scaled < 1e-4  # MNN sums in another order: not bit-exact, far inside its bar
+    strict = dataclasses.replace(base, tolerance={**base.tolerance, "fp32": {"max_abs": scaled / 3}})
+    with pytest.raises(VerificationError) as e:
+        convert_reference(tiny_prepared, strict, out=tmp_path / "strict", precision="fp32", use_cache=False)
+    assert "float-accumulation order" in (e.value.hint or "") and "--tol fp32.max_abs=" in (e.value.hint or "")
+    assert (_round_up(2.1e-4), _round_up(3e-4), _round_up(9.99e-4)) == ("3e-04", "3e-04", "1e-03")
+    drift = {"max_abs": 2e-4, "max_abs_scaled": 2e-4, "cosine": 0.9999999}
+    assert _rounding_only(["max_abs 2e-4 > 1e-4 (on real inputs)"], drift, {"max_abs": 1e-4, "cosine": 0.99999})
+    assert not _rounding_only(["max_abs 2e-2 > 1e-4"], {**drift, "max_abs_scaled": 2e-2}, {"max_abs": 1e-4})
+    assert not _rounding_only(["max_abs 2e-4 > 1e-4", "cosine 0.9 < 0.99999"], drift, {"max_abs": 1e-4})
