@@ -184,3 +184,13 @@ def test_a_decode_that_cannot_be_derived_fails_the_request_once(tmp_path: Path) 
                                     "--postprocess", "end2end", "--out", str(tmp_path / "o"), "--no-cache"])
     assert res.exit_code == 2 and res.stderr.count("no PyTorch module and no head= option") == 1, res.stderr
     assert not (tmp_path / "o" / "onnxruntime-fp32").exists()
+
+
+def test_the_ok_line_shows_the_scaled_max_abs_the_bar_judged() -> None:
+    from edgeconv.cli.convert import _ok_line
+
+    row = {"profile": "mnn", "precision": "fp32", "out": "o", "task": None, "route_note": None,
+           "verification": {"max_abs": 2.76e-3, "max_abs_scaled": 9.86e-5, "cosine": 1.0}}
+    assert "max_abs 2.76e-03, scaled 9.86e-05, cosine 1.000000" in _ok_line(row)
+    row["verification"] = {"max_abs": 5e-5, "max_abs_scaled": 5e-5, "cosine": 1.0}  # outputs within [-1, 1]
+    assert "scaled" not in _ok_line(row)

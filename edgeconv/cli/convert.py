@@ -124,14 +124,7 @@ def convert(model: str, weights: str | None, model_arg: tuple[str, ...], trust_c
                 click.echo(f"plan    {r['profile']:<20} {r['precision']:<5} {r['out']}  "
                            f"({'cache hit' if r['cache_hit'] else 'convert'})")
             elif r["status"] == "ok":
-                d = r["verification"] or {}
-                t = r.get("task") or {}
-                task_s = (f", {t['metric']} {t['delta']:+.2f} pts (budget {t.get('budget', float('nan')):.2f})"
-                        if t.get("delta") is not None else "")
-                route = f"; {r['route_note']}" if r.get("route_note") else ""
-                click.echo(f"ok      {r['profile']:<20} {r['precision']:<5} {r['out']}  "
-                           f"(max_abs {_num(d.get('max_abs'), '.2e')}, cosine {_num(d.get('cosine'), '.6f')}{task_s}"
-                           f"{route})")
+                click.echo(_ok_line(r))
             elif r["status"] == "not-executed":
                 click.echo(f"checked {r['profile']:<20} {r['precision']:<5} {r['out']}  ({r['note']})")
             elif r["status"] == "skipped":
@@ -196,3 +189,18 @@ def _outcome_dict(o: Any) -> dict[str, Any]:
 
 
 COMMANDS = [convert]
+
+
+def _ok_line(r: dict[str, Any]) -> str:
+    """The one line of a verified row: drift (and the scaled max-abs the bar judged where it differs from the raw
+    one: each output is held to its own scale), the task delta against its budget, how the row was made."""
+    d = r["verification"] or {}
+    t = r.get("task") or {}
+    task_s = (f", {t['metric']} {t['delta']:+.2f} pts (budget {t.get('budget', float('nan')):.2f})"
+              if t.get("delta") is not None else "")
+    route = f"; {r['route_note']}" if r.get("route_note") else ""
+    scaled, raw = d.get("max_abs_scaled"), d.get("max_abs")
+    scaled_s = (f", scaled {scaled:.2e}" if isinstance(scaled, float) and isinstance(raw, float)
+                and scaled < 0.999 * raw else "")
+    return (f"ok      {r['profile']:<20} {r['precision']:<5} {r['out']}  (max_abs {_num(raw, '.2e')}{scaled_s}, "
+            f"cosine {_num(d.get('cosine'), '.6f')}{task_s}{route})")
