@@ -402,7 +402,8 @@ class Planner:
                                      options=row.options, use_cache=self.use_cache, latency_runs=0,
                                      keep_fp32=keep_fp32)
             res = repair(build, ranked, budget, int(row.options.get("int8_fallback_attempts", 12)),
-                         time_limit_s=float(row.options.get("int8_fallback_time_s", 900.0)))
+                         time_limit_s=float(row.options.get("int8_fallback_time_s", 900.0)),
+                         max_float=float(row.options.get("int8_fallback_max_float", 0.5)))
             if not res.ok:
                 log.warning("%s %s: float fallback found no keep set within the budget (%s)", row.profile.name,
                             row.precision, res.reason)

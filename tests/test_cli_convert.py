@@ -172,6 +172,9 @@ def test_an_int8_row_made_another_way_says_so_on_its_line() -> None:
     assert d["status"] == "ok" and d["route_note"] == "dynamic-range (full-integer did not convert)"
     art.manifest["conversion"] = {}
     assert _outcome_dict(ConvertOutcome("tflite", "int8", Path("o"), artifact=art))["route_note"] is None
+    art.manifest["int8_fallback"] = {"ok": True, "keep_fp32_nodes": ["/head/0/Conv", "/head/1/Conv"]}
+    note = _outcome_dict(ConvertOutcome("onnxruntime", "int8", Path("o"), artifact=art))["route_note"]
+    assert note == "float fallback: 2 layer(s) kept in float"
 
 
 def test_a_decode_that_cannot_be_derived_fails_the_request_once(tmp_path: Path) -> None:

@@ -183,12 +183,21 @@ def _outcome_dict(o: Any) -> dict[str, Any]:
             "verification": ver.get("drift"), "error": _error_dict(o.error),
             # an INT8 row made another way than asked (TFLite's dynamic-range route when full-integer did not
             # convert) says so on its line, not only in the manifest
-            "route_note": ((o.artifact.manifest.get("conversion") or {}).get("int8_route")
-                           if o.artifact is not None else None),
+            "route_note": _route_note(o.artifact.manifest) if o.artifact is not None else None,
             "plan": getattr(o, "plan", None) if planned else None}
 
 
 COMMANDS = [convert]
+
+
+def _route_note(manifest: dict[str, Any]) -> str | None:
+    """How an INT8 row was made where it is not the plain route: another route than asked, layers the
+    float-fallback search kept in float (how many)."""
+    notes = [(manifest.get("conversion") or {}).get("int8_route")]
+    fb = manifest.get("int8_fallback") or {}
+    if fb.get("ok") and fb.get("keep_fp32_nodes"):
+        notes.append(f"float fallback: {len(fb['keep_fp32_nodes'])} layer(s) kept in float")
+    return "; ".join(n for n in notes if n) or None
 
 
 def _ok_line(r: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,6 +75,19 @@ def _finite(o: Any) -> Any:
     return o
 
 
+class _Library(logging.Handler):
+    """The root logger's one handler under the CLI: a backend that logs through ``logging.warning`` (ONNX Runtime's
+    quantizer: "Please consider to run pre-processing before quantization", twice a row) would otherwise make
+    logging print ``WARNING:root:...`` lines among edgeconv's own; they go to edgeconv's debug log (``-v``,
+    ``--log-file``) with the logger's name."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.startswith("edgeconv"):
+            return
+        with contextlib.suppress(Exception):  # a library's malformed log call must not break a conversion
+            log.debug("[%s] %s", record.name, record.getMessage())
+
+
 def setup_logging(verbose: bool = False, quiet: bool = False, log_file: str | Path | None = None) -> None:
     """Configure the ``edgeconv`` logger; safe to call again (the CLI does, as global flags are parsed)."""
     _state["quiet"], _state["verbose"] = quiet and not verbose, verbose
@@ -93,6 +107,25 @@ def setup_logging(verbose: bool = False, quiet: bool = False, log_file: str | Pa
     has_file = any(isinstance(h, logging.FileHandler) for h in log.handlers)
     log.setLevel(logging.DEBUG if verbose or has_file else logging.WARNING if quiet else logging.INFO)
     log.propagate = False
+    root = logging.getLogger()
+    if not any(isinstance(h, _Library) for h in root.handlers):
+        root.addHandler(_Library())
+    if not getattr(warnings.showwarning, "_edgeconv", False):
+        warnings.showwarning = _show_warning(warnings.showwarning)
+
+
+def _show_warning(shown: Any) -> Any:
+    """``warnings.showwarning`` with the deprecation notices of libraries (torch's pytree FutureWarning, printed
+    from copyreg.py in the middle of a conversion) sent to the debug log; other warnings are shown as before."""
+    def show(message: Any, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if issubclass(category, (DeprecationWarning, PendingDeprecationWarning, FutureWarning)):
+            log.debug("[%s] %s:%s: %s", category.__name__, filename, lineno, message)
+            return
+        shown(message, category, filename, lineno, file, line)
+
+    show._edgeconv = True  # type: ignore[attr-defined]
+    return show
 
 
 def is_quiet() -> bool:

@@ -86,13 +86,16 @@ def _names(ranked: Sequence[Any]) -> tuple[list[str], dict[str, str | None]]:
 
 def repair(build: Build, ranked: Sequence[Any], budget: float, max_attempts: int = 12, *,
            baseline_delta: float | None = None, already_float: Sequence[str] = (),
-           time_limit_s: float | None = None) -> RepairResult:
+           time_limit_s: float | None = None, max_float: float = 1.0) -> RepairResult:
     """Keep the fewest ranked layers in float that bring the task delta inside ``budget`` points.
 
     ``ranked``: node names, ``(node, module, score)`` tuples or ``Ranked`` objects, most sensitive first.
     ``baseline_delta``: the delta with nothing kept, when the caller already measured it (saves one build).
     ``time_limit_s``: no new attempt starts after this long (a segmentation network's attempts took minutes each);
     the best passing keep set found so far is the result, and the reason says the search was stopped.
+    ``max_float``: the largest share of the ranked layers a keep set may hold. An artifact with most of its layers
+    in float is no INT8 model (calibrated on one flat image, the bundled detector passed with 197 of 200 kept),
+    and what it needs is other calibration data, not a longer list.
     """
     started = time.perf_counter()
     names, mods = _names(ranked)
@@ -141,14 +144,15 @@ def repair(build: Build, ranked: Sequence[Any], budget: float, max_attempts: int
             names[:] = [n for n in names if n not in skip]
         elif baseline_delta >= -budget:
             best = ()
+        cap = max(1, int(max_float * len(names))) if names else 0
         if best is None:
             lo, hi, k = 0, None, 1
-            while k <= len(names):
+            while k <= cap:
                 if attempt(names[:k], "grow"):
                     hi = k
                     break
                 lo = k
-                k = min(2 * k, len(names)) if k < len(names) else len(names) + 1
+                k = min(2 * k, cap) if k < cap else cap + 1
             if hi is not None:
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
@@ -161,6 +165,10 @@ def repair(build: Build, ranked: Sequence[Any], budget: float, max_attempts: int
                     trial = tuple(x for x in best if x != n)
                     if trial and attempt(trial, "prune"):
                         best = trial
+            elif cap < len(names):
+                reason = (f"no set of up to {cap} of the {len(names)} quantizable layers in float ({max_float:.0%}, "
+                          f"int8_fallback_max_float) brings the delta inside {budget:g} points: more would not be an "
+                          "INT8 model; the calibration data is the likelier cause")
             else:
                 reason = f"no prefix of the {len(names)} ranked layers brings the delta inside {budget:g} points"
     except _Exhausted as stop:

@@ -75,6 +75,8 @@ COMMON_OPTIONS: dict[str, Option] = {
     "int8_fallback": Option(bool, True, "an INT8 row over its task budget searches for the fewest layers to keep "
                             "in float (edgeconv.quant) instead of failing"),
     "int8_fallback_attempts": Option(int, 12, "conversions the float-fallback search may spend"),
+    "int8_fallback_max_float": Option(float, 0.5, "largest share of the quantizable layers the float-fallback "
+                                      "search may keep in float (beyond it the artifact is no INT8 model: refused)"),
     "int8_fallback_time_s": Option(float, 900.0, "seconds after which the float-fallback search starts no new "
                                    "attempt (the best keep set found so far stands)"),
     "device": Option(str, None, "device (name or .toml, see `edgeconv devices list`) the artifact is also verified "

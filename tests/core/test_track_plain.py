@@ -26,3 +26,20 @@ def test_a_quick_loop_has_no_done_line(monkeypatch: pytest.MonkeyPatch, caplog: 
     with caplog.at_level(logging.INFO, logger=console.log.name):
         list(console.track(range(3), "quick", total=3))
     assert [r.getMessage() for r in caplog.records] == ["quick: 0/3"]
+
+
+def test_library_log_lines_and_deprecations_go_to_the_debug_log(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    code = ("import logging, warnings\n"
+            "from edgeconv.core.console import setup_logging\n"
+            f"setup_logging(log_file={str(tmp_path / 'log')!r})\n"
+            "logging.warning('Please consider to run pre-processing before quantization')\n"
+            "warnings.warn('isinstance(treespec, LeafSpec) is deprecated', FutureWarning)\n"
+            "warnings.warn('a user-facing warning', UserWarning)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "pre-processing" not in done.stderr and "LeafSpec" not in done.stderr
+    assert "a user-facing warning" in done.stderr  # other warnings are shown as before
+    logged = (tmp_path / "log").read_text()
+    assert "[root] Please consider" in logged and "[FutureWarning]" in logged
