@@ -84,6 +84,10 @@ class ChannelStats:
                 "max": r(self.hi)}
 
 
+#: --calib-size's default: a folder holding fewer inputs is used whole without a warning (the bundled sample has 256)
+DEFAULT_SIZE = 512
+
+
 @dataclass
 class CalibrationSet:
     """A sample of calibration inputs for one model input, produced with one preprocessing contract."""
@@ -92,7 +96,7 @@ class CalibrationSet:
     preprocess: Preprocess
     input_name: str
     input_shape: tuple[int, ...] | None = None
-    size: int | None = 512
+    size: int | None = DEFAULT_SIZE
     seed: int = 0
     files: list[Path] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -121,7 +125,7 @@ class CalibrationSet:
             return
         log.info("calibration sample: %d of %d inputs from %s (%s, seed %d; NVIDIA advises >= 500)",
                  len(self.samples), self.available, self.root, self.kind, self.seed)
-        if self.size and self.size > self.available:
+        if self.size and self.size > self.available and self.size != DEFAULT_SIZE:  # the default is no request
             log.warning("--calib-size %d asked for, but %s holds only %d input(s): using all %d", self.size,
                         self.root, self.available, self.available)
         if len(self.samples) < RECOMMENDED_MIN:

@@ -125,6 +125,14 @@ def test_calib_size_larger_than_the_data_is_a_warning(tmp_path: Path, caplog: py
         log.propagate = False
     assert len(cal) == 3 and cal.manifest()["requested"] == 100 and cal.manifest()["available"] == 3
     assert any("--calib-size 100" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    log.propagate = True
+    try:
+        with caplog.at_level(logging.WARNING, logger="edgeconv"):
+            CalibrationSet(tmp_path, PP, "x", (1, 3, 8, 8))  # the default size is no request: used whole, quietly
+    finally:
+        log.propagate = False
+    assert not any("asked for" in r.getMessage() for r in caplog.records)
     assert Path(cal.manifest()["root"]).is_absolute()
 
 
