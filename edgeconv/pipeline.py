@@ -513,7 +513,8 @@ def _build(prep: Prepared, backend: Target, ctx: ConvertContext, out: Path, key:
             "options": ctx.options, "tools": dict(ctx.tools), "isolated": isolate,
             "files": file_table(tmp, files), "roles": result.roles, "conversion": result.meta,
             "postprocess": post_record,
-            "convert_seconds": round(convert_s, 3), "task": prep.info or None, "verification": record,
+            "convert_seconds": round(convert_s, 3), "task": prep.info or _task_record(ctx.evaluator),
+            "verification": record,
         }
         write_manifest(tmp, manifest)
     art = Artifact.load(out)
@@ -579,6 +580,17 @@ def _convert_and_verify(backend: Target, ctx: ConvertContext, tagged: list[tuple
                         "proxy": False, "checks": result.meta.get("checks"), "task": None, "task_checked": False}
     record = verify(art, ctx, backend, result, tagged, reference_score)
     return result, record
+
+
+def _task_record(evaluator: TaskEvaluator | None) -> dict[str, Any] | None:
+    """The user's task as ``bench`` reads it back (``task``, ``postprocess``): a row held to ``--task`` at
+    conversion is measured by that task later without repeating it (the bundled models record theirs in
+    ``prep.info``)."""
+    spec = (evaluator.meta.get("spec") if evaluator is not None else None)
+    if not spec:
+        return None
+    return {"task": spec, "postprocess": evaluator.meta.get("postprocess"),  # type: ignore[union-attr]
+            "eval": evaluator.meta.get("source")}  # type: ignore[union-attr]
 
 
 def _rounding_only(fails: list[str], drift: dict[str, Any], tol: dict[str, float]) -> bool:

@@ -61,7 +61,7 @@ def agreement_evaluator(reference: Any, tk: Any, calibration: Any, post: Any = N
     fp = sha256_json({"label_free": tk.name, "metric": metric, "calibration": calibration.key, "samples": len(items),
                       "reference": getattr(reference, "sha256", None)})
     return TaskEvaluator(metric, items, score, fp,
-                         {"unit": "points", "task": tk.name, "labelled": False,
+                         {"unit": "points", "task": tk.name, "labelled": False, "spec": tasks.portable(tk),
                           "source": f"{len(items)} calibration inputs (label-free agreement with the reference; "
                                     "in-sample)"})
 
@@ -96,6 +96,7 @@ def task_evaluator(info: dict[str, Any], reference: Any, preprocess: Preprocess 
             return None
         ev0 = agreement_evaluator(reference, tk, calibration, load_callable(post_spec) if post_spec else None)
         if ev0 is not None:
+            ev0.meta["postprocess"] = post_spec
             log.info("%s: INT8 is held to its budget as %s with the reference on %s", why, ev0.metric,
                      ev0.meta["source"].split(" (")[0])
         return ev0
@@ -145,5 +146,6 @@ def task_evaluator(info: dict[str, Any], reference: Any, preprocess: Preprocess 
     fp = sha256_json({"data": [str(Path(p).name) + sha256_file(p) for p in ev.files], "task": task,
                       "post": post_spec, "metric": metric, "preprocess": preprocess.to_dict(), "labels": labels_fp,
                       "symbols": getattr(tk, "symbols", None)})
-    return TaskEvaluator(metric, items, score, fp, {"unit": "points", "source": ev.source, "task": tk.name},
-                         held_out=True)
+    meta = {"unit": "points", "source": ev.source, "task": tk.name, "spec": tasks.portable(task),
+            "postprocess": post_spec}
+    return TaskEvaluator(metric, items, score, fp, meta, held_out=True)

@@ -144,15 +144,14 @@ def repair(build: Build, ranked: Sequence[Any], budget: float, max_attempts: int
             names[:] = [n for n in names if n not in skip]
         elif baseline_delta >= -budget:
             best = ()
-        cap = max(1, int(max_float * len(names))) if names else 0
         if best is None:
             lo, hi, k = 0, None, 1
-            while k <= cap:
+            while k <= len(names):
                 if attempt(names[:k], "grow"):
                     hi = k
                     break
                 lo = k
-                k = min(2 * k, cap) if k < cap else cap + 1
+                k = min(2 * k, len(names)) if k < len(names) else len(names) + 1
             if hi is not None:
                 while hi - lo > 1:
                     mid = (lo + hi) // 2
@@ -165,10 +164,6 @@ def repair(build: Build, ranked: Sequence[Any], budget: float, max_attempts: int
                     trial = tuple(x for x in best if x != n)
                     if trial and attempt(trial, "prune"):
                         best = trial
-            elif cap < len(names):
-                reason = (f"no set of up to {cap} of the {len(names)} quantizable layers in float ({max_float:.0%}, "
-                          f"int8_fallback_max_float) brings the delta inside {budget:g} points: more would not be an "
-                          "INT8 model; the calibration data is the likelier cause")
             else:
                 reason = f"no prefix of the {len(names)} ranked layers brings the delta inside {budget:g} points"
     except _Exhausted as stop:
@@ -177,6 +172,11 @@ def repair(build: Build, ranked: Sequence[Any], budget: float, max_attempts: int
         passing = [key(a.keep) for a in attempts if a.passed]
         if best is None and passing:
             best = min(passing, key=len)
+    if best is not None and len(best) > max_float * len(names):
+        reason = (f"the smallest keep set found holds {len(best)} of the {len(names)} quantizable layers, over the "
+                  f"{max_float:.0%} an INT8 model may keep in float (int8_fallback_max_float): the calibration data "
+                  "is the likelier cause")
+        best = None
     if best is None:
         done = [a for a in attempts if a.delta is not None]
         top = max(done, key=lambda a: a.delta) if done else None  # type: ignore[arg-type, return-value]

@@ -13,7 +13,9 @@ Imports only ``edgeconv.core`` and numpy, so any layer (bench, plan, a plug-in) 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -60,6 +62,20 @@ def parse(spec: str | Task | None) -> Task | None:
         raise ConfigError(f"unknown task {name!r} (valid: {', '.join(TASKS)})",
                           hint="e.g. " + ", ".join(EXAMPLES.values()))
     return cls(text, split_options(rest, cls.keys, name) if rest.strip() else {})
+
+
+def portable(spec: str | Task | None) -> str | None:
+    """The spec with its ``@file`` values made absolute, so it reads the same files from another folder (a
+    manifest records it; ``bench`` reuses it)."""
+    if spec is None:
+        return None
+    text = spec.spec if isinstance(spec, Task) else str(spec)
+    text = re.sub(r"=@([^,]+)", lambda m: "=@" + str(Path(m.group(1)).expanduser().absolute()), text)
+
+    def bare(m: re.Match[str]) -> str:  # alphabet=chars.txt: a path by its suffix, as the CTC task reads it
+        p = Path(m.group(1)).expanduser()
+        return f"={p.absolute()}" if p.is_file() else m.group(0)
+    return re.sub(r"=([^,=@][^,=]*\.(?:txt|keys|dict|lst))(?=,|$)", bare, text, flags=re.IGNORECASE)
 
 
 def name_of(spec: str | Task | None) -> str | None:

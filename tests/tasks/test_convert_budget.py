@@ -40,6 +40,7 @@ def test_ctc_int8_is_checked_on_exact_match(fragile: bool, tmp_path: Path) -> No
     assert m["verification"]["task_checked"] and task["metric"] == "exact_match" and task["task"] == "ctc"
     assert task["samples"] == 30 and task["reference"] == 100.0 and task["delta"] >= -task["budget"]
     assert m["verification"]["inputs"] == {"held-out": 16}  # drift judged on the labelled data, not on --calib
+    assert m["task"]["task"] == CTC  # the user's task is recorded, so bench measures it without repeating it
     fb = m.get("int8_fallback")
     if fragile:  # plain INT8 decodes nothing right; the plan keeps the head in float to stay in budget
         assert fb["baseline_delta"] < -50 and fb["ok"] and any("head" in n for n in fb["keep_fp32_nodes"])
@@ -69,3 +70,22 @@ def test_over_budget_without_repair_is_refused(tmp_path: Path) -> None:
     with pytest.raises(VerificationError, match=r"task exact_match drops .* > budget 1\.0000 on 30 held-out inputs"):
         _convert(tmp_path, "build_ctc", "images:1x3x8x64", "size=8x64", CTC, model_args={"lo": 0.4, "hi": 0.6},
                  options={"int8_fallback": False})
+
+
+def test_bench_reuses_the_task_given_at_conversion_and_its_alphabet_file(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeconv.bench.evaluate import BenchOptions, evaluate_artifact
+    from edgeconv.bench.latency import LatencyConfig
+
+    tm.write_ctc_images(tmp_path / "calib", 40, seed=1)
+    tm.write_ctc_images(tmp_path / "test", 30, seed=2)
+    (tmp_path / "chars.txt").write_text("\n".join("0123456789"))
+    monkeypatch.chdir(tmp_path)  # @chars.txt relative to where convert ran
+    oc = _convert(tmp_path, "build_ctc", "images:1x3x8x64", "size=8x64", "ctc:alphabet=@chars.txt,blank=0,"
+                  "labels=prefix")
+    assert oc.error is None, oc.error
+    assert oc.artifact.manifest["task"]["task"] == f"ctc:alphabet=@{tmp_path / 'chars.txt'},blank=0,labels=prefix"
+    monkeypatch.chdir(HERE)  # bench from elsewhere: the recorded path is absolute
+    quick = BenchOptions(latency=LatencyConfig(min_iters=2, min_seconds=0.0, warmup_min_iters=1))
+    row = evaluate_artifact(oc.artifact.path, str(tmp_path / "test"), options=quick)
+    assert row["task"]["metric"] == "exact_match" and row["task"]["labelled"], row.get("task")
