@@ -245,6 +245,22 @@ def list_targets() -> list[dict[str, Any]]:
     return rows
 
 
+def _core_imports() -> dict[str, str | None]:
+    """Import what every conversion needs, for real: a package can be installed and still not import (a protobuf
+    runtime older than onnx's generated code: ``VersionError`` at ``import onnx``), which a look at the installed
+    distributions does not see. Module -> None, or the error's first line."""
+    import importlib
+
+    out: dict[str, str | None] = {}
+    for mod in ("numpy", "onnx", "onnxruntime"):
+        try:
+            importlib.import_module(mod)
+            out[mod] = None
+        except Exception as e:  # noqa: BLE001 - any failure to import is the finding
+            out[mod] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    return out
+
+
 def doctor() -> dict[str, Any]:
     """Versions, CPU flags and which backends convert and run here — read from this machine, not assumed.
     Backend versions come from each target's own declaration (modules + tools), so a plug-in reports its own."""
@@ -268,6 +284,12 @@ def doctor() -> dict[str, Any]:
         notes.append("no VNNI/AMX: INT8 speed-ups on this CPU will be small; ORT int8 uses reduce_range")
     if flags & {"avx512_bf16", "amx_bf16"}:
         notes.append("BF16 CPU: OpenVINO runs fp32 IRs in bf16 unless pinned (edgeconv's runner pins f32)")
+    core = _core_imports()
+    env["core_imports"] = core
+    for mod, err in core.items():
+        if err:
+            notes.append(f"{mod} does not import ({err}): every conversion needs it; reinstall the environment "
+                         "(bash scripts/setup.sh)")
     from edgeconv.core.env import isa_line
 
     env["isa_line"] = isa_line()

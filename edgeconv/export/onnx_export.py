@@ -26,7 +26,7 @@ import numpy as np
 
 from edgeconv.core.compare import compare_outputs
 from edgeconv.core.console import log, native_output_to
-from edgeconv.core.errors import ConfigError, ExportError, ModelLoadError
+from edgeconv.core.errors import ConfigError, ExportError, MissingDependencyError, ModelLoadError
 from edgeconv.core.lazy import require
 from edgeconv.core.tensors import TensorSpec
 from edgeconv.intake.guard import describe, user_code
@@ -337,6 +337,23 @@ def verify_onnx(path: Path, ref_outputs: list[list[np.ndarray]], feeds: list[dic
     return drift
 
 
+def _broken_environment(e: BaseException) -> str | None:
+    """The one line for an exporter failure that is the installation's, not the model's: protobuf's runtime older
+    than the code onnx was generated with (``VersionError`` at ``import onnx``), or onnx/protobuf not importing."""
+    chain: list[BaseException] = []
+    cur: BaseException | None = e
+    while cur is not None and len(chain) < 8:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for x in chain:
+        mod = type(x).__module__ or ""
+        if type(x).__name__ == "VersionError" and mod.startswith("google.protobuf"):
+            return f"the protobuf installation does not match onnx's: {str(x).splitlines()[0][:240]}"
+        if isinstance(x, ImportError) and (x.name or "").split(".")[0] in ("onnx", "google"):
+            return f"{x.name} does not import: {str(x).splitlines()[0][:240]}"
+    return None
+
+
 def export_verified(module: Any, inputs: list[TensorSpec], output_names: list[str] | None, out_path: Path, *,
                     opset: int = 17, exporters: tuple[str, ...] = EXPORTERS, dynamic: DynamicSpec | None = None,
                     sample_feeds: list[dict[str, np.ndarray]], atol: float = 1e-4,
@@ -383,6 +400,11 @@ def export_verified(module: Any, inputs: list[TensorSpec], output_names: list[st
         except KeyboardInterrupt:
             raise
         except BaseException as e:  # noqa: BLE001 - an exporter (or the user's forward under it) may raise anything
+            broken = _broken_environment(e)
+            if broken:  # every exporter would fail alike, and no --opset or exporter choice changes it
+                raise MissingDependencyError(broken, hint="reinstall the environment (bash scripts/setup.sh, or pip "
+                                             "install -c constraints.txt -e '.[all]'); `edgeconv doctor` checks it"
+                                             ) from e
             reason = e.message if isinstance(e, ExportError) else describe(e)
             attempts.append({"route": route, "ok": False, "opset": used, "error": reason})
             log.info("the %s exporter failed (%s)%s", route, reason[:300],

@@ -146,3 +146,22 @@ def test_an_onnx_image_size_left_open_needs_input_and_is_then_fixed(tmp_path: Pa
     ref = prepare_reference(load_source(str(path)), [TensorSpec("images", (1, 3, 24, 40), "float32", "NCHW")],
                             use_cache=False)
     assert ref.outputs[0].shape == (1, 4, 48, 80)  # static through the graph, not 1x1 placeholders
+
+
+def test_a_broken_protobuf_is_an_environment_error_not_an_opset_hint(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from google.protobuf.runtime_version import VersionError
+
+    from edgeconv.core.errors import MissingDependencyError
+    from edgeconv.export import onnx_export
+
+    def broken(*a: object, **k: object) -> None:
+        raise VersionError("Detected incompatible Protobuf Gencode/Runtime versions when loading onnx/onnx-ml.proto")
+
+    monkeypatch.setattr(onnx_export, "_export_one", broken)
+    m = torch.nn.Conv2d(3, 4, 3).eval()
+    spec = [TensorSpec("x", (1, 3, 8, 8))]
+    with pytest.raises(MissingDependencyError, match="protobuf installation") as e:
+        export_verified(m, spec, None, tmp_path / "m.onnx", sample_feeds=[random_feeds(spec)])
+    assert "setup.sh" in (e.value.hint or "") and "--opset" not in (e.value.hint or "")
+    assert onnx_export._broken_environment(ImportError("No module named 'onnxscript'", name="onnxscript")) is None
