@@ -166,7 +166,8 @@ def _inspect_artifact(path: Path) -> dict[str, Any]:
         info.update(format=s["format"], ops=s["ops"], weight_types=s["weight_types"])
     elif model_file is not None and model_file.is_file():
         info["format"] = model_file.suffix.lstrip(".")
-        info["ops"] = _native_ops(model_file)
+        # a format no text walk reads (.mnn, .tflite, .pte): the operator counts its converter recorded
+        info["ops"] = _native_ops(model_file) or (mf.get("conversion") or {}).get("operators")
     ref = path / (mf.get("reference") or {}).get("file", "reference.onnx")
     if ref.is_file():
         info["reference_ops"] = _onnx_summary(ref)["ops"]

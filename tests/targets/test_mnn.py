@@ -238,6 +238,9 @@ def test_weight_only_int8_is_smaller_float_accurate_and_says_so(tiny_prepared, t
     assert art.manifest["verification"]["status"] == "ok"
     assert art.manifest["verification"]["drift"]["cosine"] > 0.999  # weights only: no activation rounding
     assert art.file("model").stat().st_size < 0.75 * fp32.file("model").stat().st_size  # tiny: headers weigh
+    from edgeconv.cli.inspect import _inspect_artifact
+
+    assert _inspect_artifact(art.path)["ops"].get("Convolution", 0) >= 3  # inspect lists the .mnn's operators
 
 
 def test_a_refused_int8_row_names_the_weight_only_route(tiny_prepared, tiny_calib_dir: Path, tmp_path: Path) -> None:
