@@ -329,6 +329,26 @@ def compute_note(row: dict[str, Any], env: dict[str, Any]) -> str | None:
     return f"int8 path: not reported by {row.get('runner') or 'the runtime'} (this CPU {has})"
 
 
+def speed_note(row: dict[str, Any], results: list[dict[str, Any]]) -> str | None:
+    """For a reduced-precision row measured slower than the same target's fp32 row on the same machine (95 %
+    intervals apart): say so. ncnn's and TFLite's INT8 on an AVX2 CPU without VNNI run slower than their fp32
+    (bundled detector: 6.54 vs 6.06 ms, 11.45 vs 10.88 ms), which a user reading "int8" would not expect."""
+    if row.get("precision") == "fp32" or row.get("status") != "ok":
+        return None
+    lat = row.get("latency_ms") or {}
+    base = next((r for r in results if r.get("profile") == row.get("profile") and r.get("precision") == "fp32"
+                 and r.get("device") == row.get("device") and r.get("status") == "ok" and r.get("latency_ms")), None)
+    if not lat.get("p50") or base is None:
+        return None
+    b = base["latency_ms"]
+    lo = (lat.get("p50_ci") or [None, None])[0]
+    hi = (b.get("p50_ci") or [None, None])[1]
+    if lo is None or hi is None or lo <= hi:
+        return None
+    return (f"slower than {row.get('profile')} fp32 here (p50 {lat['p50']:.3g} vs {b['p50']:.3g} ms, intervals "
+            f"apart): on this machine {row.get('precision')} buys size, not speed")
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """A table that fits a CI job summary: target × precision with status, p50, p99, size, drift, task delta."""
     env = report.get("env", {})
@@ -366,6 +386,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     notes += [(row_key(r), w) for r in report.get("results", []) for w in r.get("warnings") or []]
     notes += [(row_key(r), n) for r in report.get("results", []) for n in _lint_notes(r)]
     notes += [(row_key(r), n) for r in report.get("results", []) if (n := compute_note(r, env))]
+    notes += [(row_key(r), n) for r in report.get("results", []) if (n := speed_note(r, report["results"]))]
     summary = roofline_summary(report)
     if summary:
         lines += ["", summary]
@@ -487,7 +508,7 @@ def _boxes(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     return {"w": _W, "h": h, "ml": ml, "rows": out, "xticks": x.ticks()}
 
 
-def _html_row(r: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
+def _html_row(r: dict[str, Any], env: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any]:
     lat = r.get("latency_ms") or {}
     ci = lat.get("p50_ci") or [None, None]
     c = r.get("comparison") or {}
@@ -503,7 +524,8 @@ def _html_row(r: dict[str, Any], env: dict[str, Any]) -> dict[str, Any]:
             "vs": (c.get("verdict", "–") + (f" ({c['change']:+.1%})" if c.get("change") is not None else "")) if c
             else None,
             "note": "; ".join(x for x in (r.get("error"), r.get("latency_note"), *(r.get("warnings") or []),
-                                          *_lint_notes(r), compute_note(r, env)) if x)}
+                                          *_lint_notes(r), compute_note(r, env),
+                                          speed_note(r, results)) if x)}
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -520,7 +542,7 @@ def render_html(report: dict[str, Any]) -> str:
     return tpl.get_template("report.html.j2").render(
         title=str((report.get("model") or {}).get("name", "model")), env=env, created=report.get("created", ""),
         versions=", ".join(f"{k} {v}" for k, v in (env.get("versions") or {}).items()),
-        rows=[_html_row(r, env) for r in results], has_vs=bool(report.get("comparison")),
+        rows=[_html_row(r, env, results) for r in results], has_vs=bool(report.get("comparison")),
         has_eff=_has_roofline(results), roofline=roofline_summary(report),
         comparison=report.get("comparison"),
         task_plot=_scatter(_task_points(results), xlabel="p50 latency (ms, log)",

@@ -187,3 +187,13 @@ def test_ort_int8_path_is_mlas_dispatch_on_this_cpu(monkeypatch) -> None:
     assert r.compute("fp32") is None
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     assert r.compute("int8") is None
+
+
+def test_a_reduced_precision_row_slower_than_its_fp32_says_so_only_when_the_intervals_part() -> None:
+    rows = [_row("ncnn", "fp32", 6.0), _row("ncnn", "int8", 7.5), _row("tflite", "fp32", 10.0),
+            _row("tflite", "int8", 10.5), _row("openvino", "fp32", 5.0), _row("openvino", "int8", 3.6)]
+    md = render_markdown(_report(rows))
+    # ncnn int8 [6.75, 8.25] vs fp32 [5.4, 6.6]: apart; tflite [9.45, 11.55] vs [9, 11]: overlapping, no claim
+    assert "`ncnn/int8`: slower than ncnn fp32 here (p50 7.5 vs 6 ms" in md and "buys size, not speed" in md
+    assert "`tflite/int8`: slower" not in md and "`openvino/int8`: slower" not in md
+    assert "slower than ncnn fp32 here" in render_html(_report(rows))
