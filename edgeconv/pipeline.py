@@ -676,6 +676,16 @@ def verify(art: Artifact, ctx: ConvertContext, backend: Target, result: Conversi
               "task": task, "task_checked": task is not None, "proxy": proxy, "runs_here": ok_here,
               "device": device,
               "note": result.verify_note or (why or None)}
+    if stage in ("detections", "candidates"):
+        seen = sum(int((checks[k].get("detections") or {}).get("reference_detections") or 0) for k in blocking)
+        record["detections_seen"] = seen
+        if seen == 0:  # two empty lists agree: the boxes were not compared at all
+            empty = (f"the detection check found no detection in its {sum(checks[k]['samples'] for k in blocking)} "
+                     f"{'/'.join(blocking)} input(s) at score_threshold "
+                     f"{ctx.postprocess['spec'].get('score_threshold')}: boxes unchecked (--calib images holding "
+                     "objects are used for every row)")
+            log.warning("%s %s: %s", profile.name, precision, empty)
+            record["note"] = "; ".join(n for n in (record["note"], empty) if n)
     if fails:
         if task and task["delta"] < -(budget or 0):
             hint = ("the artifact's accuracy is below the budget: --keep-fp32 sensitive layers, another calibration "

@@ -143,6 +143,13 @@ class Planner:
     _evaluators: dict[str, TaskEvaluator | None] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)  # row label -> wall time of its conversion
 
+    def __post_init__(self) -> None:
+        # The user's --calib images are real inputs for every row's verification, fp32 and fp16 included (they
+        # were judged on generated and noise inputs only: a face detector's end2end fp32 row "passed" its
+        # detection check on two synthetic images holding no detection at all).
+        if self.calib is not None and self.prep.calib_dir is None and Path(self.calib).is_dir():
+            self.prep = dataclasses.replace(self.prep, calib_dir=Path(self.calib))
+
     def contract(self, row: PlanRow) -> Preprocess | None:
         return contract_for(self.prep, row.profile, self.preprocess)
 

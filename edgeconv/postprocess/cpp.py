@@ -12,7 +12,7 @@ import json
 
 from edgeconv.postprocess.spec import PostprocessSpec, as_spec
 
-_HEAD_IDS = {"yolov5": 0, "yolov8": 1, "yolo-decoded": 2, "centernet": 3}
+_HEAD_IDS = {"yolov5": 0, "yolov8": 1, "yolo-decoded": 2, "centernet": 3, "ssd": 4}
 
 _BODY = r"""
 struct Detection {
@@ -191,6 +191,44 @@ inline std::vector<Detection> decoded(const float* const* outputs) {
   return select(boxes, scores, na);
 }
 
+// Prior-box head (postprocess.py's decode_ssd, the same float operations): loc (A x 4), conf (A x [1+]C).
+inline std::vector<Detection> ssd(const float* const* outputs) {
+  const float* loc = outputs[0];
+  const float* conf = outputs[1];
+  const int ct = kNumClasses + (kBackground ? 1 : 0);
+  std::vector<float> pri;  // cx, cy, size per prior, input pixels
+  for (int l = 0, off = 0; l < kNumLevels; off += kSsdSizesPerLevel[l], ++l) {
+    const int st = kStride[l], fh = (kInputH + st - 1) / st, fw = (kInputW + st - 1) / st;
+    for (int i = 0; i < fh; ++i)
+      for (int j = 0; j < fw; ++j)
+        for (int m = 0; m < kSsdSizesPerLevel[l]; ++m) {
+          pri.push_back((float(j) + 0.5f) * float(st));
+          pri.push_back((float(i) + 0.5f) * float(st));
+          pri.push_back(kSsdMinSizes[off + m]);
+        }
+  }
+  const int na = int(pri.size() / 3);
+  std::vector<float> boxes(size_t(na) * 4), scores(size_t(kNumClasses) * na), p(ct);
+  for (int a = 0; a < na; ++a) {
+    const float* d = loc + size_t(a) * 4;
+    const float sz = pri[3 * a + 2], sv = sz * kSsdVariance0;
+    const float cx = pri[3 * a] + d[0] * sv, cy = pri[3 * a + 1] + d[1] * sv;
+    const float w = sz * std::exp(d[2] * kSsdVariance1), h = sz * std::exp(d[3] * kSsdVariance1);
+    put_box(boxes, a, cx, cy, w, h);
+    const float* c = conf + size_t(a) * ct;
+    if (kConfSoftmax) {
+      float mx = c[0], sum = 0;
+      for (int k = 1; k < ct; ++k) mx = std::max(mx, c[k]);
+      for (int k = 0; k < ct; ++k) sum += (p[k] = std::exp(c[k] - mx));
+      for (int k = 0; k < ct; ++k) p[k] /= sum;
+    } else {
+      for (int k = 0; k < ct; ++k) p[k] = c[k];
+    }
+    for (int k = 0; k < kNumClasses; ++k) scores[size_t(k) * na + a] = p[k + (kBackground ? 1 : 0)];
+  }
+  return select(boxes, scores, na);
+}
+
 inline std::vector<Detection> centernet(const float* const* outputs) {
   const int h = kLevelH[0], w = kLevelW[0], hw = h * w;
   const float* wh = outputs[1];
@@ -240,6 +278,7 @@ inline std::vector<Detection> run(const float* const* outputs) {
     case 0: return detail::yolov5(outputs);
     case 1: return detail::yolov8(outputs);
     case 2: return detail::decoded(outputs);
+    case 4: return detail::ssd(outputs);
     default: return detail::centernet(outputs);
   }
 }
@@ -283,9 +322,11 @@ def render_header(params: PostprocessSpec | object) -> str:
 
         raise ConfigError("post-processing: the C++ header needs output_shapes in the decode parameters",
                           hint="derive them with spec_for(prepared)", stage="postprocess")
-    shapes = list(dec.output_shapes) if dec.head != "yolo-decoded" else []
+    shapes = list(dec.output_shapes) if dec.head not in ("yolo-decoded", "ssd") else []
     lh = [int(s[2]) for s in shapes] or [1]
     lw = [int(s[3]) for s in shapes] or [1]
+    ssd_sizes = [float(v) for lvl in dec.min_sizes for v in lvl] or [0.0]
+    ssd_per_level = [len(lvl) for lvl in dec.min_sizes] or [0]
     strides = list(dec.strides) or [1]
     anchors = dec.anchors or ((( 0.0, 0.0),),)
     na = len(anchors[0])
@@ -295,7 +336,7 @@ def render_header(params: PostprocessSpec | object) -> str:
         s = dec.output_shapes[0]
         dec_a = int(s[2] if dec.channels_first else s[1])
     names = ", ".join(json.dumps(n) for n in dec.outputs)
-    levels = len(shapes) if dec.head in ("yolov5", "yolov8") else 1
+    levels = len(shapes) if dec.head in ("yolov5", "yolov8") else len(dec.min_sizes) if dec.head == "ssd" else 1
     consts = f"""constexpr int kHead = {_HEAD_IDS[dec.head]};  // {dec.head}
 constexpr int kNumClasses = {dec.num_classes};
 constexpr int kInputH = {dec.input_size[0]}, kInputW = {dec.input_size[1]};
@@ -317,6 +358,11 @@ constexpr int kDecodedAnchors = {dec_a};
 constexpr bool kChannelsFirst = {"true" if dec.channels_first else "false"};
 constexpr bool kObjectness = {"true" if dec.objectness else "false"};
 constexpr bool kHeatmapSigmoid = {"true" if dec.heatmap_sigmoid else "false"};
+static const int kSsdSizesPerLevel[] = {_arr(ssd_per_level)};
+static const float kSsdMinSizes[] = {_arr(ssd_sizes, "{!r}f")};
+constexpr float kSsdVariance0 = {float(dec.variances[0])!r}f, kSsdVariance1 = {float(dec.variances[1])!r}f;
+constexpr bool kBackground = {"true" if dec.background else "false"};
+constexpr bool kConfSoftmax = {"true" if dec.conf_softmax else "false"};
 """
     head = ("// postprocess.hpp: edgeconv detections post-processor, generated from postprocess.json "
             f"({spec.schema}). Do not edit;\n// regenerate with edgeconv.postprocess.write_postprocessor. "

@@ -20,9 +20,10 @@ from edgeconv.postprocess.spec import DecodeParams, PostprocessSpec
 
 CONTRACT_OPTIONS = ("max_det", "score_threshold", "iou_threshold", "class_agnostic", "max_candidates")
 DECODE_OPTIONS = ("head", "num_classes", "strides", "anchors", "reg_max", "outputs", "input_size", "objectness",
-                  "channels_first", "heatmap_sigmoid")
-_HINT = ("pass postprocess options: head=yolov5|yolov8|yolo-decoded|centernet, num_classes=N, strides=8,16,32, "
-         "anchors=[[[w,h],...],...] (yolov5), reg_max=16 (yolov8)")
+                  "channels_first", "heatmap_sigmoid", "min_sizes", "variances", "background", "conf_softmax")
+_HINT = ("pass postprocess options: head=yolov5|yolov8|yolo-decoded|centernet|ssd, num_classes=N, strides=8,16,32, "
+         "anchors=[[[w,h],...],...] (yolov5), reg_max=16 (yolov8), min_sizes=10/16/24;32/48;64/96;128/192/256 (ssd: "
+         "RetinaFace/UltraFace priors, with strides=8,16,32,64)")
 
 Outputs = Sequence[Any]  # TensorSpec-like (.name, .shape) or (name, shape) pairs
 
@@ -47,7 +48,18 @@ def _parse_option(key: str, value: Any) -> Any:
     if not isinstance(value, str):
         return value
     text = value.strip()
-    if key in ("objectness", "channels_first", "heatmap_sigmoid", "class_agnostic"):
+    if key == "min_sizes" and not text.startswith("["):  # 10/16/24;32/48: levels by ';', sizes by '/' or ','
+        try:
+            return tuple(tuple(float(v) for v in lvl.replace(",", "/").split("/") if v.strip())
+                         for lvl in text.split(";") if lvl.strip())
+        except ValueError as e:
+            raise _fail(f"option min_sizes={value!r} is not sizes per level", "min_sizes=10/16/24;32/48;64/96") from e
+    if key == "variances" and not text.startswith("["):
+        try:
+            return tuple(float(v) for v in text.split(",") if v.strip())
+        except ValueError as e:
+            raise _fail(f"option variances={value!r} is not two numbers", "variances=0.1,0.2") from e
+    if key in ("objectness", "channels_first", "heatmap_sigmoid", "class_agnostic", "background", "conf_softmax"):
         if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise _fail(f"option {key}={value!r} must be true or false", f"{key}=true")
         return text.lower() in ("true", "1", "yes")
@@ -169,6 +181,16 @@ def _output_form(d: dict[str, Any], outs: list[tuple[str, tuple[int, ...]]]) -> 
                         "pass outputs=NAME,NAME,... in level order")
         d["output_shapes"] = tuple(by[n] for n in d["outputs"])
         return d
+    if d.get("head") == "ssd" and nc:  # loc: the (N, A, 4) output; conf: the (N, A, [1+]nc) one beside it
+        cols = int(nc) + int(d.get("background", True))
+        loc = [(n, s) for n, s in outs if len(s) == 3 and s[2] == 4]
+        conf = [(n, s) for n, s in outs if len(s) == 3 and s[2] == cols and (not loc or s[1] == loc[0][1][1])]
+        if len(loc) == 1 and conf and (cols != 4 or len(conf) == 2):
+            cf = next(c for c in conf if c[0] != loc[0][0])
+            d.update(outputs=(loc[0][0], cf[0]), output_shapes=(loc[0][1], cf[1]))
+            return d
+        raise _fail(f"cannot tell the ssd loc (N, A, 4) and conf (N, A, {cols}) outputs among "
+                    f"{[(n, list(s)) for n, s in outs]}", "pass outputs=LOC,CONF")
     maps = [(n, s) for n, s in outs if len(s) == 4]
     if d.get("head") in ("yolov5", "yolov8") and len(maps) == len(d.get("strides", ())) and maps:
         maps.sort(key=lambda ns: -ns[1][-1] * ns[1][-2])  # finest level first
@@ -203,8 +225,10 @@ def _finish(d: dict[str, Any], outs: list[tuple[str, tuple[int, ...]]],
     if input_size is not None:
         d.setdefault("input_size", tuple(int(v) for v in input_size))
     need = ["head", "num_classes", "input_size"]
-    if d.get("head") in ("yolov8", "centernet") or (d.get("head") == "yolov5" and not _is_decoded(outs, d)):
+    if d.get("head") in ("yolov8", "centernet", "ssd") or (d.get("head") == "yolov5" and not _is_decoded(outs, d)):
         need.append("strides")
+    if d.get("head") == "ssd":
+        need.append("min_sizes")
     if d.get("head") == "yolov5" and not _is_decoded(outs, d):
         need.append("anchors")
     missing = [k for k in need if not d.get(k)]
@@ -217,6 +241,10 @@ def _finish(d: dict[str, Any], outs: list[tuple[str, tuple[int, ...]]],
         d["strides"] = tuple(int(s) for s in d["strides"])
     if "anchors" in d:
         d["anchors"] = tuple(tuple((float(w), float(h)) for w, h in lvl) for lvl in d["anchors"])
+    if "min_sizes" in d:
+        d["min_sizes"] = tuple(tuple(float(v) for v in lvl) for lvl in d["min_sizes"])
+    if "variances" in d:
+        d["variances"] = tuple(float(v) for v in d["variances"])
     try:
         return DecodeParams(**d).validate()
     except TypeError as e:

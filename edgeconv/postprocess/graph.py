@@ -136,6 +136,8 @@ def _decode_yolo(b: _Builder, spec: PostprocessSpec, shapes: dict[str, tuple[int
         x2y2 = b.op("Mul", [b.op("Add", [anc, b.slice(box, 2, 4, 1)]), st])
         boxes = b.op("Transpose", [b.op("Concat", [x1y1, x2y2], axis=1)], perm=[0, 2, 1])
         return boxes, b.op("Sigmoid", [b.slice(x, 4 * reg, 4 * reg + nc, 1)]), n_anchor
+    if dec.head == "ssd":
+        return _decode_ssd(b, spec, shapes)
     # yolo-decoded
     name = dec.outputs[0]
     shp = shapes.get(name) or ()
@@ -151,6 +153,29 @@ def _decode_yolo(b: _Builder, spec: PostprocessSpec, shapes: dict[str, tuple[int
     if dec.objectness:
         cls = b.op("Mul", [cls, b.slice(name, 4, 5, 2)])
     return b.xywh_to_xyxy(b.slice(name, 0, 4, 2), axis=2), b.op("Transpose", [cls], perm=[0, 2, 1]), n_anchor
+
+
+def _decode_ssd(b: _Builder, spec: PostprocessSpec, shapes: dict[str, tuple[int, ...]]) -> tuple[str, str, int]:
+    """Prior-box decode (``standalone.decode_ssd``, the same constants and operation order)."""
+    from edgeconv.postprocess.standalone import ssd_constants
+
+    dec = spec.decode
+    loc, conf = dec.outputs
+    ctr, scale, size = ssd_constants(spec.to_dict()["decode"])
+    n_anchor, ct = ctr.shape[1], dec.num_classes + int(dec.background)
+    for name, cols in ((loc, 4), (conf, ct)):
+        shp = shapes.get(name) or ()
+        if len(shp) != 3 or shp[1] != n_anchor or shp[2] != cols:
+            raise ConfigError(f"post-processing: ssd output '{name}' is {shp}, expected (N, {n_anchor}, {cols}) for "
+                              f"the priors of strides {list(dec.strides)} and min_sizes {list(dec.min_sizes)}",
+                              hint="check strides=, min_sizes=, num_classes= and background= against the model's "
+                                   "prior-box configuration", stage="postprocess")
+    xy = b.op("Add", [b.const(ctr), b.op("Mul", [b.slice(loc, 0, 2, 2), b.const(scale)])])
+    wh = b.op("Mul", [b.const(size), b.op("Exp", [b.op("Mul", [b.slice(loc, 2, 4, 2), b.const(dec.variances[1])])])])
+    boxes = b.xywh_to_xyxy(b.op("Concat", [xy, wh], axis=2), axis=2)
+    probs = b.op("Softmax", [conf], axis=2) if dec.conf_softmax else conf
+    cls = b.slice(probs, 1, ct, 2) if dec.background else probs
+    return boxes, b.op("Transpose", [cls], perm=[0, 2, 1]), n_anchor
 
 
 def _gather_rows(b: _Builder, boxes: str, anchor_idx: str) -> str:

@@ -32,7 +32,10 @@ STAGES = ("raw", "candidates", "detections")
 #: maps ``(N, 4*reg_max+nc, H, W)`` with DFL (YOLOv8/YOLO11).  yolo-decoded: one tensor of xywh pixels + scores as
 #: Ultralytics' exports give it (``(N, 4+nc, A)`` channels-first, or ``(N, A, 5+nc)`` with objectness, YOLOv5).
 #: centernet: ``heatmap (N, nc, H, W)``, ``wh`` and ``offset`` ``(N, 2, H, W)`` in grid units.
-HEADS = ("yolov5", "yolov8", "yolo-decoded", "centernet")
+#: ssd: prior-box heads (RetinaFace, Face-Detector-1MB, UltraFace, FaceBoxes): ``loc (N, A, 4)`` offsets encoded
+#: against priors with ``variances``, ``conf (N, A, [1+]nc)``; priors per level of stride ``s`` on a
+#: ``ceil(H/s) x ceil(W/s)`` grid, row-major, one per ``min_sizes`` entry (pixels), centre ``(j+0.5)s``.
+HEADS = ("yolov5", "yolov8", "yolo-decoded", "centernet", "ssd")
 SCHEMA = "edgeconv.postprocess/1"
 
 
@@ -55,6 +58,10 @@ class DecodeParams:
     objectness: bool = False  # yolo-decoded: (N, A, 5+nc) with an objectness column (YOLOv5 export)
     channels_first: bool = True  # yolo-decoded: (N, 4+nc, A) (YOLOv8/11 export) rather than (N, A, ...)
     heatmap_sigmoid: bool = True  # centernet: heatmap already passed through sigmoid in the graph
+    min_sizes: tuple[tuple[float, ...], ...] = ()  # ssd: prior sizes per level, input pixels
+    variances: tuple[float, float] = (0.1, 0.2)  # ssd: centre and size variances of the box encoding
+    background: bool = True  # ssd: conf column 0 is the background class (dropped)
+    conf_softmax: bool = False  # ssd: conf holds logits (softmax over its columns first); False: probabilities
 
     def validate(self) -> DecodeParams:
         if self.head not in HEADS:
@@ -79,6 +86,14 @@ class DecodeParams:
             raise _fail(f"reg_max must be an int >= 1, not {self.reg_max!r}", "YOLOv8/YOLO11 use reg_max=16")
         if self.head == "yolo-decoded" and len(self.outputs) != 1:
             raise _fail(f"yolo-decoded head takes one output, got {len(self.outputs)}", "pass outputs=NAME")
+        if self.head == "ssd" and (len(self.outputs) != 2 or not self.min_sizes or
+                                   len(self.strides) != len(self.min_sizes) or any(s <= 0 for s in self.strides)
+                                   or any(not lvl or min(lvl) <= 0 for lvl in self.min_sizes)):
+            raise _fail(f"ssd head needs outputs (loc, conf) and one stride per min_sizes level (got outputs "
+                        f"{list(self.outputs)}, strides {list(self.strides)}, min_sizes {list(self.min_sizes)})",
+                        "pass outputs=loc,conf strides=8,16,32,64 min_sizes=10/16/24;32/48;64/96;128/192/256")
+        if self.head == "ssd" and (len(self.variances) != 2 or min(self.variances) <= 0):
+            raise _fail(f"ssd variances must be two positive numbers, not {list(self.variances)}", "variances=0.1,0.2")
         if self.head == "centernet" and (len(self.outputs) != 3 or len(self.strides) != 1):
             raise _fail("centernet head needs outputs (heatmap, wh, offset) and one stride",
                         "pass outputs=heatmap,wh,offset strides=4")
@@ -96,6 +111,8 @@ class DecodeParams:
         if self.head == "yolo-decoded":
             s = self.output_shapes[0]
             return int(s[2] if self.channels_first else s[1])
+        if self.head == "ssd":
+            return int(self.output_shapes[0][1])
         if self.head == "centernet":
             return int(self.output_shapes[0][2] * self.output_shapes[0][3])
         return sum(self.num_anchors * int(s[2]) * int(s[3]) for s in self.output_shapes) if self.head == "yolov5" \
@@ -118,6 +135,10 @@ class DecodeParams:
             d["output_shapes"] = tuple(tuple(int(v) for v in s) for s in d["output_shapes"])
         if "anchors" in d:
             d["anchors"] = tuple(tuple((float(w), float(h)) for w, h in lvl) for lvl in d["anchors"])
+        if "min_sizes" in d:
+            d["min_sizes"] = tuple(tuple(float(v) for v in lvl) for lvl in d["min_sizes"])
+        if "variances" in d:
+            d["variances"] = tuple(float(v) for v in d["variances"])
         return cls(**d).validate()
 
 

@@ -119,9 +119,57 @@ def decode_yolo(outputs: Mapping[str, np.ndarray], dec: Mapping[str, Any]) -> tu
         if cls.shape[-1] != nc:
             raise ValueError(f"decoded output has {cls.shape[-1]} class columns, expected {nc}")
         scores = cls.transpose(0, 2, 1)
+    elif head == "ssd":
+        return decode_ssd(outputs, dec)
     else:
         raise ValueError(f"decode_yolo does not handle head {head!r}")
     return np.ascontiguousarray(boxes, np.float32), np.ascontiguousarray(scores, np.float32)
+
+
+def ssd_priors(dec: Mapping[str, Any]) -> np.ndarray:
+    """Prior boxes ``(A, 4)`` float32 ``cx, cy, w, h`` in input pixels: per level of stride ``s``, a
+    ``ceil(H/s) x ceil(W/s)`` grid, row-major, one prior per ``min_sizes`` entry at ``((j+0.5)s, (i+0.5)s)``
+    (RetinaFace's PriorBox, UltraFace's generate_priors; they normalise by the image size, the decode here scales
+    back to pixels, so the boxes are the same)."""
+    h, w = (int(v) for v in dec["input_size"])
+    out = []
+    for step, sizes in zip(dec["strides"], dec["min_sizes"], strict=True):
+        fh, fw = -(-h // int(step)), -(-w // int(step))
+        gy, gx = np.meshgrid(np.arange(fh, dtype=np.float32), np.arange(fw, dtype=np.float32), indexing="ij")
+        cx = np.repeat(((gx.ravel() + np.float32(0.5)) * np.float32(step))[:, None], len(sizes), 1)
+        cy = np.repeat(((gy.ravel() + np.float32(0.5)) * np.float32(step))[:, None], len(sizes), 1)
+        sz = np.broadcast_to(np.asarray(sizes, np.float32)[None], cx.shape)
+        out.append(np.stack([cx, cy, sz, sz], -1).reshape(-1, 4))
+    return np.concatenate(out).astype(np.float32)
+
+
+def ssd_constants(dec: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(prior centres, prior sizes x centre variance, prior sizes)``, each ``(1, A, 2)`` float32: what every
+    implementation (this file, the ONNX graph, the torch wrapper) multiplies the offsets with, in this order."""
+    p = ssd_priors(dec)
+    v0 = np.float32(dec.get("variances", (0.1, 0.2))[0])
+    return p[None, :, :2].copy(), (p[None, :, 2:] * v0).astype(np.float32), p[None, :, 2:].copy()
+
+
+def decode_ssd(outputs: Mapping[str, np.ndarray], dec: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Prior-box head -> ``boxes (N, A, 4)`` xyxy input pixels, ``scores (N, C, A)``:
+    ``centre = prior_c + loc_xy * v0 * prior_wh``, ``size = prior_wh * exp(loc_wh * v1)``."""
+    loc, conf = _get(outputs, list(dec["outputs"]))
+    ctr, scale, size = ssd_constants(dec)
+    if loc.shape[1:] != (ctr.shape[1], 4):
+        raise ValueError(f"{dec['outputs'][0]}: shape {loc.shape}, expected (N, {ctr.shape[1]}, 4) for these priors")
+    v1 = np.float32(dec.get("variances", (0.1, 0.2))[1])
+    xy = ctr + loc[..., 0:2] * scale
+    with np.errstate(over="ignore"):
+        wh = size * np.exp(loc[..., 2:4] * v1)
+    boxes = _xywh_to_xyxy(np.concatenate([xy, wh], -1))
+    if dec.get("conf_softmax"):
+        e = np.exp(conf - conf.max(-1, keepdims=True))
+        conf = (e / e.sum(-1, keepdims=True)).astype(np.float32)
+    cls = conf[..., 1:] if dec.get("background", True) else conf
+    if cls.shape[-1] != int(dec["num_classes"]):
+        raise ValueError(f"{dec['outputs'][1]} has {cls.shape[-1]} class columns, expected {dec['num_classes']}")
+    return np.ascontiguousarray(boxes, np.float32), np.ascontiguousarray(cls.transpose(0, 2, 1), np.float32)
 
 
 def _topk_stable(v: np.ndarray, k: int) -> np.ndarray:

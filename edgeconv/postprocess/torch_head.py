@@ -46,6 +46,11 @@ def _consts(spec: PostprocessSpec) -> dict[str, np.ndarray]:
             stride.append(np.full((1, h * w), float(dec.strides[lvl]), np.float32))
         c.update(anchor=np.concatenate(anchor, 1)[None], stride=np.concatenate(stride, 1)[None],
                  proj=np.arange(dec.reg_max, dtype=np.float32).reshape(1, 1, -1, 1))
+    elif dec.head == "ssd":
+        from edgeconv.postprocess.standalone import ssd_constants
+
+        ctr, scale, size = ssd_constants(spec.to_dict()["decode"])
+        c.update(ssd_ctr=ctr, ssd_scale=scale, ssd_size=size)
     return c
 
 
@@ -107,6 +112,13 @@ def end2end_module(module: Any, params: PostprocessSpec | Any, with_nms: bool = 
                 x1y1 = (self.anchor - box[:, 0:2]) * self.stride
                 x2y2 = (self.anchor + box[:, 2:4]) * self.stride
                 return torch.cat([x1y1, x2y2], 1).transpose(1, 2), torch.sigmoid(x[:, 4 * r:])
+            if dec.head == "ssd":
+                loc, conf = maps
+                xy = self.ssd_ctr + loc[..., 0:2] * self.ssd_scale
+                wh = self.ssd_size * torch.exp(loc[..., 2:4] * dec.variances[1])
+                probs = torch.softmax(conf, 2) if dec.conf_softmax else conf
+                cls = probs[..., 1:] if dec.background else probs
+                return torch.cat([xy - wh * 0.5, xy + wh * 0.5], 2), cls.transpose(1, 2)
             x = maps[0]
             if dec.channels_first:
                 x = x.transpose(1, 2)
