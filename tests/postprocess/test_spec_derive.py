@@ -39,7 +39,9 @@ def test_contract_options_out_of_range_are_one_line_config_errors(kw, needle):
 
 
 def test_unknown_head_and_malformed_decode_are_config_errors():
-    with pytest.raises(ConfigError, match="unknown head 'ssd'"):
+    with pytest.raises(ConfigError, match="unknown head 'retinanet'"):
+        DecodeParams("retinanet", 5, (256, 256), ("x",)).validate()
+    with pytest.raises(ConfigError, match="ssd head needs outputs"):
         DecodeParams("ssd", 5, (256, 256), ("x",)).validate()
     with pytest.raises(ConfigError, match="anchors per level"):
         DecodeParams("yolov5", 5, (256, 256), ("p3", "p4"), strides=(8, 16), anchors=(((1.0, 2.0),),)).validate()
