@@ -155,6 +155,7 @@ def _convert_rows(rows: list[Any], skips: list[ConvertOutcome], model: Any, *, u
         prep = prepare(model, weights=weights, model_args=model_args, inputs=inputs, output_names=output_names,
                        opset=opset, exporters=exporters, dynamic=dynamic, simplify=simplify,
                        trust_checkpoint=trust_checkpoint, use_cache=use_cache, preprocess=pp)
+        rows = _skip_torch_routes(rows, skips, prep)
         planner = Planner(prep, calib, calib_size, calib_seed, pp, use_cache,
                           default_evaluator(data=eval_data, task=task, postprocess=decoder) if check_task
                           else None, postprocess={"end2end": "auto"}.get(postprocess or "", postprocess),
@@ -189,6 +190,25 @@ def _convert_rows(rows: list[Any], skips: list[ConvertOutcome], model: Any, *, u
             outcomes.append(oc)
         planner.close()
     return outcomes
+
+
+def _skip_torch_routes(rows: list[Any], skips: list[ConvertOutcome], prep: Any) -> list[Any]:
+    """Rows of targets that convert from the PyTorch model (TFLite, ExecuTorch) have no route from an ``.onnx``
+    model: skipped with the reason beside the rows that do convert, as a precision a target lacks is; when they
+    are all the rows, their conversion's own error stands (the request itself is wrong)."""
+    from edgeconv.targets.registry import get_target
+
+    if prep.reference.module is not None:
+        return rows
+    torchless = [r for r in rows if get_target(r.profile.backend).needs_torch_module]
+    if not torchless or len(torchless) == len(rows):
+        return rows
+    why = ("converts from the PyTorch model, and an .onnx model has none (give --model FILE.py:FACTORY with "
+           "--weights)")
+    for r in torchless:
+        log.warning("%s %s: skipped: %s", r.profile.name, r.precision, why)
+        skips.append(ConvertOutcome(r.profile.name, r.precision, r.dest, skipped=f"{r.profile.name} {why}"))
+    return [r for r in rows if r not in torchless]
 
 
 def _fast_outcomes(rows: list[Any], hits: dict[str, Path], dry_run: bool) -> list[ConvertOutcome]:

@@ -197,3 +197,20 @@ def test_the_ok_line_shows_the_scaled_max_abs_the_bar_judged() -> None:
     assert "max_abs 2.76e-03, scaled 9.86e-05, cosine 1.000000" in _ok_line(row)
     row["verification"] = {"max_abs": 5e-5, "max_abs_scaled": 5e-5, "cosine": 1.0}  # outputs within [-1, 1]
     assert "scaled" not in _ok_line(row)
+
+
+def test_torch_route_targets_are_skipped_for_an_onnx_model_beside_the_rows_that_convert(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeconv import api
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    outs = api.convert(str(tmp_path / "m.onnx"), targets=["onnxruntime", "tflite"], precisions=["fp32"],
+                       out=tmp_path / "out", use_cache=False)
+    by = {o.profile: o for o in outs}
+    assert by["onnxruntime"].ok and by["tflite"].error is None
+    assert "an .onnx model has none" in (by["tflite"].skipped or "")

@@ -158,7 +158,47 @@ def _onnx_source(source: SourceModel, inputs: list[TensorSpec] | None, raw: Path
                              hint="check --input shapes against the graph; the graph may use ops ONNX Runtime lacks"
                              ) from e
     check_finite(outs, source.spec)
+    _upgrade_opset(model, raw, feeds, outs, record)
     return specs
+
+
+#: Per-channel QuantizeLinear/DequantizeLinear (their ``axis``) exist from this opset: an older graph is
+#: converted to it so every INT8 route (ONNX Runtime's Q/DQ, MNN and TensorRT from it) and the in-graph
+#: post-processing can be built.
+MIN_REFERENCE_OPSET = 13
+
+
+def _upgrade_opset(model: Any, raw: Path, feeds: list[dict[str, np.ndarray]], outs: list[dict[str, np.ndarray]],
+                   record: dict[str, Any]) -> None:
+    """An ONNX model below opset 13 (UltraFace's opset-9 release) is referenced at opset 13 by ONNX's own
+    version converter, when the converted graph gives the same outputs; else the original stays, recorded."""
+    onnx = require("onnx", "onnx")
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None or opset >= MIN_REFERENCE_OPSET:
+        return
+    try:
+        from onnx import version_converter
+
+        up = version_converter.convert_version(model, MIN_REFERENCE_OPSET)
+        data = up.SerializeToString()
+        diff = 0.0
+        for f, want in zip(feeds, outs, strict=True):
+            got = onnx_outputs(data, f)
+            for k, v in want.items():
+                ref = np.asarray(v, np.float64)
+                scale = max(1.0, float(np.max(np.abs(ref), initial=0.0)))
+                diff = max(diff, float(np.max(np.abs(np.asarray(got[k], np.float64) - ref), initial=0.0)) / scale)
+        if diff > 1e-5:
+            raise ValueError(f"the converted graph's outputs differ by {diff:.3g} of their scale")
+    except Exception as e:  # noqa: BLE001 - the original graph stays the reference; INT8 routes say what fails
+        record["opset_upgrade"] = {"from": opset, "to": MIN_REFERENCE_OPSET, "ok": False, "error": describe(e)}
+        log.info("kept opset %d (ONNX's version converter to %d: %s); per-channel INT8 needs %d", opset,
+                 MIN_REFERENCE_OPSET, describe(e), MIN_REFERENCE_OPSET)
+        return
+    onnx.save(up, str(raw))
+    record["opset_upgrade"] = {"from": opset, "to": MIN_REFERENCE_OPSET, "ok": True, "max_rel_diff": diff}
+    log.info("opset %d ONNX model referenced at opset %d (ONNX's version converter; outputs equal to %.1e)", opset,
+             MIN_REFERENCE_OPSET, diff)
 
 
 def _float16_model(model: Any) -> tuple[Any, dict[str, Any]] | None:

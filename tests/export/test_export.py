@@ -165,3 +165,29 @@ def test_a_broken_protobuf_is_an_environment_error_not_an_opset_hint(tmp_path: P
         export_verified(m, spec, None, tmp_path / "m.onnx", sample_feeds=[random_feeds(spec)])
     assert "setup.sh" in (e.value.hint or "") and "--opset" not in (e.value.hint or "")
     assert onnx_export._broken_environment(ImportError("No module named 'onnxscript'", name="onnxscript")) is None
+
+
+def test_an_onnx_model_below_opset_13_is_referenced_at_13_and_quantizes(tmp_path: Path) -> None:
+    """UltraFace ships an opset-9 ONNX: ORT's per-channel Q/DQ (DequantizeLinear's axis, opset 13) built an
+    artifact that could not load. The reference is the version-converted graph, equal in outputs."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from PIL import Image
+
+    from edgeconv import api
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32), "w")
+    g = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+                           helper.make_node("Relu", ["c"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 16, 16])], [w])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 9)]), str(tmp_path / "old.onnx"))
+    ref = prepare_reference(load_source(str(tmp_path / "old.onnx")), None, use_cache=False)
+    assert ref.record["export"]["opset_upgrade"]["ok"] and ref.record["export"]["opset_upgrade"]["from"] == 9
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(8):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (16, 16, 3), np.uint8)).save(calib / f"{i}.png")
+    (oc,) = api.convert(str(tmp_path / "old.onnx"), targets=["onnxruntime"], precisions=["int8"], out=tmp_path / "o",
+                        calib=str(calib), preprocess="size=16x16", use_cache=False)
+    assert oc.ok and oc.artifact.manifest["verification"]["status"] == "ok"
