@@ -240,6 +240,10 @@ class NcnnRunner:
             parts = []
             for p in per:
                 a = p[name]
+                if any(d <= 0 for d in sample_shape) and a.ndim == len(sample_shape) and all(
+                        d <= 0 or d == g for d, g in zip(sample_shape, a.shape)):
+                    parts.append(a)  # an open dim (--dynamic spatial): the mat's own size
+                    continue
                 if a.size != int(np.prod(sample_shape)):
                     raise WorkerError(f"ncnn output '{blob}' ({name}) has shape {a.shape}, the reference "
                                       f"{tuple(shape)} needs {int(np.prod(sample_shape))} values per sample")

@@ -216,7 +216,7 @@ def route_check(ctx: ConvertContext, run: PnnxRun, blobs: dict[str, dict[str, st
         return None
     ref = ctx.reference
     ins = {s.name: (blobs["inputs"][s.name], tuple(s.static_shape)) for s in ref.inputs}
-    outs = {s.name: (blobs["outputs"][s.name], tuple(s.static_shape)) for s in ref.outputs}
+    outs = {s.name: (blobs["outputs"][s.name], open_shape(s)) for s in ref.outputs}
     runner = NcnnRunner(run.param, run.bin, inputs=ins, outputs=outs, runtime=runtime)
     try:
         gots = [runner.infer(f) for f in feeds]
@@ -346,7 +346,7 @@ def convert(ctx: ConvertContext) -> ConversionResult:
         meta["attempts"] = attempts
         meta["blobs"] = blobs
         meta["probe"] = probe
-        meta["output_shapes"] = {s.name: list(s.static_shape) for s in ref.outputs}
+        meta["output_shapes"] = {s.name: list(open_shape(s)) for s in ref.outputs}
         files = ["model.param", "model.bin"]
         if ctx.precision == "int8":
             if ctx.calibration is None:
@@ -388,3 +388,9 @@ def convert(ctx: ConvertContext) -> ConversionResult:
         return ConversionResult(files, roles, meta)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def open_shape(spec: Any) -> tuple[int, ...]:
+    """An output's shape with the dims the reference leaves open (``--dynamic spatial``: an FCN's H and W) as -1,
+    so the runner takes them from the mat instead of demanding a size of 1."""
+    return tuple(d if isinstance(d, int) and d > 0 else -1 for d in spec.shape)

@@ -102,7 +102,9 @@ class NcnnRunner(Runner):
             raise VerificationError(f"ncnn could not load the weights {Path(bin_).name} for {Path(param).name}")
         self.inputs, self.outputs = inputs, outputs
         self._wrap = wrappable_inputs(Path(param), [blob for blob, _ in inputs.values()])
-        self._sizes = {name: int(np.prod(shape[1:], dtype=np.int64)) for name, (_, shape) in outputs.items()}
+        # per-sample sizes of static outputs; an output with open dims (--dynamic spatial) takes the mat's own
+        self._sizes = {name: int(np.prod(shape[1:], dtype=np.int64)) if _static(shape[1:]) else None
+                       for name, (_, shape) in outputs.items()}
         self.light_mode = bool((runtime or {}).get("light_mode", True))
 
     @classmethod
@@ -144,10 +146,17 @@ class NcnnRunner(Runner):
         batch = first.shape[0] if first.ndim >= 1 else 1
         per = [self._one({n: feeds[n][b] for n in self.inputs}) for b in range(batch)]
         result = {}
-        for name, (blob, shape) in self.outputs.items():
+        for name, (blob, ref_shape) in self.outputs.items():
             size = self._sizes[name]
+            shape = list(ref_shape)
             for p in per:
-                if p[name].size != size:
+                if size is None:  # open dims: the mat's own, where its rank and static dims agree
+                    got = p[name].shape
+                    if len(got) != len(shape) - 1 or any(_static([w]) and w != g for w, g in zip(shape[1:], got)):
+                        raise VerificationError(f"ncnn output '{blob}' ({name}) has shape {got}, the reference "
+                                                f"{tuple(ref_shape)} (open dims as -1)")
+                    shape = [shape[0], *got]
+                elif p[name].size != size:
                     raise VerificationError(f"ncnn output '{blob}' ({name}) has shape {p[name].shape}, the reference "
                                             f"{tuple(shape)} needs {size} values per sample")
             # Each part is already a copy this call owns: one sample needs no second copy by np.stack. (Reshaping
@@ -161,3 +170,8 @@ class NcnnRunner(Runner):
         if getattr(self, "net", None) is not None:
             self.net.clear()
             self.net = None
+
+
+def _static(dims: Any) -> bool:
+    """Whether every dim is a known size (a manifest writes an open one as -1 or a name)."""
+    return all(isinstance(d, int) and d > 0 for d in dims)

@@ -85,8 +85,10 @@ def _to_layout(x: np.ndarray, tensor_layout: str) -> np.ndarray:
     return np.transpose(x, (0, 2, 3, 1)) if tensor_layout == "NHWC" else x
 
 
-def _expected_shape(spec: TensorSpec, tensor_layout: str) -> tuple[int, ...]:
-    s = tuple(spec.static_shape)
+def _expected_shape(spec: TensorSpec, tensor_layout: str) -> tuple[int | None, ...]:
+    """The shape the .tflite tensor must have, None where the reference leaves a dim open (the batch is 1: the
+    converter traces one sample)."""
+    s = tuple(d if isinstance(d, int) and d > 0 else (1 if i == 0 else None) for i, d in enumerate(spec.shape))
     return (s[0], s[2], s[3], s[1]) if tensor_layout == "NHWC" else s
 
 
@@ -117,10 +119,14 @@ def map_io(model: bytes, inputs: list[TensorSpec], outputs: list[TensorSpec], la
         want = [_expected_shape(s, _tensor_layout(s, layout)) for s in specs]
         got = {n: tuple(int(d) for d in det[n]["shape"]) for n in names}
         chosen = list(names)
-        if any(got[n] != w for n, w in zip(names, want, strict=True)):
+
+        def fits(g: tuple[int, ...], w: tuple[int | None, ...]) -> bool:  # None: an open dim (--dynamic)
+            return len(g) == len(w) and all(b is None or a == b for a, b in zip(g, w, strict=True))
+
+        if not all(fits(got[n], w) for n, w in zip(names, want, strict=True)):
             by_shape = {}
             for w in want:
-                hits = [n for n in names if got[n] == w]
+                hits = [n for n in names if fits(got[n], w)]
                 if len(hits) != 1 or want.count(w) != 1:
                     raise ConversionError(
                         f"cannot map .tflite {kind}s to the reference: shapes {[got[n] for n in names]} vs expected "
