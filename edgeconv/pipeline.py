@@ -668,8 +668,9 @@ def verify(art: Artifact, ctx: ConvertContext, backend: Target, result: Conversi
     if task is not None and budget is not None:
         task["budget"] = budget
         if task["delta"] < -budget:
+            where = "held-out" if ctx.evaluator is None or ctx.evaluator.held_out else "calibration (in-sample)"
             fails.append(f"task {task['metric']} drops {-task['delta']:.4f} > budget {budget:.4f} "
-                         f"on {task['samples']} held-out inputs")
+                         f"on {task['samples']} {where} inputs")
     record = {"status": "ok" if not fails else "failed", "samples": len(tagged), "tolerance": tol,
               "inputs": {k: checks[k]["samples"] for k in kinds}, "checks": checks, "blocking": blocking,
               "drift": {k: v for k, v in drift.items() if k != "per_output"}, "per_output": drift["per_output"],

@@ -38,3 +38,14 @@ def test_a_keep_set_past_the_float_share_is_refused() -> None:
     assert not res.ok and "int8_fallback_max_float" in res.reason and "calibration data" in res.reason
     assert repair(_build({0: -78.0, 1: -78.0, 2: -78.0, 4: -78.0, 5: -78.0, 6: -78.0})[0], names, budget=1.0,
                   max_float=1.0).ok  # without the share limit the same search adopts the 7-layer set
+
+
+def test_mnn_attempts_all_run_the_activation_method_a_keep_set_needs(tmp_path) -> None:
+    from edgeconv.plan import PlanRow, _search_options
+    from edgeconv.profiles import load_profile
+
+    row = PlanRow(load_profile("mnn"), "int8", tmp_path)
+    assert _search_options(row)["feature_method"] == "KL"  # EMA (the default) ignores skip lists
+    assert "feature_method" not in _search_options(PlanRow(load_profile("mnn"), "int8", tmp_path,
+                                                           options={"calib_method": "minmax"}))
+    assert "feature_method" not in _search_options(PlanRow(load_profile("onnxruntime"), "int8", tmp_path))
