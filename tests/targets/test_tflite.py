@@ -522,3 +522,12 @@ def test_yolov5_head_converts_at_fp32_and_int8(tiny_calib_dir, out_root):
         assert art.manifest["verification"]["status"] == "ok"
         if precision == "int8":
             assert art.manifest["conversion"]["quantization"]["integer_unannotated"]
+
+
+def test_an_mlir_verifier_error_names_the_models_source_line():
+    from edgeconv.targets.tflite.errors import explain
+
+    text = ("Failed to run converter passes: /work/tp/sinet/models/SINet.py:524:0: error: 'tfl.mul' op operands "
+            "don't have broadcast-compatible shapes\n<MLIR dump>")
+    e = explain(RuntimeError(text), "fp32")
+    assert e.message.startswith("litert-torch cannot build tfl.mul (fp32), from models/SINet.py:524: operands")

@@ -34,7 +34,9 @@ def explain(e: BaseException, precision: str, keep_fp32: tuple[str, ...] = ()) -
     m = _MLIR.search(text)
     if m:
         op, why = m.group(1), m.group(2).strip()[:160]
-        return ConversionError(f"litert-torch cannot build tfl.{op} ({precision}): {why}", stage="convert",
+        at = re.search(rf"([^\s\"']+\.py:\d+):\d+:\s*error:\s*'tfl\.{op}'", text)  # the model's line: the one
+        where = f", from {_short(at.group(1))}" if at else ""  # thing a user needs to find the op
+        return ConversionError(f"litert-torch cannot build tfl.{op} ({precision}){where}: {why}", stage="convert",
                                hint=_hint(op, precision, why, keep_fp32))
     m = _LEGALIZE.search(text)
     if m:
@@ -60,6 +62,12 @@ def explain(e: BaseException, precision: str, keep_fp32: tuple[str, ...] = ()) -
                                stage="convert", hint="use another target (onnxruntime, openvino) or rewrite that op")
     return ConversionError(f"litert-torch conversion failed ({precision}): {type(e).__name__}: {_first_line(text)}",
                            stage="convert", hint="--verbose shows litert-torch's log")
+
+
+def _short(location: str) -> str:
+    """``/long/path/models/SINet.py:524`` -> ``models/SINet.py:524`` (the file and its folder)."""
+    parts = location.replace("\\", "/").split("/")
+    return "/".join(parts[-2:])
 
 
 def _first_line(text: str, limit: int = 200) -> str:
