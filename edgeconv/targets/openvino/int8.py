@@ -188,8 +188,9 @@ def quantize(ctx: ConvertContext, model: Any) -> tuple[Any, dict[str, Any]]:
     scope_kw, matched = resolve_ignored_scope(model, ctx.keep_fp32)
     absent = [p for p, hits in matched.items() if not hits]
     if absent:
-        log.info("openvino int8: --keep-fp32 %s: no such layer in the OpenVINO model (folded or fused on reading "
-                 "the ONNX): nothing to keep", ", ".join(absent))
+        log.info("openvino int8: layer(s) to keep in float %s (--keep-fp32 or the float-fallback search): no such "
+                 "layer in the OpenVINO model (folded or fused on reading the ONNX): nothing to keep",
+                 ", ".join(absent))
     scope = nncf.IgnoredScope(**scope_kw, validate=False) if scope_kw["names"] or scope_kw["types"] else None
     calib_ds = nncf.Dataset(_Feeds(calib))
     overflow = _overflow_fix(str(ctx.option("overflow_fix", "auto")).lower(), ctx.profile.device)
