@@ -655,7 +655,8 @@ def verify(art: Artifact, ctx: ConvertContext, backend: Target, result: Conversi
         for kind in kinds:
             idx = [i for i, (k, _) in enumerate(tagged) if k == kind]
             ok, fails_k, rec = verify_detection_outputs([refs[i] for i in idx], [gots[i] for i in idx],
-                                                        ctx.postprocess["spec"])
+                                                        ctx.postprocess["spec"], min_matched=float(
+                                                            profile.tol(precision).get("detections_matched", 0.99)))
             checks[kind].update(passed=ok, failures=fails_k, detections=rec)
     blocking = [k for k in kinds if k != "noise"] or kinds
     drift = compare_outputs([refs[i] for i, (k, _) in enumerate(tagged) if k in blocking],

@@ -67,9 +67,9 @@ def with_tolerances(profile: Profile, tolerances: dict[str, dict[str, float]] | 
         if prec not in PRECISIONS or not isinstance(table, dict):
             raise ConfigError(f"--tol: unknown precision '{prec}'", hint=f"use one of {list(PRECISIONS)}")
         for k, v in table.items():
-            if k not in ("max_abs", "rel_l2", "cosine", "snr_db", "task_delta"):
+            if k not in ("max_abs", "rel_l2", "cosine", "snr_db", "task_delta", "detections_matched"):
                 raise ConfigError(f"--tol: unknown tolerance '{k}'",
-                                  hint="max_abs, rel_l2, cosine, snr_db or task_delta")
+                                  hint="max_abs, rel_l2, cosine, snr_db, task_delta or detections_matched")
             merged.setdefault(prec, {})[k] = float(v)
     return dataclasses.replace(profile, tolerance=merged)
 
@@ -175,6 +175,25 @@ class Planner:
             self._evaluators[k] = self.evaluator_factory(self.prep, pp, calibration)
         return self._evaluators[k]
 
+    def end2end_evaluator(self, row: PlanRow, calibration: CalibrationSet | None, prep: Prepared,
+                          post: dict[str, Any]) -> TaskEvaluator | None:
+        """The detection metric of a reduced-precision end2end row whose graph ends in the contract: its outputs
+        are detections already, so the metric reads them as they are (``contract_detections``) instead of
+        decoding raw heads; a row whose graph stays raw (ncnn, MNN) gets the model's own metric. Without them such
+        rows were held only to detection agreement with fp32's bar (the bundled detector's ORT INT8 end2end:
+        refused at 0.954 matched, where its mAP50-95 moves -0.18) or to nothing but tensors."""
+        if post.get("stage") == "raw":  # the graph is the raw model (ncnn, MNN): decoded as without end2end
+            return self.evaluator(row, calibration)
+        if self.evaluator_factory is None or row.precision == "fp32" or post.get("stage") != "detections":
+            return None
+        pp = self.contract(row)
+        key = f"end2end:{prep.reference.sha256}:{pp.sha256 if pp else ''}"
+        if key not in self._evaluators:
+            info = {**(prep.info or {}), "task": "detection",
+                    "postprocess": "edgeconv.postprocess.verify:contract_detections"}
+            self._evaluators[key] = self.evaluator_factory(dataclasses.replace(prep, info=info), pp, calibration)
+        return self._evaluators[key]
+
     def postprocess_spec(self) -> Any:
         """The model's decode + NMS contract, derived once for every row (None without ``--postprocess``). A model
         it cannot be derived for is the request's error, raised here once, not one identical failure per row."""
@@ -245,7 +264,7 @@ class Planner:
         prep, post, keep = self.end2end(row)
         findings = self.lint(prep, cal) if cal is not None and post is None else None
         keep_fp32 = tuple(dict.fromkeys((*row.keep_fp32, *keep)))
-        evaluator = self.evaluator(row, cal) if post is None else None  # the task metric decodes raw heads
+        evaluator = self.evaluator(row, cal) if post is None else self.end2end_evaluator(row, cal, prep, post)
         try:
             art = convert_reference(prep, row.profile, out=row.dest, precision=row.precision, calibration=cal,
                                     keep_fp32=keep_fp32, options=row.options, use_cache=self.use_cache,

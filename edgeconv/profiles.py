@@ -24,14 +24,18 @@ from edgeconv.core.errors import ConfigError
 from edgeconv.core.files import read_structured
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-TOLERANCE_KEYS = ("max_abs", "rel_l2", "cosine", "snr_db", "task_delta")
+TOLERANCE_KEYS = ("max_abs", "rel_l2", "cosine", "snr_db", "task_delta", "detections_matched")
 # Defaults used when a profile does not set a tolerance. fp32 is the issue's 1e-4 bar; low precisions are judged
 # mainly by cosine similarity of outputs (tensor verification) and by the task metric (benchmark).
+#: ``detections_matched``: of an end2end artifact's detections, the share that must match the reference's (same
+#: class, IoU >= 0.5, score >= 0.01) and the share of its own that must match one. INT8 moves low-score and
+#: borderline boxes (the bundled detector's ORT INT8: 0.954 matched, 7.7 % extra, at -0.42 mAP50-95), so reduced
+#: precisions are held to their task budget with agreement as a sanity bar, not to fp32's.
 DEFAULT_TOLERANCES: dict[str, dict[str, float]] = {
-    "fp32": {"max_abs": 1e-4, "cosine": 0.99999},
-    "fp16": {"cosine": 0.999, "task_delta": 0.3},
-    "bf16": {"cosine": 0.999, "task_delta": 0.3},
-    "int8": {"cosine": 0.98, "task_delta": 1.5},
+    "fp32": {"max_abs": 1e-4, "cosine": 0.99999, "detections_matched": 0.99},
+    "fp16": {"cosine": 0.999, "task_delta": 0.3, "detections_matched": 0.97},
+    "bf16": {"cosine": 0.999, "task_delta": 0.3, "detections_matched": 0.97},
+    "int8": {"cosine": 0.98, "task_delta": 1.5, "detections_matched": 0.9},
 }
 _KNOWN_KEYS = {"name", "backend", "description", "precision", "precisions", "device", "threads", "layout",
                "tolerance", "options", "notes", "preprocess", "runs_here"}
@@ -96,6 +100,8 @@ def _model() -> Any:
         cosine: float | None = Field(None, ge=-1, le=1, description="smallest cosine similarity of the outputs")
         snr_db: float | None = Field(None, description="smallest signal-to-noise ratio (dB)")
         task_delta: float | None = Field(None, ge=0, description="largest task-metric drop (points)")
+        detections_matched: float | None = Field(None, ge=0, le=1, description="end2end artifacts: smallest share "
+                                                 "of detections matching the reference's (and of its own matched)")
 
     class ProfileFile(BaseModel):
         """An edgeconv device profile (targets/*.toml)."""

@@ -170,12 +170,9 @@ def _kv(items: tuple[str, ...], what: str) -> dict[str, Any]:
         raise ConfigError(e.message.replace("--model-arg", what), hint=f"e.g. {what} key=value") from e
 
 
-TOLERANCE_KEYS = ("max_abs", "rel_l2", "cosine", "snr_db", "task_delta")
-
-
 def parse_tolerances(items: tuple[str, ...] | list[str]) -> dict[str, dict[str, float]]:
     """``("int8.cosine=0.98", "fp16.max_abs=0.05")`` → ``{"int8": {"cosine": 0.98}, "fp16": {"max_abs": 0.05}}``."""
-    from edgeconv.profiles import PRECISIONS
+    from edgeconv.profiles import PRECISIONS, TOLERANCE_KEYS
 
     out: dict[str, dict[str, float]] = {}
     for item in items:

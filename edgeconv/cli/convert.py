@@ -181,6 +181,7 @@ def _outcome_dict(o: Any) -> dict[str, Any]:
             "cache_hit": getattr(o, "cache_hit", None) if planned else
             (o.artifact.manifest.get("cache") == "hit" if o.artifact is not None else None),
             "verification": ver.get("drift"), "error": _error_dict(o.error),
+            "detections": _detections_seen(ver),
             # an INT8 row made another way than asked (TFLite's dynamic-range route when full-integer did not
             # convert) says so on its line, not only in the manifest
             "route_note": _route_note(o.artifact.manifest) if o.artifact is not None else None,
@@ -188,6 +189,19 @@ def _outcome_dict(o: Any) -> dict[str, Any]:
 
 
 COMMANDS = [convert]
+
+
+def _detections_seen(ver: dict[str, Any]) -> dict[str, Any] | None:
+    """An end2end row's detection agreement on its blocking inputs (what judged it; its tensor drift on the
+    detection rows means nothing: near-tied boxes swap places)."""
+    recs = [(c or {}).get("detections") for k, c in (ver.get("checks") or {}).items() if k in (ver.get("blocking")
+                                                                                                  or [])]
+    recs = [r for r in recs if r]
+    if not recs:
+        return None
+    return {"matched_fraction": min(r["matched_fraction"] for r in recs),
+            "extra_fraction": max(r["extra_fraction"] for r in recs),
+            "reference_detections": sum(int(r.get("reference_detections") or 0) for r in recs)}
 
 
 def _route_note(manifest: dict[str, Any]) -> str | None:
@@ -208,6 +222,11 @@ def _ok_line(r: dict[str, Any]) -> str:
     task_s = (f", {t['metric']} {t['delta']:+.2f} pts (budget {t.get('budget', float('nan')):.2f})"
               if t.get("delta") is not None else "")
     route = f"; {r['route_note']}" if r.get("route_note") else ""
+    det = r.get("detections")
+    if det:
+        return (f"ok      {r['profile']:<20} {r['precision']:<5} {r['out']}  (detections matched "
+                f"{det['matched_fraction']:.3f} of {det['reference_detections']}, extra {det['extra_fraction']:.3f}"
+                f"{task_s}{route})")
     scaled, raw = d.get("max_abs_scaled"), d.get("max_abs")
     scaled_s = (f", scaled {scaled:.2e}" if isinstance(scaled, float) and isinstance(raw, float)
                 and scaled < 0.999 * raw else "")
