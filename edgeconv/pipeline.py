@@ -582,6 +582,26 @@ def _convert_and_verify(backend: Target, ctx: ConvertContext, tagged: list[tuple
     return result, record
 
 
+def _check_scores(refs: list[dict[str, np.ndarray]], spec: dict[str, Any], target: str) -> None:
+    """The reference's own detections must score in [0, 1]: a decode whose parameters do not fit the head (a YOLOv5
+    fork with 8 landmark channels per anchor, read as 10 classes to make the shape fit) scored boxes ~480 and the
+    artifact, decoding the same wrong way, matched it perfectly."""
+    from edgeconv.postprocess import apply_postprocessor
+
+    top = 0.0
+    for r in refs:
+        dets, count = apply_postprocessor(r, spec)
+        for i, n in enumerate(np.asarray(count).reshape(-1)):
+            if int(n):
+                top = max(top, float(np.max(dets[i, : int(n), 4])))
+    if top > 1.0 + 1e-3:
+        raise ConfigError(f"post-processing: the decode scores the reference's boxes up to {top:.4g} on real inputs; "
+                          "scores are probabilities in [0, 1], so the decode parameters do not fit this head",
+                          hint="check head=, num_classes=, outputs= (and objectness=); a head with extra per-anchor "
+                               "channels (landmarks, keypoints) has no end2end decode: convert without --postprocess",
+                          stage="postprocess", target=target)
+
+
 def _task_record(evaluator: TaskEvaluator | None) -> dict[str, Any] | None:
     """The user's task as ``bench`` reads it back (``task``, ``postprocess``): a row held to ``--task`` at
     conversion is measured by that task later without repeating it (the bundled models record theirs in
@@ -652,6 +672,7 @@ def verify(art: Artifact, ctx: ConvertContext, backend: Target, result: Conversi
         # Tensor tolerances mean nothing on boxes whose near-tied candidates swap order: compare detections.
         from edgeconv.postprocess import verify_detection_outputs
 
+        _check_scores(refs, ctx.postprocess["spec"], profile.name)
         for kind in kinds:
             idx = [i for i, (k, _) in enumerate(tagged) if k == kind]
             ok, fails_k, rec = verify_detection_outputs([refs[i] for i in idx], [gots[i] for i in idx],

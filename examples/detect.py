@@ -7,7 +7,8 @@ from edgeconv.postprocess import load_postprocessor
 from edgeconv.targets.registry import get_target
 
 art = Artifact.load(sys.argv[1])
-pre = Preprocess.from_dict(art.manifest["preprocess"])  # the contract the artifact was built and checked with
+pre = Preprocess.from_dict(art.manifest["preprocess"] or sys.exit(  # the contract it was built and checked with
+    f"{art.path} records no preprocessing contract: convert it with --preprocess (what your app feeds the model)"))
 post = load_postprocessor(art.path)  # postprocess.json: NMS in the graph, or decode/NMS beside it
 with get_target(art.target).runner(art) as model:
     for path in sys.argv[2:]:

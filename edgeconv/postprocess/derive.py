@@ -207,7 +207,8 @@ def _output_form(d: dict[str, Any], outs: list[tuple[str, tuple[int, ...]]]) -> 
             cf = False
         else:
             raise _fail(f"output '{name}' {shp} fits neither (N, {want}, A) nor (N, A, {want}) for {nc} classes",
-                        "pass head=, num_classes= and outputs= explicitly")
+                        "pass head=, num_classes= and outputs= explicitly; a head with extra per-anchor channels "
+                        "(landmarks, keypoints) has no end2end decode: convert it without --postprocess")
         d.update(head="yolo-decoded", outputs=(name,), output_shapes=(shp,), objectness=obj, channels_first=cf)
         d.pop("anchors", None)
         return d

@@ -148,3 +148,18 @@ def test_an_end2end_conversion_of_a_prior_box_detector_verifies(tmp_path: Path, 
     assert oc.error is None, oc.error
     m = oc.artifact.manifest
     assert m["verification"]["status"] == "ok" and m["postprocess"]["spec"]["decode"]["head"] == "ssd"
+
+
+def test_a_decode_that_does_not_fit_the_head_is_refused_not_shipped(tmp_path: Path) -> None:
+    from edgeconv import api
+
+    with pytest.raises(ConfigError, match=r"scores the reference's boxes up to .* do not fit this head"):
+        api.convert(f"{HERE / 'tiny_ssd.py'}:build_logits", targets=["onnxruntime"], precisions=["fp32"],
+                    out=tmp_path, inputs=["images:1x3x64x64"], output_names=["loc", "conf"], postprocess="end2end",
+                    postprocess_options=dict(OPTIONS), use_cache=False)
+    # told the truth (logits), the same head decodes
+    (oc,) = api.convert(f"{HERE / 'tiny_ssd.py'}:build_logits", targets=["onnxruntime"], precisions=["fp32"],
+                        out=tmp_path / "ok", inputs=["images:1x3x64x64"], output_names=["loc", "conf"],
+                        postprocess="end2end", postprocess_options={**OPTIONS, "conf_softmax": "true"},
+                        use_cache=False)
+    assert oc.error is None, oc.error

@@ -36,3 +36,20 @@ class TinySsd(nn.Module):
 def build() -> nn.Module:
     torch.manual_seed(0)
     return TinySsd().eval()
+
+
+class _Logits(nn.Module):
+    """The same detector returning conf as raw logits (x10): a decode told they are probabilities is wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = TinySsd()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, conf = self.net(x)
+        return loc, torch.log(conf) * 10.0 + 20.0
+
+
+def build_logits() -> nn.Module:
+    torch.manual_seed(0)
+    return _Logits().eval()
