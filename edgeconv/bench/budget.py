@@ -23,7 +23,8 @@ from edgeconv.targets.base import TaskEvaluator
 
 
 def agreement_evaluator(reference: Any, tk: Any, calibration: Any, post: Any = None,
-                        samples: int = 64) -> TaskEvaluator | None:
+                        samples: int = 64, held_out: tuple[list[dict[str, np.ndarray]], str] | None = None
+                        ) -> TaskEvaluator | None:
     """Without labelled data, the task metric as agreement with the reference (top-1 agreement, CTC exact
     agreement, mask agreement, label-free mAP50) on up to ``samples`` calibration inputs: a classifier whose INT8
     flips 12 % of its top-1 answers has logits at cosine 0.99, which the tensor tolerance passes. The inputs are the
@@ -36,7 +37,10 @@ def agreement_evaluator(reference: Any, tk: Any, calibration: Any, post: Any = N
 
     if tk.name == "detection" and post is None:
         return None
-    items = reference_items(reference.onnx_path, list(itertools.islice(calibration.feeds(), samples)))
+    # held_out: (feeds, source) of an unlabelled --eval folder: inputs the calibration did not see, used before the
+    # calibration sample's own
+    feeds = held_out[0][:samples] if held_out else list(itertools.islice(calibration.feeds(), samples))
+    items = reference_items(reference.onnx_path, feeds)
     if not items:
         return None
     out_name = reference.outputs[0].name
@@ -58,12 +62,16 @@ def agreement_evaluator(reference: Any, tk: Any, calibration: Any, post: Any = N
             hits = [int(np.argmax(np.asarray(o[out_name]).reshape(-1))) ==
                     int(np.argmax(np.asarray(r[out_name]).reshape(-1))) for o, r in zip(outs, labels, strict=True)]
             return 100.0 * float(np.mean(hits))
-    fp = sha256_json({"label_free": tk.name, "metric": metric, "calibration": calibration.key, "samples": len(items),
+    data_key = ("held-out", held_out[1], [hashlib.sha256(np.ascontiguousarray(f[k]).tobytes()).hexdigest()
+                                          for f in feeds for k in sorted(f)]) if held_out else calibration.key
+    fp = sha256_json({"label_free": tk.name, "metric": metric, "calibration": data_key, "samples": len(items),
                       "reference": getattr(reference, "sha256", None)})
+    source = (f"{len(items)} unlabelled held-out inputs from {held_out[1]} (label-free agreement with the "
+              "reference)" if held_out else f"{len(items)} calibration inputs (label-free agreement with the "
+              "reference; in-sample)")
     return TaskEvaluator(metric, items, score, fp,
                          {"unit": "points", "task": tk.name, "labelled": False, "spec": tasks.portable(tk),
-                          "source": f"{len(items)} calibration inputs (label-free agreement with the reference; "
-                                    "in-sample)"})
+                          "source": source}, held_out=held_out is not None)
 
 
 def task_evaluator(info: dict[str, Any], reference: Any, preprocess: Preprocess | None, *, data: str | None = None,
@@ -90,11 +98,12 @@ def task_evaluator(info: dict[str, Any], reference: Any, preprocess: Preprocess 
     if tk is None:
         return None
 
-    def label_free(why: str) -> TaskEvaluator | None:
-        if calibration is None:
+    def label_free(why: str, held: tuple[list[dict[str, np.ndarray]], str] | None = None) -> TaskEvaluator | None:
+        if calibration is None and held is None:
             log.info("%s: the task budget is not checked at conversion", why)
             return None
-        ev0 = agreement_evaluator(reference, tk, calibration, load_callable(post_spec) if post_spec else None)
+        ev0 = agreement_evaluator(reference, tk, calibration, load_callable(post_spec) if post_spec else None,
+                                  held_out=held)
         if ev0 is not None:
             ev0.meta["postprocess"] = post_spec
             log.info("%s: INT8 is held to its budget as %s with the reference on %s", why, ev0.metric,
@@ -106,7 +115,13 @@ def task_evaluator(info: dict[str, Any], reference: Any, preprocess: Preprocess 
     spec = reference.inputs[0]
     ev = load_eval_data(data, input_spec=spec, preprocess=preprocess, task=task, limit=limit)
     if ev.labels is None:
-        return label_free(f"evaluation data {ev.source} has no labels")
+        held = (list(ev.feeds), str(ev.source)) if ev.feeds else None
+        if held and exclude:
+            overlap = [p for p in ev.files if sha256_file(p) in exclude]
+            if overlap:
+                raise ConfigError(f"{len(overlap)} evaluation inputs are also calibration inputs (e.g. {overlap[0]})",
+                                  hint="evaluate on data disjoint from --calib")
+        return label_free(f"evaluation data {ev.source} has no labels", held)
     if exclude:
         overlap = [p for p in ev.files if sha256_file(p) in exclude]
         if overlap:

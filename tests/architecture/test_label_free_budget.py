@@ -44,3 +44,30 @@ def test_without_a_task_nothing_is_claimed(pattern: Any, tmp_path: Path) -> None
                        tolerances={"int8": {"cosine": 0.0, "task_delta": 0.5}})
     art = _planner(prep, cal, default_evaluator()).convert(row)
     assert art.manifest["verification"]["task_checked"] is False
+
+
+def test_an_unlabelled_eval_folder_is_the_held_out_agreement_data(tiny_prepared: Any, tiny_calib_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    """--eval images without labels are still inputs the calibration did not see: the label-free agreement is
+    measured on them (held out), not on the calibration sample's own (in-sample)."""
+    import numpy as np
+    from PIL import Image
+
+    from edgeconv.bench.budget import task_evaluator
+    from edgeconv.calibration.preprocess import Preprocess
+    from edgeconv.core.errors import ConfigError
+    from edgeconv.pipeline import make_calibration
+
+    pp = Preprocess(size=(64, 64))
+    cal = make_calibration(tiny_prepared, tiny_calib_dir, size=8, preprocess=pp)
+    ev_dir = tmp_path / "eval"
+    ev_dir.mkdir()
+    for i in range(6):
+        img = np.random.default_rng(100 + i).integers(0, 255, (64, 64, 3), np.uint8)
+        Image.fromarray(img).save(ev_dir / f"{i}.png")
+    ev = task_evaluator({}, tiny_prepared.reference, pp, data=str(ev_dir), task="classification", calibration=cal,
+                        exclude=cal.content_hashes())
+    assert ev is not None and ev.held_out and len(ev.items) == 6 and "unlabelled held-out" in ev.meta["source"]
+    with pytest.raises(ConfigError, match="also calibration inputs"):
+        task_evaluator({}, tiny_prepared.reference, pp, data=str(tiny_calib_dir), task="classification",
+                       calibration=cal, exclude=cal.content_hashes())
