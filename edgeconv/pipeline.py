@@ -102,6 +102,8 @@ def prepare(model: Any, *, weights: str | None = None, model_args: dict[str, Any
     if preprocess is None and source.details.get("preprocess") and specs and len(specs[0].shape) == 4:
         h, w = specs[0].shape[2:]
         preprocess = Preprocess.parse(f"size={h}x{w},{source.details['preprocess']}")
+        log.info("preprocessing %s (a YOLO detection head's training contract; --preprocess overrides)",
+                 source.details["preprocess"])
     # The source hash covers the code file, weights and args; the factory's name must be part of the identity too
     # (two factories in one file are two models), and so must the kind of source.
     factory = str(source.spec).rpartition(":")[2] if source.kind == "factory" else None

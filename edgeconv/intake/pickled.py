@@ -173,6 +173,8 @@ def load_pickled_model(path: Path, *, trust: bool) -> tuple[Any, dict[str, Any]]
     if size is not None:
         details["input"] = f"images:1x3x{size[0]}x{size[1]}"
         details["input_from"] = "the checkpoint's training image size"
-    if any(h in DETECT_HEADS for h in heads):
+    # by class, not only by the heads switched: a YOLOv5 fork's Detect (plate detectors with landmarks) names its
+    # export switch otherwise, and is trained on letterboxed RGB /255 all the same
+    if any(h in DETECT_HEADS for h in heads) or any(type(m).__name__ in DETECT_HEADS for m in module.modules()):
         details["preprocess"] = "color=RGB,resize=letterbox,scale=1/255"
     return module, details

@@ -175,7 +175,7 @@ def repair(build: Build, ranked: Sequence[Any], budget: float, max_attempts: int
     if best is not None and len(best) > max_float * len(names):
         reason = (f"the smallest keep set found holds {len(best)} of the {len(names)} quantizable layers, over the "
                   f"{max_float:.0%} an INT8 model may keep in float (int8_fallback_max_float): the calibration data "
-                  "is the likelier cause")
+                  "or this backend's quantizer is the likelier cause (compare another backend's INT8)")
         best = None
     if best is None:
         done = [a for a in attempts if a.delta is not None]

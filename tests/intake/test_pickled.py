@@ -171,3 +171,17 @@ def test_trusted_weights_of_a_factory_get_the_same_import_rules(fakeyolo, tmp_pa
     monkeypatch.chdir(tmp_path / "pkgs")
     state = load_state_dict(ck, trust=True)
     assert set(state) == set(ref.state_dict()) and str(tmp_path / "pkgs") not in sys.path
+
+
+def test_a_fork_whose_detect_head_has_no_export_switch_still_gets_the_letterbox_default(fakeyolo, tmp_path) -> None:
+    """A YOLOv5 fork (plate detectors with landmarks) names its switch ``export_cat``: nothing is switched, but the
+    head is a Detect trained on letterboxed RGB /255, which the calibration contract must follow."""
+    m = fakeyolo.Model().eval()
+    del type(m.head).export  # the fork's Detect has no ``export`` attribute
+    try:
+        torch.save(m, tmp_path / "fork.pt")
+        src = load_source(str(tmp_path / "fork.pt"), trust_checkpoint=True)
+    finally:
+        type(m.head).export = False
+    assert "export_mode" not in src.details
+    assert src.details["preprocess"] == "color=RGB,resize=letterbox,scale=1/255"
