@@ -207,7 +207,10 @@ def _detections_seen(ver: dict[str, Any]) -> dict[str, Any] | None:
 def _route_note(manifest: dict[str, Any]) -> str | None:
     """How an INT8 row was made where it is not the plain route: another route than asked, layers the
     float-fallback search kept in float (how many)."""
-    notes = [(manifest.get("conversion") or {}).get("int8_route")]
+    conv = manifest.get("conversion") or {}
+    portable = "portable kernels: the XNNPACK delegate could not lower it" if conv.get("xnnpack_lowering_failed") \
+        else None
+    notes = [conv.get("int8_route"), portable]
     fb = manifest.get("int8_fallback") or {}
     if fb.get("ok") and fb.get("keep_fp32_nodes"):
         notes.append(f"float fallback: {len(fb['keep_fp32_nodes'])} layer(s) kept in float")

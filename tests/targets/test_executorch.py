@@ -90,3 +90,34 @@ def test_the_runtime_imports_without_the_compiler() -> None:
             "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]
+
+
+PRELU_2D = '''
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc, self.act = nn.Conv2d(3, 8, 3), nn.Linear(8, 16), nn.PReLU(16)
+
+    def forward(self, x):
+        return self.act(self.fc(self.conv(x).mean((2, 3))))
+
+
+def build():
+    torch.manual_seed(0)
+    return Net().eval()
+'''
+
+
+def test_a_graph_xnnpack_rejects_runs_on_portable_kernels_and_says_so(tmp_path: Path) -> None:
+    """A PReLU on a 2-D tensor (MTCNN's ONet, SINet): XNNPACK's ChannelsLastTaggedReshapePass refuses the whole
+    graph; ExecuTorch's portable kernels run it, verified as any artifact, and the manifest says no delegate ran."""
+    (tmp_path / "prelu2d.py").write_text(PRELU_2D)
+    prep = prepare(f"{tmp_path / 'prelu2d.py'}:build", inputs=["x:1x3x16x16"])
+    art = convert_reference(prep, "executorch", out=tmp_path / "o", precision="fp32", use_cache=False)
+    conv = art.manifest["conversion"]
+    assert "ChannelsLastTaggedReshapePass" in conv["xnnpack_lowering_failed"]
+    assert conv["delegation"]["delegated_nodes"] == 0 and art.manifest["verification"]["status"] == "ok"

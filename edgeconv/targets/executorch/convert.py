@@ -167,8 +167,26 @@ def convert(ctx: ConvertContext) -> ConversionResult:
             edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
             program = edge.to_executorch()
         except Exception as e:
-            raise ConversionError(f"ExecuTorch lowering failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}",
-                                  hint="an operator has no ExecuTorch kernel; see --verbose") from e
+            why = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+            if ctx.precision == "int8":  # quantized ops need the delegate's kernels
+                raise ConversionError(f"ExecuTorch XNNPACK lowering failed: {why}",
+                                      hint="an operator XNNPACK cannot take (a PReLU on a 2-D tensor, max(dim) "
+                                           "without keepdim); see --verbose, or use another target") from e
+            # XNNPACK's own passes reject some graphs outright (a PReLU on a 2-D tensor: "ChannelsLastTaggedReshape
+            # Pass"); ExecuTorch's portable kernels run every core ATen op, slower but correct, and verification
+            # judges the result as any other
+            log.warning("ExecuTorch: the XNNPACK delegate cannot lower this model (%s); lowering to ExecuTorch's "
+                        "portable kernels instead (no delegate: slower)", why)
+            try:
+                with torch.no_grad():
+                    ep = torch.export.export(module, sample)
+                edge = to_edge_transform_and_lower(ep, partitioner=[])
+                program = edge.to_executorch()
+            except Exception as e2:
+                raise ConversionError(f"ExecuTorch lowering failed: {why}; without the delegate too: "
+                                      f"{type(e2).__name__}: {' '.join(str(e2).split())[:200]}",
+                                      hint="an operator has no ExecuTorch kernel; see --verbose") from e2
+            meta["xnnpack_lowering_failed"] = why
     pte = bytes(program.buffer)
     (ctx.out_dir / MODEL_FILE).write_bytes(pte)
     meta["delegation"] = delegation(edge)
