@@ -584,18 +584,12 @@ def _convert_and_verify(backend: Target, ctx: ConvertContext, tagged: list[tuple
     return result, record
 
 
-def _check_scores(refs: list[dict[str, np.ndarray]], spec: dict[str, Any], target: str) -> None:
-    """The reference's own detections must score in [0, 1]: a decode whose parameters do not fit the head (a YOLOv5
-    fork with 8 landmark channels per anchor, read as 10 classes to make the shape fit) scored boxes ~480 and the
-    artifact, decoding the same wrong way, matched it perfectly."""
-    from edgeconv.postprocess import apply_postprocessor
-
-    top = 0.0
-    for r in refs:
-        dets, count = apply_postprocessor(r, spec)
-        for i, n in enumerate(np.asarray(count).reshape(-1)):
-            if int(n):
-                top = max(top, float(np.max(dets[i, : int(n), 4])))
+def _check_scores(records: list[dict[str, Any]], target: str) -> None:
+    """The reference's own detections (the top scores the detection checks saw) must score in [0, 1]: a decode whose
+    parameters do not fit the head (a YOLOv5 fork with 8 landmark channels per anchor, read as 10 classes to make the
+    shape fit) scored boxes ~480 and the artifact, decoding the same wrong way, matched it perfectly."""
+    top = max((float(r["reference_score_max"]) for r in records if r.get("reference_score_max") is not None),
+              default=0.0)
     if top > 1.0 + 1e-3:
         raise ConfigError(f"post-processing: the decode scores the reference's boxes up to {top:.4g} on real inputs; "
                           "scores are probabilities in [0, 1], so the decode parameters do not fit this head",
@@ -674,13 +668,13 @@ def verify(art: Artifact, ctx: ConvertContext, backend: Target, result: Conversi
         # Tensor tolerances mean nothing on boxes whose near-tied candidates swap order: compare detections.
         from edgeconv.postprocess import verify_detection_outputs
 
-        _check_scores(refs, ctx.postprocess["spec"], profile.name)
         for kind in kinds:
             idx = [i for i, (k, _) in enumerate(tagged) if k == kind]
             ok, fails_k, rec = verify_detection_outputs([refs[i] for i in idx], [gots[i] for i in idx],
                                                         ctx.postprocess["spec"], min_matched=float(
                                                             profile.tol(precision).get("detections_matched", 0.99)))
             checks[kind].update(passed=ok, failures=fails_k, detections=rec)
+        _check_scores([checks[k]["detections"] for k in kinds], profile.name)
     blocking = [k for k in kinds if k != "noise"] or kinds
     drift = compare_outputs([refs[i] for i, (k, _) in enumerate(tagged) if k in blocking],
                             [gots[i] for i, (k, _) in enumerate(tagged) if k in blocking])

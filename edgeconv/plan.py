@@ -35,7 +35,7 @@ from edgeconv.pipeline import (
     convert_reference,
     make_calibration,
 )
-from edgeconv.profiles import PRECISIONS, Profile, load_profile
+from edgeconv.profiles import PRECISIONS, TOLERANCE_KEYS, Profile, load_profile
 from edgeconv.targets.base import TaskEvaluator
 from edgeconv.targets.registry import get_target
 
@@ -67,9 +67,8 @@ def with_tolerances(profile: Profile, tolerances: dict[str, dict[str, float]] | 
         if prec not in PRECISIONS or not isinstance(table, dict):
             raise ConfigError(f"--tol: unknown precision '{prec}'", hint=f"use one of {list(PRECISIONS)}")
         for k, v in table.items():
-            if k not in ("max_abs", "rel_l2", "cosine", "snr_db", "task_delta", "detections_matched"):
-                raise ConfigError(f"--tol: unknown tolerance '{k}'",
-                                  hint="max_abs, rel_l2, cosine, snr_db, task_delta or detections_matched")
+            if k not in TOLERANCE_KEYS:
+                raise ConfigError(f"--tol: unknown tolerance '{k}'", hint=f"one of {', '.join(TOLERANCE_KEYS)}")
             merged.setdefault(prec, {})[k] = float(v)
     return dataclasses.replace(profile, tolerance=merged)
 

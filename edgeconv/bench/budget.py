@@ -114,19 +114,14 @@ def task_evaluator(info: dict[str, Any], reference: Any, preprocess: Preprocess 
         return label_free("no labelled evaluation data (--eval)")
     spec = reference.inputs[0]
     ev = load_eval_data(data, input_spec=spec, preprocess=preprocess, task=task, limit=limit)
-    if ev.labels is None:
-        held = (list(ev.feeds), str(ev.source)) if ev.feeds else None
-        if held and exclude:
-            overlap = [p for p in ev.files if sha256_file(p) in exclude]
-            if overlap:
-                raise ConfigError(f"{len(overlap)} evaluation inputs are also calibration inputs (e.g. {overlap[0]})",
-                                  hint="evaluate on data disjoint from --calib")
-        return label_free(f"evaluation data {ev.source} has no labels", held)
-    if exclude:
+    if exclude:  # labelled or not, held-out data must be disjoint from the calibration sample
         overlap = [p for p in ev.files if sha256_file(p) in exclude]
         if overlap:
             raise ConfigError(f"{len(overlap)} evaluation inputs are also calibration inputs (e.g. {overlap[0]})",
                               hint="evaluate on data disjoint from --calib")
+    if ev.labels is None:
+        held = (list(ev.feeds), str(ev.source)) if ev.feeds else None
+        return label_free(f"evaluation data {ev.source} has no labels", held)
     post = load_callable(post_spec) if post_spec else None
     if tk.name == "detection" and post is None:
         return None

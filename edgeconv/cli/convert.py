@@ -201,7 +201,7 @@ def _detections_seen(ver: dict[str, Any]) -> dict[str, Any] | None:
         return None
     return {"matched_fraction": min(r["matched_fraction"] for r in recs),
             "extra_fraction": max(r["extra_fraction"] for r in recs),
-            "reference_detections": sum(int(r.get("reference_detections") or 0) for r in recs)}
+            "reference_detections": ver.get("detections_seen", 0)}
 
 
 def _route_note(manifest: dict[str, Any]) -> str | None:

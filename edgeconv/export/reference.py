@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgeconv.core import cache
+from edgeconv.core.compare import compare_outputs
 from edgeconv.core.console import log, status
 from edgeconv.core.errors import ConfigError, ModelLoadError
 from edgeconv.core.hashing import code_fingerprint, sha256_file, sha256_json
@@ -181,14 +182,9 @@ def _upgrade_opset(model: Any, raw: Path, feeds: list[dict[str, np.ndarray]], ou
 
         up = version_converter.convert_version(model, MIN_REFERENCE_OPSET)
         data = up.SerializeToString()
-        diff = 0.0
-        for f, want in zip(feeds, outs, strict=True):
-            got = onnx_outputs(data, f)
-            for k, v in want.items():
-                ref = np.asarray(v, np.float64)
-                scale = max(1.0, float(np.max(np.abs(ref), initial=0.0)))
-                diff = max(diff, float(np.max(np.abs(np.asarray(got[k], np.float64) - ref), initial=0.0)) / scale)
-        if diff > 1e-5:
+        drift = compare_outputs(outs, [onnx_outputs(data, f) for f in feeds])
+        diff = float(drift.get("max_abs_scaled", np.inf))
+        if not drift["shape_ok"] or not drift.get("finite", False) or diff > 1e-5:
             raise ValueError(f"the converted graph's outputs differ by {diff:.3g} of their scale")
     except Exception as e:  # noqa: BLE001 - the original graph stays the reference; INT8 routes say what fails
         record["opset_upgrade"] = {"from": opset, "to": MIN_REFERENCE_OPSET, "ok": False, "error": describe(e)}

@@ -119,6 +119,7 @@ def verify_detection_outputs(refs: Sequence[Mapping[str, np.ndarray]], gots: Seq
     ref_d = [d for r in refs for d in to_detections(*apply_postprocessor(r, params))]
     got_d = [d for g in gots for d in to_detections(*apply_postprocessor(g, params))]
     rec = compare_detections(ref_d, got_d, iou=iou, min_score=min_score, min_matched=min_matched)
+    rec["reference_score_max"] = max((float(np.max(d.scores)) for d in ref_d if len(d.scores)), default=None)
     fails = []
     if rec["matched_fraction"] < min_matched:
         fails.append(f"detections matched {rec['matched_fraction']:.4f} < {min_matched} (IoU >= {iou}, "
